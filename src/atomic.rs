@@ -1,0 +1,151 @@
+//! Atomic outputs: a file is written under a temporary name next to its destination, fsynced,
+//! then renamed into place. Until then it is registered for removal, so an error, a panic or a
+//! signal (SIGINT, SIGTERM, SIGHUP) never leaves a partial file at — or next to — the
+//! destination.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes registered temporary files and exits with 130 on SIGINT/SIGTERM/SIGHUP.
+/// Call once from `main`.
+pub fn install_signal_cleanup() {
+    let _ = ctrlc::set_handler(|| {
+        remove_pending();
+        eprintln!("spxpack: interrupted; removed partial output");
+        std::process::exit(130);
+    });
+}
+
+/// Removes every registered temporary file (signal handler and tests).
+pub fn remove_pending() {
+    if let Ok(mut v) = PENDING.lock() {
+        for p in v.drain(..) {
+            let _ = fs::remove_file(&p);
+        }
+    }
+}
+
+fn register(p: &Path) {
+    if let Ok(mut v) = PENDING.lock() {
+        v.push(p.to_path_buf());
+    }
+}
+
+fn unregister(p: &Path) {
+    if let Ok(mut v) = PENDING.lock() {
+        v.retain(|x| x != p);
+    }
+}
+
+/// A file being written atomically.
+pub struct AtomicFile {
+    file: Option<File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl AtomicFile {
+    pub fn create(dest: &Path) -> Result<Self> {
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            return Err(Error::not_found(format!("output directory {} does not exist", dir.display()))
+                .with_hint("create it first, or choose another -o path"));
+        }
+        if dest.is_dir() {
+            return Err(Error::input(format!("output {} is a directory", dest.display())).with_hint("give a file name, e.g. -o images.tar.gz"));
+        }
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let t = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io("cannot create a temporary file in", &dir, e))?;
+        let (file, path) = t.keep().map_err(|e| Error::io("cannot create a temporary file in", &dir, e.error))?;
+        register(&path);
+        Ok(AtomicFile { file: Some(file), tmp: path, dest: dest.to_path_buf() })
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("file present until commit")
+    }
+
+    /// Takes the file out for writers that need ownership; give it back with `commit_file`.
+    pub fn take_file(&mut self) -> File {
+        self.file.take().expect("file present until commit")
+    }
+
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// fsyncs and renames into place.
+    pub fn commit(mut self) -> Result<()> {
+        let f = self.file.take().expect("file present until commit");
+        self.commit_file(f)
+    }
+
+    /// Like `commit`, with the file given back after `take_file`.
+    pub fn commit_file(mut self, f: File) -> Result<()> {
+        f.sync_all().map_err(|e| Error::io("cannot write", &self.dest, e))?;
+        drop(f);
+        fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io("cannot move the output into place at", &self.dest, e))?;
+        unregister(&self.tmp);
+        if let Some(dir) = self.dest.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(d) = File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        self.tmp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+            unregister(&self.tmp);
+        }
+    }
+}
+
+impl io::Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file().write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn commit_or_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("x.tar");
+        {
+            let mut a = AtomicFile::create(&dest).unwrap();
+            a.write_all(b"partial").unwrap();
+        } // dropped without commit
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+        let mut a = AtomicFile::create(&dest).unwrap();
+        a.write_all(b"whole").unwrap();
+        a.commit().unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"whole");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+        assert!(AtomicFile::create(&d.path().join("missing/x.tar")).is_err());
+    }
+}

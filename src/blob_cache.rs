@@ -1,0 +1,264 @@
+//! The content-addressed blob cache shared by every source: `blobs/sha256/<hex>` holds
+//! verified content only (it is written to `tmp/` first and renamed into place after the
+//! digest checked out, so two concurrent runs can insert the same blob safely), and
+//! `refs/<registry>/<repository>/<tag>` remembers which manifest a tag resolved to, so
+//! `--offline` can resolve tags without the network.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::digest::{Digest, VerifyingReader};
+use crate::error::{Error, Kind, Result};
+use crate::image::{BlobReader, BlobSource, Descriptor};
+
+/// The blob cache.
+#[derive(Debug)]
+pub struct BlobCache {
+    root: PathBuf,
+    offline: bool,
+    /// Blobs verified by this process (inserted or fully read); reads of these skip re-hashing.
+    verified: Mutex<HashSet<Digest>>,
+}
+
+impl BlobCache {
+    /// Opens (creating if needed) the cache at `root`, or at the default location.
+    pub fn open(root: Option<PathBuf>, offline: bool) -> Result<Arc<Self>> {
+        let root = root.unwrap_or_else(default_dir);
+        for sub in ["blobs/sha256", "tmp", "refs"] {
+            let d = root.join(sub);
+            fs::create_dir_all(&d).map_err(|e| {
+                Error::io("cannot create the cache directory", &d, e).with_hint("pass --cache-dir with a writable directory")
+            })?;
+        }
+        sweep_stale_temps(&root.join("tmp"));
+        Ok(Arc::new(BlobCache { root, offline, verified: Mutex::new(HashSet::new()) }))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn offline(&self) -> bool {
+        self.offline
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    /// Whether a blob of this digest and size is present.
+    pub fn contains(&self, desc: &Descriptor) -> bool {
+        fs::metadata(self.blob_path(&desc.digest)).is_ok_and(|m| m.is_file() && m.len() == desc.size)
+    }
+
+    /// Reads a small cached blob fully (verified), if present.
+    pub fn read_small(&self, d: &Digest, limit: u64) -> Result<Option<Vec<u8>>> {
+        let p = self.blob_path(d);
+        let data = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("cannot read cached blob", &p, e)),
+        };
+        if data.len() as u64 > limit {
+            return Err(Error::input(format!("cached blob {d} is larger than {limit} bytes")));
+        }
+        if Digest::of(&data) != *d {
+            let _ = fs::remove_file(&p);
+            return Ok(None);
+        }
+        Ok(Some(data))
+    }
+
+    /// Opens a cached blob; the reader verifies size and digest unless this process already did.
+    pub fn open_blob(&self, desc: &Descriptor, what: &str) -> Result<Option<BlobReader>> {
+        let p = self.blob_path(&desc.digest);
+        let f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("cannot open cached blob", &p, e)),
+        };
+        let len = f.metadata().map_err(|e| Error::io("cannot stat", &p, e))?.len();
+        if len != desc.size {
+            return Ok(None);
+        }
+        if self.verified.lock().expect("poisoned").contains(&desc.digest) {
+            return Ok(Some(Box::new(io::BufReader::with_capacity(1 << 20, f))));
+        }
+        let r = VerifyingReader::new(io::BufReader::with_capacity(1 << 20, f), desc.digest.clone(), desc.size, what.to_string());
+        Ok(Some(Box::new(CacheCheck { inner: r, path: p })))
+    }
+
+    /// A fresh temporary file inside the cache, for downloads in progress.
+    pub fn new_temp(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix("ingest-")
+            .tempfile_in(self.root.join("tmp"))
+            .map_err(|e| Error::io("cannot create a temporary file in", &self.root.join("tmp"), e))
+    }
+
+    /// Moves a fully written and already verified temporary file into place.
+    pub fn commit(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<()> {
+        let dest = self.blob_path(digest);
+        tmp.persist(&dest).map_err(|e| Error::io("cannot store blob in the cache at", &dest, e.error))?;
+        self.mark_verified(digest);
+        Ok(())
+    }
+
+    pub fn mark_verified(&self, digest: &Digest) {
+        self.verified.lock().expect("poisoned").insert(digest.clone());
+    }
+
+    /// Copies `r` into the cache, verifying it against `desc`.
+    pub fn insert_from(&self, desc: &Descriptor, r: &mut dyn Read, what: &str) -> Result<()> {
+        if self.contains(desc) && self.verified.lock().expect("poisoned").contains(&desc.digest) {
+            return Ok(());
+        }
+        let mut tmp = self.new_temp()?;
+        let mut vr = VerifyingReader::new(r, desc.digest.clone(), desc.size, what.to_string());
+        {
+            let mut w = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+            io::copy(&mut vr, &mut w).map_err(|e| Error::from_io("cannot cache", what, e))?;
+            w.flush().map_err(|e| Error::from_io("cannot cache", what, e))?;
+        }
+        self.commit(tmp, &desc.digest)
+    }
+
+    /// Stores small bytes (manifests, configs) under their digest.
+    pub fn insert_bytes(&self, data: &[u8]) -> Result<Digest> {
+        let d = Digest::of(data);
+        let dest = self.blob_path(&d);
+        if fs::metadata(&dest).is_ok_and(|m| m.len() == data.len() as u64) {
+            return Ok(d);
+        }
+        let mut tmp = self.new_temp()?;
+        tmp.write_all(data).map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+        self.commit(tmp, &d)?;
+        Ok(d)
+    }
+
+    fn ref_path(&self, registry: &str, repository: &str, tag: &str) -> PathBuf {
+        let reg = registry.replace(':', "_");
+        self.root.join("refs").join(reg).join(repository).join(tag)
+    }
+
+    /// Records that `registry/repository:tag` resolved to `digest`.
+    pub fn set_ref(&self, registry: &str, repository: &str, tag: &str, digest: &Digest) -> Result<()> {
+        let p = self.ref_path(registry, repository, tag);
+        let dir = p.parent().expect("has parent");
+        fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+        let mut tmp = self.new_temp()?;
+        tmp.write_all(digest.to_string().as_bytes()).map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+        tmp.persist(&p).map_err(|e| Error::io("cannot write", &p, e.error))?;
+        Ok(())
+    }
+
+    /// What `registry/repository:tag` last resolved to.
+    pub fn get_ref(&self, registry: &str, repository: &str, tag: &str) -> Option<Digest> {
+        let s = fs::read_to_string(self.ref_path(registry, repository, tag)).ok()?;
+        Digest::parse(s.trim()).ok()
+    }
+
+    /// The error for a blob that is needed but not cached in offline mode.
+    pub fn offline_error(&self, what: &str, digest: &Digest) -> Error {
+        Error::new(Kind::Offline, format!("--offline: {what} ({digest}) is not in the cache at {}", self.root.display()))
+            .with_hint("run the same command once without --offline to fill the cache")
+    }
+}
+
+/// Deletes a cached blob whose content turns out to be wrong, so the next run fetches it again.
+struct CacheCheck<R> {
+    inner: VerifyingReader<R>,
+    path: PathBuf,
+}
+
+impl<R: Read> Read for CacheCheck<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if e.kind() == io::ErrorKind::InvalidData {
+                let _ = fs::remove_file(&self.path);
+            }
+        })
+    }
+}
+
+/// A `BlobSource` that serves from the cache only.
+pub struct CacheSource {
+    pub cache: Arc<BlobCache>,
+    pub origin: String,
+}
+
+impl BlobSource for CacheSource {
+    fn open(&self, desc: &Descriptor) -> Result<BlobReader> {
+        let what = format!("blob {} of {}", desc.digest, self.origin);
+        self.cache.open_blob(desc, &what)?.ok_or_else(|| self.cache.offline_error(&what, &desc.digest))
+    }
+    fn describe(&self) -> String {
+        format!("cache {}", self.cache.root.display())
+    }
+}
+
+/// `$XDG_CACHE_HOME/spxpack`, `~/.cache/spxpack`, or a per-user directory under the temp dir.
+pub fn default_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("SPXPACK_CACHE_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x);
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("spxpack");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".cache").join("spxpack");
+    }
+    // SAFETY-free uid lookup: /proc/self is ours.
+    let uid = fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(0);
+    std::env::temp_dir().join(format!("spxpack-cache-{uid}"))
+}
+
+fn sweep_stale_temps(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    let cutoff = SystemTime::now() - Duration::from_secs(24 * 3600);
+    for e in rd.flatten() {
+        if let Ok(m) = e.metadata()
+            && m.modified().is_ok_and(|t| t < cutoff)
+        {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_verify_and_refs() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = BlobCache::open(Some(dir.path().to_path_buf()), false).unwrap();
+        let data = b"some layer bytes".to_vec();
+        let desc = Descriptor::new("x", Digest::of(&data), data.len() as u64);
+        assert!(!c.contains(&desc));
+        c.insert_from(&desc, &mut &data[..], "blob").unwrap();
+        assert!(c.contains(&desc));
+        let mut out = Vec::new();
+        c.open_blob(&desc, "blob").unwrap().unwrap().read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
+
+        let bad = Descriptor::new("x", Digest::of(b"other"), data.len() as u64);
+        let e = c.insert_from(&bad, &mut &data[..], "blob y").unwrap_err();
+        assert_eq!(e.kind(), Kind::Integrity, "{e}");
+        assert!(!c.contains(&bad));
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "failed ingest leaves no temp file");
+
+        c.set_ref("127.0.0.1:5000", "a/b", "t", &desc.digest).unwrap();
+        assert_eq!(c.get_ref("127.0.0.1:5000", "a/b", "t"), Some(desc.digest.clone()));
+
+        // a corrupted cached blob is detected on read (fresh process view) and removed
+        fs::write(c.blob_path(&desc.digest), b"some layer bytez").unwrap();
+        let c2 = BlobCache::open(Some(dir.path().to_path_buf()), false).unwrap();
+        let e = c2.open_blob(&desc, "blob").unwrap().unwrap().read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("digest mismatch"));
+        assert!(!c2.contains(&desc));
+    }
+}

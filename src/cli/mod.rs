@@ -1,0 +1,189 @@
+//! The command line: clap types, settings from flags and environment, and printing. Nothing
+//! below this module knows about clap.
+
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Error, Result};
+use crate::platform::Platform;
+use crate::registry::ClientOptions;
+use crate::registry::auth::CredentialOptions;
+use crate::source::{Resolver, Source};
+use output::Term;
+
+#[derive(Debug, Parser)]
+#[command(name = "spxpack", version, about = "Build Spot Extensions (.spx) and docker-save archives without a Docker daemon")]
+pub struct Cli {
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Print only errors and the final result.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull images (registry, OCI layout or archive) and write one docker-save archive.
+    ///
+    /// The daemonless equivalent of `docker pull --platform linux/arm64 A B && docker save A B | gzip`.
+    /// Sources: NAME[:TAG][@DIGEST], docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG],
+    /// docker-archive:FILE[:TAG|@N]. The output suffix decides: .tar.gz/.tgz is gzipped, anything else plain tar.
+    Pull(PullArgs),
+    /// Show tags, platform, image ID and layers of an archive, OCI layout or registry image.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Credentials for registries: USER:PASS (all registries) or REGISTRY=USER:PASS. Repeatable.
+    /// Prefer $SPXPACK_CREDS in CI so the secret stays out of the process list.
+    #[arg(long, value_name = "[REGISTRY=]USER:PASS", env = "SPXPACK_CREDS", hide_env_values = true)]
+    pub creds: Vec<String>,
+    /// Credentials file in docker config.json / podman auth.json format.
+    #[arg(long, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Never send credentials.
+    #[arg(long)]
+    pub no_creds: bool,
+    /// Allow plain HTTP and unverified TLS for this registry host[:port]. Repeatable.
+    /// Loopback registries (127.0.0.1, localhost) may always use HTTP.
+    #[arg(long, value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+    /// Also trust the CA certificates in this PEM file. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Vec<PathBuf>,
+    /// Retries per request on HTTP 429/5xx and connection errors.
+    #[arg(long, default_value_t = 4)]
+    pub retries: u32,
+    /// Blob cache directory [default: $XDG_CACHE_HOME/spxpack or ~/.cache/spxpack].
+    #[arg(long, value_name = "DIR", env = "SPXPACK_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Never touch the network: use only cached manifests and blobs.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+impl RegistryArgs {
+    fn client_options(&self) -> Result<ClientOptions> {
+        let mut creds = CredentialOptions { authfile: self.authfile.clone(), anonymous: self.no_creds, ..Default::default() };
+        for c in &self.creds {
+            creds.add_creds(c)?;
+        }
+        Ok(ClientOptions {
+            insecure_registries: self.insecure_registry.clone(),
+            ca_certs: self.ca_cert.clone(),
+            creds,
+            retries: self.retries,
+            ..Default::default()
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Images to pull.
+    #[arg(required = true, value_name = "SOURCE")]
+    pub sources: Vec<String>,
+    /// Output archive (.tar, .tar.gz or .tgz).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Target platform: linux/arm64 (CORE I/O) or linux/amd64 (Orbit).
+    #[arg(long, default_value = "linux/arm64", env = "SPXPACK_PLATFORM")]
+    pub platform: String,
+    /// Parallel layer downloads.
+    #[arg(short, long, default_value_t = 4)]
+    pub jobs: usize,
+    /// Gzip level for content that is not already compressed (1-9), with a .gz output.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compression_level: u32,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// An archive file, OCI layout directory, or image reference (same forms as `pull`).
+    #[arg(value_name = "ARCHIVE_OR_REF")]
+    pub source: String,
+    /// Which image of a multi-platform index.
+    #[arg(long, default_value = "linux/arm64", env = "SPXPACK_PLATFORM")]
+    pub platform: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let term = Term::new(cli.quiet);
+    match cli.command {
+        Command::Pull(a) => pull(a, &term),
+        Command::Inspect(a) => inspect(a, &term),
+    }
+}
+
+fn pull(a: PullArgs, term: &Term) -> Result<()> {
+    let platform = Platform::parse(&a.platform)?;
+    let sources = a.sources.iter().map(|s| Source::parse(s)).collect::<Result<Vec<_>>>()?;
+    let mut write = crate::docker_archive::WriteOptions::for_path(&a.output);
+    write.level = a.compression_level;
+    let opts = crate::pull::PullOptions {
+        platform,
+        output: a.output.clone(),
+        cache_dir: a.registry.cache_dir.clone(),
+        offline: a.registry.offline,
+        client: a.registry.client_options()?,
+        jobs: a.jobs,
+        write: Some(write),
+    };
+    let started = std::time::Instant::now();
+    let s = crate::pull::pull(&sources, &opts, term)?;
+    if a.json {
+        let v = serde_json::json!({
+            "output": s.output,
+            "images": s.images.iter().map(|i| serde_json::json!({
+                "source": i.origin, "tags": i.tags, "id": i.id, "layers": i.layers, "size": i.size,
+            })).collect::<Vec<_>>(),
+            "blobs": s.archive.blobs,
+            "tar_bytes": s.archive.tar_bytes,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        let size = std::fs::metadata(&s.output).map(|m| m.len()).unwrap_or(0);
+        term.done(&format!(
+            "wrote {} ({} image{}, {} blobs, {}) in {:.1}s",
+            s.output.display(),
+            s.images.len(),
+            if s.images.len() == 1 { "" } else { "s" },
+            s.archive.blobs,
+            crate::progress::human_size(size),
+            started.elapsed().as_secs_f32()
+        ));
+    }
+    Ok(())
+}
+
+fn inspect(a: InspectArgs, _term: &Term) -> Result<()> {
+    let platform = Platform::parse(&a.platform)?;
+    let src = Source::parse_path_or_ref(&a.source)?;
+    let cache = crate::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
+    let resolver = Resolver::new(cache, a.registry.client_options()?);
+    let report = crate::inspect::inspect(&resolver, &src, &platform)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?);
+    } else {
+        print!("{}", crate::inspect::render(&report));
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! The library's one error type: every failure carries a lowercase message that names the
+//! file, reference, digest or field involved, an optional `hint:` saying what to do, and a
+//! class that decides the process exit code (1 = bad input, 2 = unexpected failure).
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+/// What kind of failure this is; decides the exit code and lets tests match on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// Malformed or inconsistent input given by the user (files, flags, references).
+    Input,
+    /// Something named does not exist (image, tag, platform, blob, file).
+    NotFound,
+    /// Credentials missing or rejected.
+    Auth,
+    /// Content does not match its digest or size.
+    Integrity,
+    /// The network or a remote server failed after retries.
+    Network,
+    /// Local I/O failure (disk full, permissions, …).
+    Io,
+    /// `--offline` and the content is not cached.
+    Offline,
+    /// A feature that is not implemented.
+    Unsupported,
+    /// A bug or an unexpected state.
+    Internal,
+}
+
+/// The library error.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Error {
+    kind: Kind,
+    msg: String,
+    hint: Option<String>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: Kind, msg: impl Into<String>) -> Self {
+        Error { kind, msg: msg.into(), hint: None, source: None }
+    }
+    pub fn input(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Input, msg)
+    }
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Self::new(Kind::NotFound, msg)
+    }
+    pub fn auth(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Auth, msg)
+    }
+    pub fn integrity(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Integrity, msg)
+    }
+    pub fn network(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Network, msg)
+    }
+    pub fn unsupported(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Unsupported, msg)
+    }
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Internal, msg)
+    }
+    /// An I/O error on `path`, with the operation named (`"cannot read"`, `"cannot create"`, …).
+    pub fn io(op: &str, path: &Path, err: io::Error) -> Self {
+        // A verifying reader reports digest problems as io::Error; keep their class and text.
+        if let Some(inner) = err.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+            return inner.clone_shallow();
+        }
+        let mut e = Self::new(Kind::Io, format!("{op} {}: {}", path.display(), io_text(&err)));
+        if err.raw_os_error() == Some(28) {
+            e.hint = Some("the disk is full; free space or point --cache-dir/-o at a larger filesystem".into());
+        } else if err.kind() == io::ErrorKind::PermissionDenied {
+            e.hint = Some("check the permissions of that path".into());
+        }
+        e.source = Some(Box::new(err));
+        e
+    }
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+    /// Prefixes the message with context, e.g. the image the failure happened in.
+    pub fn context(mut self, ctx: impl fmt::Display) -> Self {
+        self.msg = format!("{ctx}: {}", self.msg);
+        self
+    }
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+    pub fn message(&self) -> &str {
+        &self.msg
+    }
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+    /// 1 for problems with the input (the user can fix them), 2 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self.kind {
+            Kind::Input | Kind::NotFound | Kind::Auth | Kind::Integrity | Kind::Offline | Kind::Unsupported => 1,
+            Kind::Network | Kind::Io | Kind::Internal => 2,
+        }
+    }
+    fn clone_shallow(&self) -> Self {
+        Error { kind: self.kind, msg: self.msg.clone(), hint: self.hint.clone(), source: None }
+    }
+    /// Wraps this error into an `io::Error` so it can travel through `Read` implementations.
+    pub fn into_io(self) -> io::Error {
+        let kind = match self.kind {
+            Kind::Integrity => io::ErrorKind::InvalidData,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self)
+    }
+    /// Recovers an `Error` carried inside an `io::Error`, or classifies the `io::Error`.
+    pub fn from_io(op: &str, what: &str, err: io::Error) -> Self {
+        if let Some(inner) = err.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+            return inner.clone_shallow();
+        }
+        let mut e = Self::new(Kind::Io, format!("{op} {what}: {}", io_text(&err)));
+        if err.raw_os_error() == Some(28) {
+            e.hint = Some("the disk is full; free space or choose another output directory".into());
+        }
+        e
+    }
+}
+
+fn io_text(err: &io::Error) -> String {
+    let s = err.to_string();
+    // "No such file or directory (os error 2)" -> "no such file or directory"
+    let s = s.split(" (os error").next().unwrap_or(&s).to_string();
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => s,
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        e.into_io()
+    }
+}
+
+/// Shorthand for building an error with `format!` arguments.
+#[macro_export]
+macro_rules! bail {
+    ($kind:ident, $($arg:tt)+) => {
+        return Err($crate::error::Error::$kind(format!($($arg)+)))
+    };
+}

@@ -1,0 +1,26 @@
+//! spxpack: build Boston Dynamics Spot Extensions (`.spx`) without a Docker daemon.
+//!
+//! The library pulls or reads arm64/amd64 images ([`source`], [`registry`], [`oci_layout`],
+//! [`docker_archive`]), keeps their blobs in a verified content-addressed cache
+//! ([`blob_cache`]) and writes `docker save`-compatible archives ([`docker_archive::write`]).
+//! It never prints: progress goes through [`progress::Reporter`], logs through `tracing`.
+
+pub mod atomic;
+pub mod blob_cache;
+pub mod compress;
+pub mod digest;
+pub mod docker_archive;
+pub mod error;
+pub mod image;
+pub mod inspect;
+pub mod oci_layout;
+pub mod platform;
+pub mod progress;
+pub mod pull;
+pub mod reference;
+pub mod registry;
+pub mod source;
+pub mod tar_index;
+
+pub use error::{Error, Kind, Result};
+pub mod cli;

@@ -1,0 +1,25 @@
+//! The `spxpack` binary: parse → logging → `cli::run` → error report → exit code.
+
+use clap::Parser;
+
+fn main() {
+    let cli = spxpack::cli::Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SPXPACK_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).without_time().init();
+    spxpack::atomic::install_signal_cleanup();
+    match spxpack::cli::run(cli) {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Some(h) = e.hint() {
+                eprintln!("hint: {h}");
+            }
+            std::process::exit(e.exit_code());
+        }
+    }
+}

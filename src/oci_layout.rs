@@ -1,0 +1,211 @@
+//! OCI image layouts, as a directory (`oci:DIR[:tag]`) or a tar of one (`oci-archive:FILE[:tag]`):
+//! reads `index.json`, selects a manifest by `org.opencontainers.image.ref.name` (or the only
+//! one), resolves nested indexes to the wanted platform, and serves blobs from
+//! `blobs/sha256/<hex>` with digest verification.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::digest::{Digest, VerifyingReader};
+use crate::error::{Error, Result};
+use crate::image::model::sniff_manifest_kind;
+use crate::image::{BlobReader, BlobSource, ConfigView, Descriptor, Image, Index, Manifest, media, parse_json};
+use crate::platform::Platform;
+use crate::registry::select_platform;
+use crate::tar_index::TarArchive;
+
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+const MAX_DOC: u64 = 16 << 20;
+
+/// Where the layout's files live.
+#[derive(Clone)]
+pub enum LayoutFs {
+    Dir(PathBuf),
+    Tar(Arc<TarArchive>),
+}
+
+impl LayoutFs {
+    fn display(&self) -> String {
+        match self {
+            LayoutFs::Dir(p) => p.display().to_string(),
+            LayoutFs::Tar(t) => t.display().to_string(),
+        }
+    }
+
+    /// Reads a small file of the layout (`index.json`, a manifest or config blob).
+    pub fn read(&self, path: &str) -> Result<Vec<u8>> {
+        match self {
+            LayoutFs::Dir(root) => {
+                let p = root.join(path);
+                let meta = std::fs::metadata(&p).map_err(|e| Error::io("cannot read", &p, e))?;
+                if meta.len() > MAX_DOC {
+                    return Err(Error::input(format!("{} is larger than {MAX_DOC} bytes", p.display())));
+                }
+                std::fs::read(&p).map_err(|e| Error::io("cannot read", &p, e))
+            }
+            LayoutFs::Tar(t) => t.read(path, MAX_DOC),
+        }
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        match self {
+            LayoutFs::Dir(root) => root.join(path).exists(),
+            LayoutFs::Tar(t) => t.contains(path),
+        }
+    }
+
+    fn open(&self, path: &str) -> Result<(Box<dyn std::io::Read + Send>, u64)> {
+        match self {
+            LayoutFs::Dir(root) => {
+                let p = root.join(path);
+                let f = File::open(&p).map_err(|e| Error::io("cannot open", &p, e))?;
+                let len = f.metadata().map_err(|e| Error::io("cannot stat", &p, e))?.len();
+                Ok((Box::new(BufReader::with_capacity(1 << 20, f)), len))
+            }
+            LayoutFs::Tar(t) => {
+                let (r, len) = t.open_entry(path)?;
+                Ok((Box::new(BufReader::with_capacity(1 << 20, r)), len))
+            }
+        }
+    }
+}
+
+/// An opened OCI layout.
+pub struct Layout {
+    pub fs: LayoutFs,
+    pub index: Index,
+    pub kind: &'static str,
+}
+
+impl Layout {
+    pub fn open_dir(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::not_found(format!("OCI layout directory {} does not exist", dir.display())));
+        }
+        Self::open(LayoutFs::Dir(dir.to_path_buf()), "oci")
+    }
+
+    pub fn open_archive(file: &Path) -> Result<Self> {
+        let t = TarArchive::open(file, "OCI archive")?;
+        Self::open(LayoutFs::Tar(Arc::new(t)), "oci-archive")
+    }
+
+    pub fn open(fs: LayoutFs, kind: &'static str) -> Result<Self> {
+        if !fs.exists("index.json") {
+            let hint = if fs.exists("manifest.json") { "it looks like a docker archive: use docker-archive:PATH" } else { "an OCI layout has index.json, oci-layout and blobs/" };
+            return Err(Error::input(format!("{} is not an OCI layout: it has no index.json", fs.display())).with_hint(hint));
+        }
+        let index = Index::parse(&fs.read("index.json")?, &format!("index.json of {}", fs.display()))?;
+        Ok(Layout { fs, index, kind })
+    }
+
+    /// The tags (`ref.name` annotations) of the top-level index.
+    pub fn tags(&self) -> Vec<String> {
+        self.index.manifests.iter().filter_map(|d| d.annotation(REF_NAME).map(str::to_string)).collect()
+    }
+
+    /// Selects an image by tag (or the only entry) for `platform`.
+    pub fn image(&self, tag: Option<&str>, platform: &Platform) -> Result<Image> {
+        let shown = self.fs.display();
+        let entry = match tag {
+            Some(t) => self
+                .index
+                .manifests
+                .iter()
+                .find(|d| d.annotation(REF_NAME) == Some(t) || d.annotation(CONTAINERD_NAME) == Some(t))
+                .ok_or_else(|| {
+                    let tags = self.tags();
+                    Error::not_found(format!(
+                        "{shown} has no image tagged {t:?}; it has: {}",
+                        if tags.is_empty() { "no tags".to_string() } else { tags.join(", ") }
+                    ))
+                    .with_hint(format!("use {}:{shown}:TAG with one of those", self.kind))
+                })?,
+            None => match self.index.manifests.as_slice() {
+                [one] => one,
+                [] => return Err(Error::input(format!("{shown}: index.json lists no images"))),
+                many => {
+                    // several entries: if they are one platform each, pick by platform
+                    if many.iter().all(|d| d.platform.is_some()) {
+                        select_platform(many, platform, &shown)?
+                    } else {
+                        return Err(Error::input(format!("{shown} holds {} images; say which one", many.len()))
+                            .with_hint(format!("use {}:{shown}:TAG with one of: {}", self.kind, self.tags().join(", "))));
+                    }
+                }
+            },
+        };
+        let origin = match tag {
+            Some(t) => format!("{}:{shown}:{t}", self.kind),
+            None => format!("{}:{shown}", self.kind),
+        };
+        let mut desc = entry.clone();
+        let mut index_digest = None;
+        for _ in 0..4 {
+            let bytes = self.blob_bytes(&desc, &origin)?;
+            let kind = sniff_manifest_kind(&bytes, Some(&desc.media_type)).unwrap_or_default();
+            if media::is_index(&kind) {
+                let idx = Index::parse(&bytes, &format!("index {} of {origin}", desc.digest))?;
+                index_digest.get_or_insert(desc.digest.clone());
+                desc = select_platform(&idx.manifests, platform, &origin)?.clone();
+                continue;
+            }
+            if !media::is_manifest(&kind) {
+                return Err(Error::unsupported(format!("{origin}: {} has unsupported media type {kind:?}", desc.digest)));
+            }
+            let manifest = Manifest::parse(&bytes, &format!("manifest of {origin}"))?;
+            let config_raw = self.blob_bytes(&manifest.config, &origin)?;
+            let config: ConfigView = parse_json(&config_raw, &format!("config of {origin}"))?;
+            let mut suggested = Vec::new();
+            for key in [CONTAINERD_NAME, REF_NAME] {
+                if let Some(n) = entry.annotation(key)
+                    && crate::reference::Reference::parse(n).is_ok_and(|r| r.tag.is_some())
+                {
+                    suggested.push(n.to_string());
+                }
+            }
+            return Ok(Image {
+                manifest_raw: bytes,
+                manifest,
+                config_raw,
+                config,
+                source: Arc::new(LayoutBlobs { fs: self.fs.clone(), origin: origin.clone() }),
+                origin,
+                suggested_tags: suggested,
+                index_digest,
+            });
+        }
+        Err(Error::input(format!("{origin}: indexes nested more than 4 levels deep")))
+    }
+
+    fn blob_bytes(&self, desc: &Descriptor, origin: &str) -> Result<Vec<u8>> {
+        let data = self.fs.read(&desc.digest.blob_path()).map_err(|e| e.context(origin))?;
+        if data.len() as u64 != desc.size || Digest::of(&data) != desc.digest {
+            return Err(Error::integrity(format!("{origin}: blob {} does not match its digest or size", desc.digest))
+                .with_hint("the layout is corrupt; export it again"));
+        }
+        Ok(data)
+    }
+}
+
+struct LayoutBlobs {
+    fs: LayoutFs,
+    origin: String,
+}
+
+impl BlobSource for LayoutBlobs {
+    fn open(&self, desc: &Descriptor) -> Result<BlobReader> {
+        let (r, len) = self.fs.open(&desc.digest.blob_path()).map_err(|e| e.context(&self.origin))?;
+        let what = format!("blob {} of {}", desc.digest, self.origin);
+        if len != desc.size {
+            return Err(Error::integrity(format!("{what} is {len} bytes, the descriptor says {}", desc.size)));
+        }
+        Ok(Box::new(VerifyingReader::new(r, desc.digest.clone(), desc.size, what)))
+    }
+    fn describe(&self) -> String {
+        self.origin.clone()
+    }
+}

@@ -1,0 +1,191 @@
+//! `spxpack pull`: resolve every source for the target platform, check the images against
+//! what Docker 20.10 loads (all problems at once, before any layer is downloaded), fetch the
+//! layers into the cache in parallel, then write one archive atomically.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::blob_cache::BlobCache;
+use crate::docker_archive::{self, ArchiveImage, WriteOptions, WriteSummary};
+use crate::error::{Error, Result};
+use crate::image::{Descriptor, Image, validate};
+use crate::platform::Platform;
+use crate::progress::{Reporter, human_size};
+use crate::registry::ClientOptions;
+use crate::source::{Resolver, Source};
+
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    pub platform: Platform,
+    pub output: PathBuf,
+    pub cache_dir: Option<PathBuf>,
+    pub offline: bool,
+    pub client: ClientOptions,
+    /// Parallel layer downloads.
+    pub jobs: usize,
+    /// Overrides the archive's gzip choice and level when set.
+    pub write: Option<WriteOptions>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PulledImage {
+    pub origin: String,
+    pub tags: Vec<String>,
+    pub id: String,
+    pub layers: usize,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PullSummary {
+    pub images: Vec<PulledImage>,
+    pub archive: WriteSummary,
+    pub output: PathBuf,
+    pub fetched_blobs: usize,
+}
+
+/// Runs a pull; see the module docs.
+pub fn pull(sources: &[Source], opts: &PullOptions, reporter: &dyn Reporter) -> Result<PullSummary> {
+    if sources.is_empty() {
+        return Err(Error::input("no images given").with_hint("e.g. spxpack pull python:3.10-slim -o images.tar.gz"));
+    }
+    let cache = BlobCache::open(opts.cache_dir.clone(), opts.offline)?;
+    let resolver = Resolver::new(cache, opts.client.clone());
+    let images = resolve_all(&resolver, sources, &opts.platform, reporter)?;
+    let tagged = assign_tags(&images, reporter)?;
+    let fetched = prefetch(&images, opts.jobs, reporter)?;
+    let write = opts.write.clone().unwrap_or_else(|| WriteOptions::for_path(&opts.output));
+    let list: Vec<ArchiveImage> = images.iter().zip(&tagged).map(|(i, t)| ArchiveImage { image: i, tags: t.clone() }).collect();
+    let summary = docker_archive::write_file(&opts.output, &list, &write, &|n| reporter.bytes(n))?;
+    Ok(PullSummary {
+        images: images
+            .iter()
+            .zip(tagged)
+            .map(|(i, tags)| PulledImage {
+                origin: i.origin.clone(),
+                tags,
+                id: i.id().to_string(),
+                layers: i.manifest.layers.len(),
+                size: i.layers_size(),
+            })
+            .collect(),
+        archive: summary,
+        output: opts.output.clone(),
+        fetched_blobs: fetched,
+    })
+}
+
+/// Resolves and validates every source, reporting all problems together.
+pub fn resolve_all(resolver: &Resolver, sources: &[Source], platform: &Platform, reporter: &dyn Reporter) -> Result<Vec<Image>> {
+    let mut images = Vec::new();
+    for s in sources {
+        let img = resolver.resolve(s, platform)?;
+        reporter.message(&format!(
+            "resolved {} → {} ({}, {} layers, {})",
+            s,
+            img.id().short(),
+            img.platform(),
+            img.manifest.layers.len(),
+            human_size(img.layers_size())
+        ));
+        images.push(img);
+    }
+    let mut problems = Vec::new();
+    for img in &images {
+        problems.extend(validate::check(img, Some(platform)));
+    }
+    match problems.len() {
+        0 => Ok(images),
+        1 => {
+            let p = problems.remove(0);
+            let mut e = Error::input(p.message);
+            if let Some(h) = p.hint {
+                e = e.with_hint(h);
+            }
+            Err(e)
+        }
+        n => {
+            let list: Vec<String> = problems.iter().map(|p| p.message.clone()).collect();
+            let mut e = Error::input(format!("{n} problems: {}", list.join("; ")));
+            if let Some(h) = problems.iter().find_map(|p| p.hint.clone()) {
+                e = e.with_hint(h);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The `RepoTags` of each image: what the source suggests; an error if two images claim the same.
+fn assign_tags(images: &[Image], reporter: &dyn Reporter) -> Result<Vec<Vec<String>>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for img in images {
+        let mut tags = Vec::new();
+        for t in &img.suggested_tags {
+            let r = docker_archive::write::check_tag(t)?;
+            let key = r.qualified_tagged();
+            if !seen.insert(key) {
+                return Err(Error::input(format!("two images would be saved as {t}")).with_hint("pull each tag only once"));
+            }
+            tags.push(t.clone());
+        }
+        if tags.is_empty() {
+            reporter.warn(&format!("warning: {} has no tag; it will load as an untagged image (give NAME:TAG@DIGEST to keep a tag)", img.origin));
+        }
+        out.push(tags);
+    }
+    Ok(out)
+}
+
+/// Fetches every remote layer not yet cached, `jobs` at a time. Returns how many were fetched.
+pub fn prefetch(images: &[Image], jobs: usize, reporter: &dyn Reporter) -> Result<usize> {
+    let mut seen = HashSet::new();
+    let mut work: Vec<(&Image, &Descriptor)> = Vec::new();
+    for img in images {
+        if img.source.is_local() {
+            continue;
+        }
+        for l in &img.manifest.layers {
+            if seen.insert(l.digest.clone()) {
+                work.push((img, l));
+            }
+        }
+    }
+    if work.is_empty() {
+        return Ok(0);
+    }
+    // biggest first so the long downloads start early
+    work.sort_by(|a, b| b.1.size.cmp(&a.1.size).then(a.1.digest.cmp(&b.1.digest)));
+    let next = AtomicUsize::new(0);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let fetched = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, 16).min(work.len()) {
+            s.spawn(|| {
+                loop {
+                    if first_error.lock().expect("poisoned").is_some() {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((img, desc)) = work.get(i) else { return };
+                    match img.source.prefetch(desc) {
+                        Ok(()) => {
+                            fetched.fetch_add(1, Ordering::SeqCst);
+                            reporter.message(&format!("fetched layer {} ({})", desc.digest.short(), human_size(desc.size)));
+                        }
+                        Err(e) => {
+                            first_error.lock().expect("poisoned").get_or_insert(e.context(&img.origin));
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().expect("poisoned") {
+        return Err(e);
+    }
+    Ok(fetched.into_inner())
+}

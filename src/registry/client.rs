@@ -1,0 +1,567 @@
+//! The HTTP side of the distribution API: scheme choice (HTTPS, or HTTP only for loopback and
+//! `--insecure-registry` hosts), the `/v2/` ping and its `WWW-Authenticate` challenge, Basic
+//! and Bearer token auth (with refresh tokens), and bounded retries with backoff on 429, 5xx
+//! and connection errors. Registry error bodies (`{"errors":[…]}`) are surfaced in messages;
+//! credentials are never logged and are not forwarded on cross-host redirects.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde::Deserialize;
+use ureq::Agent;
+use ureq::http::Response;
+
+use super::auth::{self, Credential, CredentialOptions, Found};
+use crate::error::{Error, Result};
+use crate::reference::is_loopback_host;
+
+/// Settings for talking to registries.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Hosts (`host[:port]`) where plain HTTP and unverified TLS are allowed.
+    pub insecure_registries: Vec<String>,
+    /// Extra PEM CA certificates to trust.
+    pub ca_certs: Vec<PathBuf>,
+    pub creds: CredentialOptions,
+    /// Attempts per request beyond the first, on 429/5xx/connection errors.
+    pub retries: u32,
+    /// Base delay between retries.
+    pub retry_delay: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            insecure_registries: Vec::new(),
+            ca_certs: Vec::new(),
+            creds: CredentialOptions::default(),
+            retries: 4,
+            retry_delay: Duration::from_millis(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Challenge {
+    None,
+    Basic,
+    Bearer { realm: String, service: Option<String> },
+}
+
+struct Host {
+    name: String,
+    base: String,
+    unverified: bool,
+    challenge: Challenge,
+    cred: Option<Found>,
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+/// A registry client shared by every pull of a run.
+pub struct Client {
+    opts: ClientOptions,
+    verified: Agent,
+    unverified: Agent,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+}
+
+const USER_AGENT: &str = concat!("spxpack/", env!("CARGO_PKG_VERSION"));
+
+impl Client {
+    pub fn new(opts: ClientOptions) -> Result<Self> {
+        let mut certs: Vec<ureq::tls::Certificate<'static>> = Vec::new();
+        let native = rustls_native_certs::load_native_certs();
+        for c in native.certs {
+            certs.push(ureq::tls::Certificate::from_der(c.as_ref()).to_owned());
+        }
+        for path in &opts.ca_certs {
+            let pem = std::fs::read(path).map_err(|e| Error::io("cannot read CA certificate", path, e))?;
+            let mut n = 0;
+            for item in ureq::tls::parse_pem(&pem) {
+                match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => {
+                        certs.push(c.to_owned());
+                        n += 1;
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(Error::input(format!("invalid CA certificate file {}: {e}", path.display()))),
+                }
+            }
+            if n == 0 {
+                return Err(Error::input(format!("{} contains no PEM certificate", path.display()))
+                    .with_hint("pass a PEM file with -----BEGIN CERTIFICATE----- blocks"));
+            }
+        }
+        let roots = if certs.is_empty() { ureq::tls::RootCerts::WebPki } else { ureq::tls::RootCerts::new_with_certs(&certs) };
+        let build = |verify: bool| -> Agent {
+            let tls = ureq::tls::TlsConfig::builder()
+                .provider(ureq::tls::TlsProvider::Rustls)
+                .root_certs(roots.clone())
+                .disable_verification(!verify)
+                .build();
+            Agent::config_builder()
+                .http_status_as_error(false)
+                .tls_config(tls)
+                .user_agent(USER_AGENT)
+                .max_redirects(10)
+                .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
+                .timeout_connect(Some(Duration::from_secs(30)))
+                .timeout_recv_response(Some(Duration::from_secs(120)))
+                .timeout_per_read(Some(Duration::from_secs(120)))
+                .accept_encoding("identity")
+                .build()
+                .into()
+        };
+        Ok(Client { verified: build(true), unverified: build(false), opts, hosts: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.opts
+    }
+
+    fn is_insecure(&self, host: &str) -> bool {
+        self.opts.insecure_registries.iter().any(|h| h == host)
+    }
+
+    fn agent(&self, h: &Host) -> &Agent {
+        if h.unverified { &self.unverified } else { &self.verified }
+    }
+
+    /// Pings `host`, choosing the scheme and learning its auth challenge (once per run).
+    fn host(&self, registry: &str, api_host: &str, repo: &str) -> Result<Arc<Host>> {
+        if let Some(h) = self.hosts.lock().expect("poisoned").get(api_host) {
+            return Ok(h.clone());
+        }
+        let insecure = self.is_insecure(registry) || self.is_insecure(api_host);
+        let allow_http = insecure || is_loopback_host(api_host);
+        let mut first_err: Option<Error> = None;
+        let schemes: &[&str] = if allow_http { &["https", "http"] } else { &["https"] };
+        for scheme in schemes {
+            let base = format!("{scheme}://{api_host}");
+            let agent = if insecure && *scheme == "https" { &self.unverified } else { &self.verified };
+            let url = format!("{base}/v2/");
+            let resp = self.send_with_retries(|| agent.get(&url).call(), &url, *scheme == schemes[schemes.len() - 1]);
+            match resp {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let challenge = match status {
+                        200..=299 | 404 => Challenge::None,
+                        401 => parse_challenge(resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("")),
+                        _ => {
+                            first_err.get_or_insert(Error::network(format!("{url} answered HTTP {status}; it does not look like a registry")));
+                            continue;
+                        }
+                    };
+                    let cred = auth::lookup(&self.opts.creds, registry, repo)?;
+                    if let Some(c) = &cred {
+                        tracing::info!("using credentials for {registry} from {}", c.source);
+                    }
+                    let h = Arc::new(Host {
+                        name: api_host.to_string(),
+                        base,
+                        unverified: insecure && *scheme == "https",
+                        challenge,
+                        cred,
+                        tokens: Mutex::new(HashMap::new()),
+                    });
+                    self.hosts.lock().expect("poisoned").insert(api_host.to_string(), h.clone());
+                    return Ok(h);
+                }
+                Err(e) => {
+                    tracing::debug!("{url}: {e}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let e = first_err.unwrap_or_else(|| Error::network(format!("cannot reach registry {api_host}")));
+        Err(e)
+    }
+
+    fn send_with_retries(
+        &self,
+        send: impl Fn() -> std::result::Result<Response<ureq::Body>, ureq::Error>,
+        url: &str,
+        retry: bool,
+    ) -> Result<Response<ureq::Body>> {
+        let mut attempt = 0;
+        loop {
+            match send() {
+                Ok(resp) => {
+                    let s = resp.status().as_u16();
+                    if retry && (s == 429 || s == 408 || (500..=599).contains(&s)) && attempt < self.opts.retries {
+                        let wait = retry_after(&resp).unwrap_or(self.backoff(attempt));
+                        tracing::warn!("{url}: HTTP {s}, retrying in {:.1}s", wait.as_secs_f32());
+                        std::thread::sleep(wait);
+                        attempt += 1;
+                        continue;
+                    }
+                    return Ok(resp);
+                }
+                Err(e) => {
+                    if retry && is_transient(&e) && attempt < self.opts.retries {
+                        let wait = self.backoff(attempt);
+                        tracing::warn!("{url}: {e}, retrying in {:.1}s", wait.as_secs_f32());
+                        std::thread::sleep(wait);
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(transport_error(url, &e));
+                }
+            }
+        }
+    }
+
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        (self.opts.retry_delay * 2u32.saturating_pow(attempt)).min(Duration::from_secs(8))
+    }
+
+    /// Sends `GET` (or `HEAD`) `/v2/<repo>/<path>` with auth and retries; returns any 2xx
+    /// response, and turns 401/403/404/other statuses into errors naming `what`.
+    pub fn request(
+        &self,
+        registry: &str,
+        api_host: &str,
+        repo: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        head: bool,
+        what: &str,
+    ) -> Result<Response<ureq::Body>> {
+        let h = self.host(registry, api_host, repo)?;
+        let url = format!("{}/v2/{repo}/{path}", h.base);
+        let mut refreshed = false;
+        loop {
+            let authz = self.authorization(&h, repo, refreshed)?;
+            let agent = self.agent(&h);
+            let send = || {
+                let mut req = if head { agent.head(&url) } else { agent.get(&url) };
+                for (k, v) in headers {
+                    req = req.header(*k, v.as_str());
+                }
+                if let Some(a) = &authz {
+                    req = req.header("Authorization", a.as_str());
+                }
+                req.call()
+            };
+            let mut resp = self.send_with_retries(send, &url, true)?;
+            let status = resp.status().as_u16();
+            if (200..300).contains(&status) {
+                return Ok(resp);
+            }
+            let detail = if head { String::new() } else { error_detail(&mut resp) };
+            match status {
+                401 if !refreshed && matches!(h.challenge, Challenge::Bearer { .. } | Challenge::None) => {
+                    // token expired or scope changed; the registry may also only now ask for auth
+                    h.tokens.lock().expect("poisoned").remove(repo);
+                    refreshed = true;
+                    if matches!(h.challenge, Challenge::None) {
+                        return Err(self.denied(&h, registry, repo, what, status, &detail));
+                    }
+                    continue;
+                }
+                401 | 403 => return Err(self.denied(&h, registry, repo, what, status, &detail)),
+                404 => {
+                    let msg = if detail.is_empty() { "not found".to_string() } else { detail };
+                    return Err(Error::not_found(format!("{what}: {msg}")));
+                }
+                _ => {
+                    let d = if detail.is_empty() { String::new() } else { format!(": {detail}") };
+                    return Err(Error::network(format!("{what}: registry {} answered HTTP {status}{d}", h.name)));
+                }
+            }
+        }
+    }
+
+    fn denied(&self, h: &Host, registry: &str, repo: &str, what: &str, status: u16, detail: &str) -> Error {
+        let d = if detail.is_empty() { String::new() } else { format!(" ({detail})") };
+        match &h.cred {
+            Some(c) => Error::auth(format!(
+                "{what}: registry {registry} denied access to {repo} for user {} from {} (HTTP {status}){d}",
+                c.credential.username().unwrap_or("<token>"),
+                c.source
+            ))
+            .with_hint("check the credentials and that this user may pull the repository"),
+            None => Error::auth(format!("{what}: registry {registry} requires authentication to pull {repo} (HTTP {status}){d}")).with_hint(
+                format!("pass --creds USER:PASS, run docker login {registry}, or check the repository name (registries also answer 401 for names that do not exist)"),
+            ),
+        }
+    }
+
+    /// The `Authorization` header value for a request to `repo` on `h`.
+    fn authorization(&self, h: &Host, repo: &str, force: bool) -> Result<Option<String>> {
+        match &h.challenge {
+            Challenge::None => Ok(None),
+            Challenge::Basic => Ok(match h.cred.as_ref().map(|c| &c.credential) {
+                Some(Credential::Basic { username, password }) => Some(basic(username, password)),
+                Some(Credential::RegistryToken(t)) => Some(format!("Bearer {t}")),
+                _ => None,
+            }),
+            Challenge::Bearer { realm, service } => {
+                if let Some(Credential::RegistryToken(t)) = h.cred.as_ref().map(|c| &c.credential) {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                if !force
+                    && let Some((tok, exp)) = h.tokens.lock().expect("poisoned").get(repo)
+                    && *exp > Instant::now()
+                {
+                    return Ok(Some(format!("Bearer {tok}")));
+                }
+                let (tok, ttl) = self.fetch_token(h, realm, service.as_deref(), repo)?;
+                h.tokens.lock().expect("poisoned").insert(repo.to_string(), (tok.clone(), Instant::now() + ttl));
+                Ok(Some(format!("Bearer {tok}")))
+            }
+        }
+    }
+
+    fn fetch_token(&self, h: &Host, realm: &str, service: Option<&str>, repo: &str) -> Result<(String, Duration)> {
+        let realm_host = realm
+            .strip_prefix("https://")
+            .or_else(|| realm.strip_prefix("http://"))
+            .map(|r| r.split(['/', '?']).next().unwrap_or(""))
+            .unwrap_or("");
+        if realm_host.is_empty() {
+            return Err(Error::network(format!("registry {} sent an invalid token realm {realm:?}", h.name)));
+        }
+        if realm.starts_with("http://") && !is_loopback_host(realm_host) && !self.is_insecure(realm_host) && !self.is_insecure(&h.name) {
+            return Err(Error::auth(format!("registry {} wants tokens from {realm} over plain HTTP; refusing to send credentials", h.name))
+                .with_hint(format!("add --insecure-registry {realm_host} if this is intended")));
+        }
+        let scope = format!("repository:{repo}:pull");
+        let mut query = vec![("scope", scope.as_str())];
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        let agent = self.agent(h);
+        let cred = h.cred.as_ref().map(|c| &c.credential);
+        let resp = match cred {
+            Some(Credential::IdentityToken(refresh)) => {
+                let mut form = vec![("grant_type", "refresh_token"), ("client_id", "spxpack"), ("refresh_token", refresh.as_str())];
+                form.extend(query.iter().copied());
+                self.send_with_retries(|| agent.post(realm).send_form(form.iter().copied()), realm, true)?
+            }
+            _ => {
+                let url = format!("{realm}{}{}", if realm.contains('?') { "&" } else { "?" }, encode_query(&query));
+                let send = || {
+                    let mut req = agent.get(&url);
+                    if let Some(Credential::Basic { username, password }) = cred {
+                        req = req.header("Authorization", basic(username, password));
+                    }
+                    req.call()
+                };
+                self.send_with_retries(send, realm, true)?
+            }
+        };
+        let status = resp.status().as_u16();
+        let mut resp = resp;
+        if !(200..300).contains(&status) {
+            let detail = error_detail(&mut resp);
+            let d = if detail.is_empty() { String::new() } else { format!(": {detail}") };
+            return Err(match (status, &h.cred) {
+                (401 | 403, Some(c)) => Error::auth(format!(
+                    "registry {}: the token server {realm} rejected the credentials of {} from {} (HTTP {status}){d}",
+                    h.name,
+                    c.credential.username().unwrap_or("<token>"),
+                    c.source
+                ))
+                .with_hint("check the user name and password"),
+                (401 | 403, None) => Error::auth(format!("registry {}: the token server {realm} refused anonymous access (HTTP {status}){d}", h.name))
+                    .with_hint(format!("pass --creds USER:PASS or run docker login {}", h.name)),
+                _ => Error::network(format!("registry {}: token server {realm} answered HTTP {status}{d}", h.name)),
+            });
+        }
+        #[derive(Deserialize)]
+        struct TokenResp {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+            #[serde(default)]
+            expires_in: Option<u64>,
+        }
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_vec()
+            .map_err(|e| Error::network(format!("registry {}: cannot read token response: {e}", h.name)))?;
+        let t: TokenResp = serde_json::from_slice(&body).map_err(|e| Error::network(format!("registry {}: invalid token response: {e}", h.name)))?;
+        let tok = t
+            .token
+            .filter(|t| !t.is_empty())
+            .or(t.access_token.filter(|t| !t.is_empty()))
+            .ok_or_else(|| Error::network(format!("registry {}: token response has no token", h.name)))?;
+        // refresh a little early; tokens without expiry last 60 s per the spec
+        let ttl = Duration::from_secs(t.expires_in.unwrap_or(60).max(10)).saturating_sub(Duration::from_secs(5));
+        Ok((tok, ttl))
+    }
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+}
+
+fn encode_query(q: &[(&str, &str)]) -> String {
+    q.iter().map(|(k, v)| format!("{}={}", pct(k), pct(v))).collect::<Vec<_>>().join("&")
+}
+
+fn pct(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Parses `Bearer realm="…",service="…"` / `Basic realm="…"`.
+fn parse_challenge(h: &str) -> Challenge {
+    let h = h.trim();
+    let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
+    let params = parse_params(rest);
+    match scheme.to_ascii_lowercase().as_str() {
+        "bearer" => match params.get("realm") {
+            Some(r) if !r.is_empty() => Challenge::Bearer { realm: r.clone(), service: params.get("service").cloned() },
+            _ => Challenge::Basic,
+        },
+        "basic" => Challenge::Basic,
+        _ => Challenge::None,
+    }
+}
+
+fn parse_params(s: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && (b[i] == b' ' || b[i] == b',') {
+            i += 1;
+        }
+        let ks = i;
+        while i < b.len() && b[i] != b'=' && b[i] != b',' {
+            i += 1;
+        }
+        let key = s[ks..i].trim().to_ascii_lowercase();
+        if i >= b.len() || b[i] != b'=' {
+            continue;
+        }
+        i += 1;
+        let mut val = String::new();
+        if i < b.len() && b[i] == b'"' {
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' && i + 1 < b.len() {
+                    i += 1;
+                }
+                val.push(b[i] as char);
+                i += 1;
+            }
+            i += 1;
+        } else {
+            let vs = i;
+            while i < b.len() && b[i] != b',' {
+                i += 1;
+            }
+            val = s[vs..i].trim().to_string();
+        }
+        out.insert(key, val);
+    }
+    out
+}
+
+fn retry_after(resp: &Response<ureq::Body>) -> Option<Duration> {
+    let v = resp.headers().get("retry-after")?.to_str().ok()?;
+    let secs: u64 = v.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(30)))
+}
+
+fn is_transient(e: &ureq::Error) -> bool {
+    matches!(e, ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_))
+}
+
+fn transport_error(url: &str, e: &ureq::Error) -> Error {
+    let text = e.to_string();
+    let lower = text.to_lowercase();
+    let host = url.split('/').nth(2).unwrap_or(url);
+    if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer") {
+        return Error::network(format!("TLS certificate of {host} is not trusted: {text}"))
+            .with_hint(format!("pass --ca-cert FILE with the registry's CA, or --insecure-registry {host} to skip verification"));
+    }
+    if matches!(e, ureq::Error::HostNotFound) {
+        return Error::network(format!("cannot resolve registry host {host}")).with_hint("check the image reference and your network/DNS");
+    }
+    if lower.contains("connection refused") {
+        return Error::network(format!("cannot connect to {host}: connection refused")).with_hint("is the registry running and the port right?");
+    }
+    Error::network(format!("request to {url} failed: {text}"))
+}
+
+/// Reads a registry error body and turns it into `CODE: message` text.
+pub fn error_detail(resp: &mut Response<ureq::Body>) -> String {
+    let Ok(body) = resp.body_mut().with_config().limit(64 << 10).read_to_vec() else {
+        return String::new();
+    };
+    #[derive(Deserialize)]
+    struct Errs {
+        errors: Vec<ErrItem>,
+    }
+    #[derive(Deserialize)]
+    struct ErrItem {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    if let Ok(e) = serde_json::from_slice::<Errs>(&body) {
+        return e
+            .errors
+            .iter()
+            .map(|x| if x.message.is_empty() { x.code.clone() } else { format!("{} {}", x.code, x.message) })
+            .collect::<Vec<_>>()
+            .join("; ");
+    }
+    #[derive(Deserialize)]
+    struct Simple {
+        #[serde(default)]
+        error: String,
+        #[serde(default)]
+        details: String,
+        #[serde(default)]
+        message: String,
+    }
+    if let Ok(s) = serde_json::from_slice::<Simple>(&body) {
+        let parts: Vec<&str> = [s.error.as_str(), s.details.as_str(), s.message.as_str()].into_iter().filter(|x| !x.is_empty()).collect();
+        if !parts.is_empty() {
+            return parts.join(": ");
+        }
+    }
+    let t = String::from_utf8_lossy(&body);
+    t.lines().next().unwrap_or("").chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_challenges() {
+        match parse_challenge(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:x:pull""#) {
+            Challenge::Bearer { realm, service } => {
+                assert_eq!(realm, "https://auth.docker.io/token");
+                assert_eq!(service.as_deref(), Some("registry.docker.io"));
+            }
+            c => panic!("{c:?}"),
+        }
+        match parse_challenge(r#"Bearer realm="https://nvcr.io/proxy_auth""#) {
+            Challenge::Bearer { service, .. } => assert!(service.is_none()),
+            c => panic!("{c:?}"),
+        }
+        assert!(matches!(parse_challenge(r#"Basic realm="test-realm""#), Challenge::Basic));
+        assert_eq!(pct("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+    }
+}

@@ -1,0 +1,182 @@
+//! Image inputs as users write them: a registry reference (`python:3.10-slim`,
+//! `docker://…`), `oci:DIR[:tag]`, `oci-archive:FILE[:tag]` and
+//! `docker-archive:FILE[:tag|@index]`; and [`Resolver`], which turns them into [`Image`]s.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use crate::blob_cache::BlobCache;
+use crate::docker_archive::{DockerArchive, Selector};
+use crate::error::{Error, Result};
+use crate::image::Image;
+use crate::oci_layout::Layout;
+use crate::platform::Platform;
+use crate::reference::Reference;
+use crate::registry::{Client, ClientOptions, Registry};
+use crate::tar_index::TarArchive;
+
+/// A parsed image input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Registry(Reference),
+    OciDir { path: PathBuf, tag: Option<String> },
+    OciArchive { path: PathBuf, tag: Option<String> },
+    DockerArchive { path: PathBuf, selector: Selector },
+}
+
+impl Source {
+    pub fn parse(s: &str) -> Result<Self> {
+        let split = |rest: &str| -> (PathBuf, Option<String>) {
+            match rest.split_once(':') {
+                Some((p, t)) if !t.is_empty() => (PathBuf::from(p), Some(t.to_string())),
+                Some((p, _)) => (PathBuf::from(p), None),
+                None => (PathBuf::from(rest), None),
+            }
+        };
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (path, tag) = split(rest);
+            return Ok(Source::OciDir { path, tag });
+        }
+        if let Some(rest) = s.strip_prefix("oci-archive:") {
+            let (path, tag) = split(rest);
+            return Ok(Source::OciArchive { path, tag });
+        }
+        if let Some(rest) = s.strip_prefix("docker-archive:") {
+            let (path, sel) = match rest.split_once(':') {
+                Some((p, t)) => (p, Some(t)),
+                None => match rest.rsplit_once('@') {
+                    Some((p, i)) if i.bytes().all(|b| b.is_ascii_digit()) && !i.is_empty() => (p, Some(&rest[p.len()..])),
+                    _ => (rest, None),
+                },
+            };
+            if path.is_empty() {
+                return Err(Error::input(format!("{s:?}: missing file name")).with_hint("use docker-archive:FILE[:TAG|@N]"));
+            }
+            return Ok(Source::DockerArchive { path: PathBuf::from(path), selector: Selector::parse(sel)? });
+        }
+        if let Some((scheme, _)) = s.split_once(':')
+            && matches!(scheme, "docker-daemon" | "containers-storage" | "dir" | "tarball" | "ostree" | "sif")
+        {
+            return Err(Error::unsupported(format!("{s:?}: the {scheme}: transport is not supported"))
+                .with_hint("use a registry reference, oci:, oci-archive: or docker-archive:"));
+        }
+        Ok(Source::Registry(Reference::parse(s)?))
+    }
+
+    /// For `inspect`: an existing path is read as the archive or layout it is.
+    pub fn parse_path_or_ref(s: &str) -> Result<Self> {
+        if s.contains(':') && !Path::new(s).exists() {
+            return Self::parse(s);
+        }
+        let p = Path::new(s);
+        if p.is_dir() {
+            return Ok(Source::OciDir { path: p.to_path_buf(), tag: None });
+        }
+        if p.is_file() {
+            return Ok(Source::DockerArchive { path: p.to_path_buf(), selector: Selector::Only });
+        }
+        if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s.ends_with(".tar") || s.ends_with(".tar.gz") || s.ends_with(".tgz") {
+            return Err(Error::not_found(format!("{s} does not exist")));
+        }
+        Self::parse(s)
+    }
+
+    pub fn is_registry(&self) -> bool {
+        matches!(self, Source::Registry(_))
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Registry(r) => write!(f, "{r}"),
+            Source::OciDir { path, tag } => write!(f, "oci:{}{}", path.display(), tag.as_ref().map(|t| format!(":{t}")).unwrap_or_default()),
+            Source::OciArchive { path, tag } => {
+                write!(f, "oci-archive:{}{}", path.display(), tag.as_ref().map(|t| format!(":{t}")).unwrap_or_default())
+            }
+            Source::DockerArchive { path, selector } => write!(
+                f,
+                "docker-archive:{}{}",
+                path.display(),
+                match selector {
+                    Selector::Only => String::new(),
+                    Selector::Tag(t) => format!(":{t}"),
+                    Selector::Index(i) => format!("@{i}"),
+                }
+            ),
+        }
+    }
+}
+
+/// Turns sources into images: one registry client and cache per run.
+pub struct Resolver {
+    pub cache: Arc<BlobCache>,
+    client_opts: ClientOptions,
+    client: OnceLock<Result<Arc<Client>, String>>,
+}
+
+impl Resolver {
+    pub fn new(cache: Arc<BlobCache>, client_opts: ClientOptions) -> Self {
+        Resolver { cache, client_opts, client: OnceLock::new() }
+    }
+
+    fn registry(&self) -> Result<Registry> {
+        if self.cache.offline() {
+            return Ok(Registry::new(None, self.cache.clone()));
+        }
+        let c = self.client.get_or_init(|| Client::new(self.client_opts.clone()).map(Arc::new).map_err(|e| e.to_string()));
+        match c {
+            Ok(c) => Ok(Registry::new(Some(c.clone()), self.cache.clone())),
+            Err(e) => Err(Error::input(e.clone())),
+        }
+    }
+
+    /// Resolves one source to the image for `platform`.
+    pub fn resolve(&self, src: &Source, platform: &Platform) -> Result<Image> {
+        match src {
+            Source::Registry(r) => self.registry()?.resolve(r, platform),
+            Source::OciDir { path, tag } => Layout::open_dir(path)?.image(tag.as_deref(), platform),
+            Source::OciArchive { path, tag } => Layout::open_archive(path)?.image(tag.as_deref(), platform),
+            Source::DockerArchive { path, selector } => DockerArchive::open(path)?.image(selector),
+        }
+    }
+
+    /// Every image a source holds (all images of a docker archive), for `inspect`.
+    pub fn resolve_all(&self, src: &Source, platform: &Platform) -> Result<Vec<Image>> {
+        match src {
+            Source::DockerArchive { path, selector: Selector::Only } => {
+                let tar = Arc::new(TarArchive::open(path, "archive")?);
+                if !tar.contains("manifest.json") && tar.contains("index.json") {
+                    let layout = Layout::open(crate::oci_layout::LayoutFs::Tar(tar), "oci-archive")?;
+                    let tags = layout.tags();
+                    if tags.len() > 1 {
+                        return tags.iter().map(|t| layout.image(Some(t), platform)).collect();
+                    }
+                    return Ok(vec![layout.image(None, platform)?]);
+                }
+                DockerArchive::from_tar(tar)?.all_images()
+            }
+            _ => Ok(vec![self.resolve(src, platform)?]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_transports() {
+        assert_eq!(Source::parse("oci:/x/lay:arm64").unwrap(), Source::OciDir { path: "/x/lay".into(), tag: Some("arm64".into()) });
+        assert_eq!(Source::parse("oci:/x/lay").unwrap(), Source::OciDir { path: "/x/lay".into(), tag: None });
+        assert_eq!(
+            Source::parse("docker-archive:a.tar:busybox:arm64").unwrap(),
+            Source::DockerArchive { path: "a.tar".into(), selector: Selector::Tag("busybox:arm64".into()) }
+        );
+        assert_eq!(Source::parse("docker-archive:a.tar@1").unwrap(), Source::DockerArchive { path: "a.tar".into(), selector: Selector::Index(1) });
+        assert_eq!(Source::parse("docker-archive:a.tar").unwrap(), Source::DockerArchive { path: "a.tar".into(), selector: Selector::Only });
+        assert!(matches!(Source::parse("docker://busybox").unwrap(), Source::Registry(_)));
+        assert!(Source::parse("docker-daemon:busybox:latest").is_err());
+        assert!(Source::parse("docker-archive:").is_err());
+    }
+}

@@ -1,0 +1,376 @@
+//! Random access to the entries of a tar archive given as input (docker-archive, oci-archive,
+//! SPX): one pass records every entry's offset and size, paths are normalised and checked
+//! (absolute paths, `..`, NUL, duplicates and truncation are errors), and links are resolved
+//! only within the archive. A compressed archive (gzip, bzip2, xz) is first decompressed into
+//! an anonymous temporary file that the kernel removes even if the process is killed.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::compress::{self, Compression};
+use crate::error::{Error, Result};
+
+/// Entries beyond this count are refused (a bomb guard).
+const MAX_ENTRIES: usize = 2_000_000;
+/// Link hops beyond this count mean a cycle.
+const MAX_HOPS: usize = 40;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    File { offset: u64, size: u64 },
+    Dir,
+    Symlink(String),
+    Hardlink(String),
+    Other,
+}
+
+/// An indexed tar archive.
+#[derive(Debug)]
+pub struct TarArchive {
+    display: String,
+    file: Arc<File>,
+    entries: BTreeMap<String, Entry>,
+    /// Entry names in archive order.
+    order: Vec<String>,
+    outer: Compression,
+}
+
+impl TarArchive {
+    /// Opens and indexes `path`. `what` names the archive kind in errors ("docker archive").
+    pub fn open(path: &Path, what: &str) -> Result<Self> {
+        let display = path.display().to_string();
+        let mut f = File::open(path).map_err(|e| Error::io(&format!("cannot open {what}"), path, e))?;
+        let mut head = [0u8; 8];
+        let n = read_up_to(&mut f, &mut head).map_err(|e| Error::io("cannot read", path, e))?;
+        let outer = compress::sniff(&head[..n]);
+        f.seek(SeekFrom::Start(0)).map_err(|e| Error::io("cannot read", path, e))?;
+        let file = if outer == Compression::None {
+            f
+        } else {
+            if outer == Compression::Zstd {
+                return Err(Error::unsupported(format!("{display} is zstd-compressed; spxpack reads plain, gzip, bzip2 or xz archives"))
+                    .with_hint("decompress it first: zstd -d FILE"));
+            }
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let mut tmp = tempfile::tempfile_in(std::env::temp_dir())
+                .or_else(|_| tempfile::tempfile_in(dir))
+                .map_err(|e| Error::io("cannot create a temporary file for", path, e))?;
+            let (_, mut r) = compress::decompress(BufReader::with_capacity(1 << 20, f)).map_err(|e| Error::io("cannot read", path, e))?;
+            io::copy(&mut r, &mut tmp).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::InvalidInput || e.kind() == io::ErrorKind::InvalidData {
+                    Error::input(format!("{display} is truncated or corrupt: its {} stream cannot be decompressed ({e})", outer.name()))
+                        .with_hint("the file was cut short or damaged; copy or export it again")
+                } else {
+                    Error::io(&format!("cannot decompress {what}"), path, e)
+                }
+            })?;
+            tmp
+        };
+        let mut a = TarArchive { display, file: Arc::new(file), entries: BTreeMap::new(), order: Vec::new(), outer };
+        a.index(what)?;
+        Ok(a)
+    }
+
+    fn index(&mut self, what: &str) -> Result<()> {
+        let len = self.file.metadata().map_err(|e| Error::io("cannot stat", Path::new(&self.display), e))?.len();
+        let corrupt = |msg: String| {
+            Error::input(format!("{} is not a valid {what}: {msg}", self.display)).with_hint("the file is truncated or not a tar archive; export it again")
+        };
+        if len == 0 {
+            return Err(corrupt("it is empty".into()));
+        }
+        let mut reader = BufReader::with_capacity(1 << 16, &*self.file);
+        reader.seek(SeekFrom::Start(0)).map_err(|e| Error::io("cannot read", Path::new(&self.display), e))?;
+        let mut archive = tar::Archive::new(reader);
+        let mut end = 0u64;
+        let entries = archive.entries_with_seek().map_err(|e| corrupt(e.to_string()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| corrupt(e.to_string()))?;
+            if self.order.len() >= MAX_ENTRIES {
+                return Err(corrupt(format!("more than {MAX_ENTRIES} entries")));
+            }
+            let raw = entry.path_bytes().into_owned();
+            let name = std::str::from_utf8(&raw).map_err(|_| corrupt("an entry name is not valid UTF-8".into()))?;
+            let Some(name) = normalize(name).map_err(|why| {
+                Error::input(format!("{} contains an unsafe entry {name:?}: {why}", self.display))
+                    .with_hint("the archive may be malicious; do not use it")
+            })?
+            else {
+                continue; // "." or "./"
+            };
+            let offset = entry.raw_file_position();
+            let size = entry.size();
+            let header = entry.header();
+            let kind = header.entry_type();
+            let e = if kind.is_file() || kind == tar::EntryType::Continuous {
+                if offset.checked_add(size).is_none_or(|x| x > len) {
+                    return Err(corrupt(format!("entry {name:?} extends past the end of the file (truncated)")));
+                }
+                Entry::File { offset, size }
+            } else if kind.is_dir() {
+                Entry::Dir
+            } else if kind.is_symlink() || kind.is_hard_link() {
+                let target = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                if target.is_empty() || target.contains('\0') {
+                    return Err(corrupt(format!("link {name:?} has an empty or invalid target")));
+                }
+                if kind.is_symlink() { Entry::Symlink(target) } else { Entry::Hardlink(target) }
+            } else {
+                Entry::Other
+            };
+            end = offset + size.div_ceil(512) * 512;
+            match self.entries.get(&name) {
+                Some(Entry::Dir) if e == Entry::Dir => continue,
+                Some(_) => {
+                    return Err(Error::input(format!("{} contains the entry {name:?} twice", self.display))
+                        .with_hint("duplicate entries are ambiguous; re-create the archive"));
+                }
+                None => {}
+            }
+            self.order.push(name.clone());
+            self.entries.insert(name, e);
+        }
+        if self.order.is_empty() {
+            return Err(corrupt("it has no entries".into()));
+        }
+        // A complete archive ends with zero blocks; a cut at an entry boundary lacks them.
+        let mut tail = [0u8; 512];
+        let ok = self.file.read_exact_at(&mut tail, end).is_ok() && tail.iter().all(|b| *b == 0);
+        if !ok {
+            return Err(corrupt("it ends without the end-of-archive marker (truncated)".into()));
+        }
+        Ok(())
+    }
+
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+    pub fn outer_compression(&self) -> Compression {
+        self.outer
+    }
+    /// Entry names in archive order.
+    pub fn names(&self) -> &[String] {
+        &self.order
+    }
+    pub fn entry(&self, name: &str) -> Option<&Entry> {
+        self.entries.get(name)
+    }
+    pub fn contains(&self, path: &str) -> bool {
+        normalize(path).ok().flatten().is_some_and(|p| self.entries.contains_key(&p))
+    }
+
+    /// Resolves `path` (following symlinks and hard links inside the archive only) to a
+    /// regular file and returns (resolved name, offset, size).
+    pub fn resolve(&self, path: &str) -> Result<(String, u64, u64)> {
+        let escape = || {
+            Error::input(format!("{}: path {path:?} points outside the archive", self.display))
+                .with_hint("the archive may be malicious; do not use it")
+        };
+        let start = normalize(path).map_err(|_| escape())?.ok_or_else(escape)?;
+        let mut pending: Vec<String> = start.split('/').rev().map(str::to_string).collect();
+        let mut resolved: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = pending.pop() {
+            match c.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    resolved.pop().ok_or_else(escape)?;
+                    continue;
+                }
+                _ => {}
+            }
+            resolved.push(c);
+            let cur = resolved.join("/");
+            let link = match self.entries.get(&cur) {
+                Some(Entry::Symlink(t)) => {
+                    resolved.pop();
+                    Some((t.clone(), false))
+                }
+                Some(Entry::Hardlink(t)) => {
+                    resolved.clear();
+                    Some((t.clone(), true))
+                }
+                _ => None,
+            };
+            if let Some((target, from_root)) = link {
+                hops += 1;
+                if hops > MAX_HOPS {
+                    return Err(Error::input(format!("{}: too many links (a cycle?) resolving {path:?}", self.display)));
+                }
+                if target.starts_with('/') || from_root {
+                    resolved.clear();
+                }
+                for t in target.split('/').rev() {
+                    pending.push(t.to_string());
+                }
+            }
+        }
+        let name = resolved.join("/");
+        match self.entries.get(&name) {
+            Some(Entry::File { offset, size }) => Ok((name, *offset, *size)),
+            Some(_) => Err(Error::input(format!("{}: {path:?} is not a regular file", self.display))),
+            None => Err(Error::not_found(format!("{}: no entry {path:?}", self.display))),
+        }
+    }
+
+    /// Reads a whole (small) entry.
+    pub fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        let (name, offset, size) = self.resolve(path)?;
+        if size > limit {
+            return Err(Error::input(format!("{}: {name} is {size} bytes, more than the {limit} byte limit", self.display)));
+        }
+        let mut buf = vec![0u8; size as usize];
+        self.file.read_exact_at(&mut buf, offset).map_err(|e| Error::io("cannot read", Path::new(&self.display), e))?;
+        Ok(buf)
+    }
+
+    /// Opens an entry for streaming.
+    pub fn open_entry(&self, path: &str) -> Result<(SectionReader, u64)> {
+        let (_, offset, size) = self.resolve(path)?;
+        Ok((SectionReader::new(self.file.clone(), offset, size), size))
+    }
+
+    /// Reads the first bytes of an entry.
+    pub fn head(&self, path: &str, n: usize) -> Result<Vec<u8>> {
+        let (_, offset, size) = self.resolve(path)?;
+        let mut buf = vec![0u8; n.min(size as usize)];
+        self.file.read_exact_at(&mut buf, offset).map_err(|e| Error::io("cannot read", Path::new(&self.display), e))?;
+        Ok(buf)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(&self.display)
+    }
+}
+
+/// A `Read` over a byte range of a shared file, using positional reads.
+pub struct SectionReader {
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+}
+
+impl SectionReader {
+    pub fn new(file: Arc<File>, offset: u64, size: u64) -> Self {
+        SectionReader { file, pos: offset, end: offset + size }
+    }
+}
+
+impl Read for SectionReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.end - self.pos;
+        if left == 0 {
+            return Ok(0);
+        }
+        let want = (buf.len() as u64).min(left) as usize;
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "archive entry is truncated"));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Normalises an entry name: strips `./` and trailing `/`, collapses `//`. `Ok(None)` for the
+/// root itself. Errors for absolute paths, `..` components and NUL bytes.
+pub fn normalize(name: &str) -> std::result::Result<Option<String>, &'static str> {
+    if name.contains('\0') {
+        return Err("it contains a NUL byte");
+    }
+    if name.starts_with('/') {
+        return Err("it is an absolute path");
+    }
+    let mut parts = Vec::new();
+    for c in name.split('/') {
+        match c {
+            "" | "." => continue,
+            ".." => return Err("it contains a '..' component"),
+            _ => parts.push(c),
+        }
+    }
+    if parts.is_empty() { Ok(None) } else { Ok(Some(parts.join("/"))) }
+}
+
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn build(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, data, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            // bypass the tar crate's own path checks to write hostile names
+            let bytes = name.as_bytes();
+            h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn open(bytes: &[u8]) -> Result<TarArchive> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        TarArchive::open(f.path(), "test archive")
+    }
+
+    #[test]
+    fn resolves_links_within_the_archive() {
+        use tar::EntryType::*;
+        let a = open(&build(&[
+            ("abc.tar", Regular, b"layer", None),
+            ("./v1/layer.tar", Symlink, b"", Some("../abc.tar")),
+            ("dir/hard", Link, b"", Some("abc.tar")),
+            ("loop1", Symlink, b"", Some("loop2")),
+            ("loop2", Symlink, b"", Some("loop1")),
+            ("esc", Symlink, b"", Some("../../etc/passwd")),
+        ]))
+        .unwrap();
+        assert_eq!(a.read("v1/layer.tar", 100).unwrap(), b"layer");
+        assert_eq!(a.read("dir/hard", 100).unwrap(), b"layer");
+        assert!(a.read("loop1", 100).unwrap_err().to_string().contains("cycle"));
+        assert!(a.read("esc", 100).unwrap_err().to_string().contains("outside"));
+        assert!(a.read("../abc.tar", 100).unwrap_err().to_string().contains("outside"));
+        assert!(a.read("missing", 100).unwrap_err().to_string().contains("no entry"));
+    }
+
+    #[test]
+    fn rejects_hostile_and_truncated_archives() {
+        use tar::EntryType::*;
+        let e = open(&build(&[("../evil", Regular, b"x", None)])).unwrap_err().to_string();
+        assert!(e.contains("unsafe entry"), "{e}");
+        let e = open(&build(&[("/etc/passwd", Regular, b"x", None)])).unwrap_err().to_string();
+        assert!(e.contains("absolute"), "{e}");
+        let e = open(&build(&[("a", Regular, b"x", None), ("./a", Regular, b"y", None)])).unwrap_err().to_string();
+        assert!(e.contains("twice"), "{e}");
+        let good = build(&[("a", Regular, &[7u8; 3000], None), ("b", Regular, b"y", None)]);
+        assert!(open(&good).is_ok());
+        for cut in [100, 600, 2000, 4096] {
+            let e = open(&good[..cut]).err().unwrap_or_else(|| panic!("cut at {cut} must fail")).to_string();
+            assert!(e.contains("truncated") || e.contains("not a valid"), "{cut}: {e}");
+        }
+    }
+}
