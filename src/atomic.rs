@@ -61,12 +61,14 @@ impl AtomicFile {
                 .with_hint("create it first, or choose another -o path"));
         }
         if dest.is_dir() {
-            return Err(Error::input(format!("output {} is a directory", dest.display())).with_hint("give a file name, e.g. -o images.tar.gz"));
+            return Err(Error::input(format!("output {} is a directory", dest.display()))
+                .with_hint("give a file name, e.g. -o images.tar.gz"));
         }
         let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
         let t = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".partial")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(&dir)
             .map_err(|e| Error::io("cannot create a temporary file in", &dir, e))?;
         let (file, path) = t.keep().map_err(|e| Error::io("cannot create a temporary file in", &dir, e.error))?;
@@ -97,7 +99,8 @@ impl AtomicFile {
     pub fn commit_file(mut self, f: File) -> Result<()> {
         f.sync_all().map_err(|e| Error::io("cannot write", &self.dest, e))?;
         drop(f);
-        fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io("cannot move the output into place at", &self.dest, e))?;
+        fs::rename(&self.tmp, &self.dest)
+            .map_err(|e| Error::io("cannot move the output into place at", &self.dest, e))?;
         unregister(&self.tmp);
         if let Some(dir) = self.dest.parent().filter(|d| !d.as_os_str().is_empty())
             && let Ok(d) = File::open(dir)

@@ -31,7 +31,8 @@ impl BlobCache {
         for sub in ["blobs/sha256", "tmp", "refs"] {
             let d = root.join(sub);
             fs::create_dir_all(&d).map_err(|e| {
-                Error::io("cannot create the cache directory", &d, e).with_hint("pass --cache-dir with a writable directory")
+                Error::io("cannot create the cache directory", &d, e)
+                    .with_hint("pass --cache-dir with a writable directory")
             })?;
         }
         sweep_stale_temps(&root.join("tmp"));
@@ -87,7 +88,12 @@ impl BlobCache {
         if self.verified.lock().expect("poisoned").contains(&desc.digest) {
             return Ok(Some(Box::new(io::BufReader::with_capacity(1 << 20, f))));
         }
-        let r = VerifyingReader::new(io::BufReader::with_capacity(1 << 20, f), desc.digest.clone(), desc.size, what.to_string());
+        let r = VerifyingReader::new(
+            io::BufReader::with_capacity(1 << 20, f),
+            desc.digest.clone(),
+            desc.size,
+            what.to_string(),
+        );
         Ok(Some(Box::new(CacheCheck { inner: r, path: p })))
     }
 
@@ -163,8 +169,11 @@ impl BlobCache {
 
     /// The error for a blob that is needed but not cached in offline mode.
     pub fn offline_error(&self, what: &str, digest: &Digest) -> Error {
-        Error::new(Kind::Offline, format!("--offline: {what} ({digest}) is not in the cache at {}", self.root.display()))
-            .with_hint("run the same command once without --offline to fill the cache")
+        Error::new(
+            Kind::Offline,
+            format!("--offline: {what} ({digest}) is not in the cache at {}", self.root.display()),
+        )
+        .with_hint("run the same command once without --offline to fill the cache")
     }
 }
 

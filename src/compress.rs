@@ -227,7 +227,9 @@ fn deflate_chunk(input: &[u8], level: u32) -> Vec<u8> {
             out.reserve(out.capacity().max(4096));
         }
         let consumed = c.total_in() as usize;
-        let status = c.compress_vec(&input[consumed..], &mut out, FlushCompress::Sync).expect("deflate cannot fail on valid input");
+        let status = c
+            .compress_vec(&input[consumed..], &mut out, FlushCompress::Sync)
+            .expect("deflate cannot fail on valid input");
         if c.total_in() as usize == input.len() && out.len() < out.capacity() {
             break;
         }
@@ -273,7 +275,7 @@ mod tests {
             x = x.wrapping_mul(1103515245).wrapping_add(12345);
             let word = ["alpha ", "beta ", "gamma ", "delta\n"][(x >> 16) as usize % 4];
             v.extend_from_slice(word.as_bytes());
-            if x % 7 == 0 {
+            if x.is_multiple_of(7) {
                 v.push((x >> 8) as u8);
             }
         }

@@ -77,7 +77,10 @@ pub fn image_report(img: &Image, tags: Vec<String>) -> ImageReport {
 /// Inspects every image of `src` (for a registry or layout, the one for `platform`).
 pub fn inspect(resolver: &Resolver, src: &Source, platform: &Platform) -> Result<Report> {
     let images = resolver.resolve_all(src, platform)?;
-    Ok(Report { source: src.to_string(), images: images.iter().map(|i| image_report(i, i.suggested_tags.clone())).collect() })
+    Ok(Report {
+        source: src.to_string(),
+        images: images.iter().map(|i| image_report(i, i.suggested_tags.clone())).collect(),
+    })
 }
 
 /// Human-readable rendering.

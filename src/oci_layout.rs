@@ -95,8 +95,14 @@ impl Layout {
 
     pub fn open(fs: LayoutFs, kind: &'static str) -> Result<Self> {
         if !fs.exists("index.json") {
-            let hint = if fs.exists("manifest.json") { "it looks like a docker archive: use docker-archive:PATH" } else { "an OCI layout has index.json, oci-layout and blobs/" };
-            return Err(Error::input(format!("{} is not an OCI layout: it has no index.json", fs.display())).with_hint(hint));
+            let hint = if fs.exists("manifest.json") {
+                "it looks like a docker archive: use docker-archive:PATH"
+            } else {
+                "an OCI layout has index.json, oci-layout and blobs/"
+            };
+            return Err(
+                Error::input(format!("{} is not an OCI layout: it has no index.json", fs.display())).with_hint(hint)
+            );
         }
         let index = Index::parse(&fs.read("index.json")?, &format!("index.json of {}", fs.display()))?;
         Ok(Layout { fs, index, kind })
@@ -133,7 +139,11 @@ impl Layout {
                         select_platform(many, platform, &shown)?
                     } else {
                         return Err(Error::input(format!("{shown} holds {} images; say which one", many.len()))
-                            .with_hint(format!("use {}:{shown}:TAG with one of: {}", self.kind, self.tags().join(", "))));
+                            .with_hint(format!(
+                                "use {}:{shown}:TAG with one of: {}",
+                                self.kind,
+                                self.tags().join(", ")
+                            )));
                     }
                 }
             },
@@ -154,7 +164,10 @@ impl Layout {
                 continue;
             }
             if !media::is_manifest(&kind) {
-                return Err(Error::unsupported(format!("{origin}: {} has unsupported media type {kind:?}", desc.digest)));
+                return Err(Error::unsupported(format!(
+                    "{origin}: {} has unsupported media type {kind:?}",
+                    desc.digest
+                )));
             }
             let manifest = Manifest::parse(&bytes, &format!("manifest of {origin}"))?;
             let config_raw = self.blob_bytes(&manifest.config, &origin)?;

@@ -57,7 +57,8 @@ pub fn pull(sources: &[Source], opts: &PullOptions, reporter: &dyn Reporter) -> 
     let tagged = assign_tags(&images, reporter)?;
     let fetched = prefetch(&images, opts.jobs, reporter)?;
     let write = opts.write.clone().unwrap_or_else(|| WriteOptions::for_path(&opts.output));
-    let list: Vec<ArchiveImage> = images.iter().zip(&tagged).map(|(i, t)| ArchiveImage { image: i, tags: t.clone() }).collect();
+    let list: Vec<ArchiveImage> =
+        images.iter().zip(&tagged).map(|(i, t)| ArchiveImage { image: i, tags: t.clone() }).collect();
     let summary = docker_archive::write_file(&opts.output, &list, &write, &|n| reporter.bytes(n))?;
     Ok(PullSummary {
         images: images
@@ -78,7 +79,12 @@ pub fn pull(sources: &[Source], opts: &PullOptions, reporter: &dyn Reporter) -> 
 }
 
 /// Resolves and validates every source, reporting all problems together.
-pub fn resolve_all(resolver: &Resolver, sources: &[Source], platform: &Platform, reporter: &dyn Reporter) -> Result<Vec<Image>> {
+pub fn resolve_all(
+    resolver: &Resolver,
+    sources: &[Source],
+    platform: &Platform,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Image>> {
     let mut images = Vec::new();
     for s in sources {
         let img = resolver.resolve(s, platform)?;
@@ -127,12 +133,17 @@ fn assign_tags(images: &[Image], reporter: &dyn Reporter) -> Result<Vec<Vec<Stri
             let r = docker_archive::write::check_tag(t)?;
             let key = r.qualified_tagged();
             if !seen.insert(key) {
-                return Err(Error::input(format!("two images would be saved as {t}")).with_hint("pull each tag only once"));
+                return Err(
+                    Error::input(format!("two images would be saved as {t}")).with_hint("pull each tag only once")
+                );
             }
             tags.push(t.clone());
         }
         if tags.is_empty() {
-            reporter.warn(&format!("warning: {} has no tag; it will load as an untagged image (give NAME:TAG@DIGEST to keep a tag)", img.origin));
+            reporter.warn(&format!(
+                "warning: {} has no tag; it will load as an untagged image (give NAME:TAG@DIGEST to keep a tag)",
+                img.origin
+            ));
         }
         out.push(tags);
     }
@@ -173,7 +184,11 @@ pub fn prefetch(images: &[Image], jobs: usize, reporter: &dyn Reporter) -> Resul
                     match img.source.prefetch(desc) {
                         Ok(()) => {
                             fetched.fetch_add(1, Ordering::SeqCst);
-                            reporter.message(&format!("fetched layer {} ({})", desc.digest.short(), human_size(desc.size)));
+                            reporter.message(&format!(
+                                "fetched layer {} ({})",
+                                desc.digest.short(),
+                                human_size(desc.size)
+                            ));
                         }
                         Err(e) => {
                             first_error.lock().expect("poisoned").get_or_insert(e.context(&img.origin));

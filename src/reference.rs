@@ -53,7 +53,10 @@ impl Reference {
         }
         let (registry, path) = match name.split_once('/') {
             Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()) =>
+                if first.contains('.')
+                    || first.contains(':')
+                    || first == "localhost"
+                    || first.chars().any(|c| c.is_ascii_uppercase()) =>
             {
                 (first.to_string(), rest.to_string())
             }
@@ -189,12 +192,17 @@ fn valid_host(h: &str) -> bool {
         return false;
     }
     !host.is_empty()
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'[' || b == b']' || b == b':')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'[' || b == b']' || b == b':')
 }
 
 /// Whether `host` (with optional port) is a loopback address, where plain HTTP is allowed.
 pub fn is_loopback_host(host: &str) -> bool {
-    let h = host.rsplit_once(':').map(|(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host }).unwrap_or(host);
+    let h = host
+        .rsplit_once(':')
+        .map(|(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+        .unwrap_or(host);
     let h = h.trim_start_matches('[').trim_end_matches(']');
     h == "localhost" || h == "::1" || h.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
@@ -206,7 +214,10 @@ mod tests {
     #[test]
     fn normalises_docker_hub() {
         let r = Reference::parse("python:3.10-slim").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("docker.io", "library/python", Some("3.10-slim")));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("docker.io", "library/python", Some("3.10-slim"))
+        );
         assert_eq!(r.familiar_tagged().unwrap(), "python:3.10-slim");
         assert_eq!(r.qualified_tagged().unwrap(), "docker.io/library/python:3.10-slim");
         let r = Reference::parse("docker.io/library/python:3.10-slim").unwrap();
@@ -229,7 +240,9 @@ mod tests {
         assert_eq!(r.familiar_tagged().unwrap(), "nvcr.io/nvidia/l4t-base:35.4.1");
         let r = Reference::parse(&format!("127.0.0.1:15000/a/b:t@{d}")).unwrap();
         assert_eq!(r.tag.as_deref(), Some("t"));
-        assert!(is_loopback_host("127.0.0.1:15000") && is_loopback_host("localhost:5000") && is_loopback_host("[::1]:80"));
+        assert!(
+            is_loopback_host("127.0.0.1:15000") && is_loopback_host("localhost:5000") && is_loopback_host("[::1]:80")
+        );
         assert!(!is_loopback_host("nvcr.io"));
     }
 

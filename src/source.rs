@@ -45,12 +45,16 @@ impl Source {
             let (path, sel) = match rest.split_once(':') {
                 Some((p, t)) => (p, Some(t)),
                 None => match rest.rsplit_once('@') {
-                    Some((p, i)) if i.bytes().all(|b| b.is_ascii_digit()) && !i.is_empty() => (p, Some(&rest[p.len()..])),
+                    Some((p, i)) if i.bytes().all(|b| b.is_ascii_digit()) && !i.is_empty() => {
+                        (p, Some(&rest[p.len()..]))
+                    }
                     _ => (rest, None),
                 },
             };
             if path.is_empty() {
-                return Err(Error::input(format!("{s:?}: missing file name")).with_hint("use docker-archive:FILE[:TAG|@N]"));
+                return Err(
+                    Error::input(format!("{s:?}: missing file name")).with_hint("use docker-archive:FILE[:TAG|@N]")
+                );
             }
             return Ok(Source::DockerArchive { path: PathBuf::from(path), selector: Selector::parse(sel)? });
         }
@@ -75,7 +79,13 @@ impl Source {
         if p.is_file() {
             return Ok(Source::DockerArchive { path: p.to_path_buf(), selector: Selector::Only });
         }
-        if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s.ends_with(".tar") || s.ends_with(".tar.gz") || s.ends_with(".tgz") {
+        if s.starts_with('/')
+            || s.starts_with("./")
+            || s.starts_with("../")
+            || s.ends_with(".tar")
+            || s.ends_with(".tar.gz")
+            || s.ends_with(".tgz")
+        {
             return Err(Error::not_found(format!("{s} does not exist")));
         }
         Self::parse(s)
@@ -90,7 +100,9 @@ impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::Registry(r) => write!(f, "{r}"),
-            Source::OciDir { path, tag } => write!(f, "oci:{}{}", path.display(), tag.as_ref().map(|t| format!(":{t}")).unwrap_or_default()),
+            Source::OciDir { path, tag } => {
+                write!(f, "oci:{}{}", path.display(), tag.as_ref().map(|t| format!(":{t}")).unwrap_or_default())
+            }
             Source::OciArchive { path, tag } => {
                 write!(f, "oci-archive:{}{}", path.display(), tag.as_ref().map(|t| format!(":{t}")).unwrap_or_default())
             }
@@ -124,7 +136,8 @@ impl Resolver {
         if self.cache.offline() {
             return Ok(Registry::new(None, self.cache.clone()));
         }
-        let c = self.client.get_or_init(|| Client::new(self.client_opts.clone()).map(Arc::new).map_err(|e| e.to_string()));
+        let c =
+            self.client.get_or_init(|| Client::new(self.client_opts.clone()).map(Arc::new).map_err(|e| e.to_string()));
         match c {
             Ok(c) => Ok(Registry::new(Some(c.clone()), self.cache.clone())),
             Err(e) => Err(Error::input(e.clone())),
@@ -167,14 +180,23 @@ mod tests {
 
     #[test]
     fn parses_transports() {
-        assert_eq!(Source::parse("oci:/x/lay:arm64").unwrap(), Source::OciDir { path: "/x/lay".into(), tag: Some("arm64".into()) });
+        assert_eq!(
+            Source::parse("oci:/x/lay:arm64").unwrap(),
+            Source::OciDir { path: "/x/lay".into(), tag: Some("arm64".into()) }
+        );
         assert_eq!(Source::parse("oci:/x/lay").unwrap(), Source::OciDir { path: "/x/lay".into(), tag: None });
         assert_eq!(
             Source::parse("docker-archive:a.tar:busybox:arm64").unwrap(),
             Source::DockerArchive { path: "a.tar".into(), selector: Selector::Tag("busybox:arm64".into()) }
         );
-        assert_eq!(Source::parse("docker-archive:a.tar@1").unwrap(), Source::DockerArchive { path: "a.tar".into(), selector: Selector::Index(1) });
-        assert_eq!(Source::parse("docker-archive:a.tar").unwrap(), Source::DockerArchive { path: "a.tar".into(), selector: Selector::Only });
+        assert_eq!(
+            Source::parse("docker-archive:a.tar@1").unwrap(),
+            Source::DockerArchive { path: "a.tar".into(), selector: Selector::Index(1) }
+        );
+        assert_eq!(
+            Source::parse("docker-archive:a.tar").unwrap(),
+            Source::DockerArchive { path: "a.tar".into(), selector: Selector::Only }
+        );
         assert!(matches!(Source::parse("docker://busybox").unwrap(), Source::Registry(_)));
         assert!(Source::parse("docker-daemon:busybox:latest").is_err());
         assert!(Source::parse("docker-archive:").is_err());

@@ -52,18 +52,27 @@ impl TarArchive {
             f
         } else {
             if outer == Compression::Zstd {
-                return Err(Error::unsupported(format!("{display} is zstd-compressed; spxpack reads plain, gzip, bzip2 or xz archives"))
-                    .with_hint("decompress it first: zstd -d FILE"));
+                return Err(Error::unsupported(format!(
+                    "{display} is zstd-compressed; spxpack reads plain, gzip, bzip2 or xz archives"
+                ))
+                .with_hint("decompress it first: zstd -d FILE"));
             }
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             let mut tmp = tempfile::tempfile_in(std::env::temp_dir())
                 .or_else(|_| tempfile::tempfile_in(dir))
                 .map_err(|e| Error::io("cannot create a temporary file for", path, e))?;
-            let (_, mut r) = compress::decompress(BufReader::with_capacity(1 << 20, f)).map_err(|e| Error::io("cannot read", path, e))?;
+            let (_, mut r) = compress::decompress(BufReader::with_capacity(1 << 20, f))
+                .map_err(|e| Error::io("cannot read", path, e))?;
             io::copy(&mut r, &mut tmp).map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::InvalidInput || e.kind() == io::ErrorKind::InvalidData {
-                    Error::input(format!("{display} is truncated or corrupt: its {} stream cannot be decompressed ({e})", outer.name()))
-                        .with_hint("the file was cut short or damaged; copy or export it again")
+                if e.kind() == io::ErrorKind::UnexpectedEof
+                    || e.kind() == io::ErrorKind::InvalidInput
+                    || e.kind() == io::ErrorKind::InvalidData
+                {
+                    Error::input(format!(
+                        "{display} is truncated or corrupt: its {} stream cannot be decompressed ({e})",
+                        outer.name()
+                    ))
+                    .with_hint("the file was cut short or damaged; copy or export it again")
                 } else {
                     Error::io(&format!("cannot decompress {what}"), path, e)
                 }
@@ -78,7 +87,8 @@ impl TarArchive {
     fn index(&mut self, what: &str) -> Result<()> {
         let len = self.file.metadata().map_err(|e| Error::io("cannot stat", Path::new(&self.display), e))?.len();
         let corrupt = |msg: String| {
-            Error::input(format!("{} is not a valid {what}: {msg}", self.display)).with_hint("the file is truncated or not a tar archive; export it again")
+            Error::input(format!("{} is not a valid {what}: {msg}", self.display))
+                .with_hint("the file is truncated or not a tar archive; export it again")
         };
         if len == 0 {
             return Err(corrupt("it is empty".into()));
@@ -114,7 +124,8 @@ impl TarArchive {
             } else if kind.is_dir() {
                 Entry::Dir
             } else if kind.is_symlink() || kind.is_hard_link() {
-                let target = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let target =
+                    entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
                 if target.is_empty() || target.contains('\0') {
                     return Err(corrupt(format!("link {name:?} has an empty or invalid target")));
                 }
@@ -199,7 +210,10 @@ impl TarArchive {
             if let Some((target, from_root)) = link {
                 hops += 1;
                 if hops > MAX_HOPS {
-                    return Err(Error::input(format!("{}: too many links (a cycle?) resolving {path:?}", self.display)));
+                    return Err(Error::input(format!(
+                        "{}: too many links (a cycle?) resolving {path:?}",
+                        self.display
+                    )));
                 }
                 if target.starts_with('/') || from_root {
                     resolved.clear();
@@ -221,7 +235,10 @@ impl TarArchive {
     pub fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
         let (name, offset, size) = self.resolve(path)?;
         if size > limit {
-            return Err(Error::input(format!("{}: {name} is {size} bytes, more than the {limit} byte limit", self.display)));
+            return Err(Error::input(format!(
+                "{}: {name} is {size} bytes, more than the {limit} byte limit",
+                self.display
+            )));
         }
         let mut buf = vec![0u8; size as usize];
         self.file.read_exact_at(&mut buf, offset).map_err(|e| Error::io("cannot read", Path::new(&self.display), e))?;

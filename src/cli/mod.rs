@@ -15,7 +15,11 @@ use crate::source::{Resolver, Source};
 use output::Term;
 
 #[derive(Debug, Parser)]
-#[command(name = "spxpack", version, about = "Build Spot Extensions (.spx) and docker-save archives without a Docker daemon")]
+#[command(
+    name = "spxpack",
+    version,
+    about = "Build Spot Extensions (.spx) and docker-save archives without a Docker daemon"
+)]
 pub struct Cli {
     /// More log output (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -71,7 +75,8 @@ pub struct RegistryArgs {
 
 impl RegistryArgs {
     fn client_options(&self) -> Result<ClientOptions> {
-        let mut creds = CredentialOptions { authfile: self.authfile.clone(), anonymous: self.no_creds, ..Default::default() };
+        let mut creds =
+            CredentialOptions { authfile: self.authfile.clone(), anonymous: self.no_creds, ..Default::default() };
         for c in &self.creds {
             creds.add_creds(c)?;
         }

@@ -16,7 +16,12 @@ pub struct Term {
 
 impl Term {
     pub fn new(quiet: bool) -> Self {
-        Term { quiet, tty: std::io::stderr().is_terminal(), bytes: AtomicU64::new(0), last_draw: Mutex::new(std::time::Instant::now()) }
+        Term {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+            bytes: AtomicU64::new(0),
+            last_draw: Mutex::new(std::time::Instant::now()),
+        }
     }
 
     /// The final line of a successful command.

@@ -46,10 +46,10 @@ impl Selector {
     pub fn parse(s: Option<&str>) -> Result<Self> {
         match s {
             None | Some("") => Ok(Selector::Only),
-            Some(x) if x.starts_with('@') => x[1..]
-                .parse()
-                .map(Selector::Index)
-                .map_err(|_| Error::input(format!("invalid image index {x:?}")).with_hint("use docker-archive:FILE@N with N starting at 0")),
+            Some(x) if x.starts_with('@') => x[1..].parse().map(Selector::Index).map_err(|_| {
+                Error::input(format!("invalid image index {x:?}"))
+                    .with_hint("use docker-archive:FILE@N with N starting at 0")
+            }),
             Some(x) => Ok(Selector::Tag(x.to_string())),
         }
     }
@@ -77,7 +77,9 @@ impl DockerArchive {
             } else {
                 "a docker save archive has a manifest.json at its root"
             };
-            return Err(Error::input(format!("{shown} is not a docker archive: it has no manifest.json")).with_hint(hint));
+            return Err(
+                Error::input(format!("{shown} is not a docker archive: it has no manifest.json")).with_hint(hint)
+            );
         }
         let raw = tar.read("manifest.json", MAX_DOC)?;
         let items: Option<Vec<Item>> = parse_json(&raw, &format!("manifest.json of {shown}"))?;
@@ -96,10 +98,15 @@ impl DockerArchive {
         };
         match sel {
             Selector::Only if self.items.len() == 1 => Ok(0),
-            Selector::Only => Err(Error::input(format!("{shown} holds {} images; say which one", self.items.len()))
-                .with_hint(format!("use docker-archive:{shown}:TAG (one of: {}) or docker-archive:{shown}@N", all_tags()))),
+            Selector::Only => {
+                Err(Error::input(format!("{shown} holds {} images; say which one", self.items.len())).with_hint(
+                    format!("use docker-archive:{shown}:TAG (one of: {}) or docker-archive:{shown}@N", all_tags()),
+                ))
+            }
             Selector::Index(i) if *i < self.items.len() => Ok(*i),
-            Selector::Index(i) => Err(Error::not_found(format!("{shown} has {} images; there is no image @{i}", self.items.len()))),
+            Selector::Index(i) => {
+                Err(Error::not_found(format!("{shown} has {} images; there is no image @{i}", self.items.len())))
+            }
             Selector::Tag(t) => {
                 let want = Reference::parse(t).ok();
                 self.items
@@ -108,12 +115,16 @@ impl DockerArchive {
                         it.repo_tags.iter().flatten().any(|have| {
                             have == t
                                 || match (&want, Reference::parse(have)) {
-                                    (Some(w), Ok(h)) => w.full_name() == h.full_name() && w.effective_tag() == h.effective_tag(),
+                                    (Some(w), Ok(h)) => {
+                                        w.full_name() == h.full_name() && w.effective_tag() == h.effective_tag()
+                                    }
                                     _ => false,
                                 }
                         })
                     })
-                    .ok_or_else(|| Error::not_found(format!("{shown} has no image tagged {t:?}; it has: {}", all_tags())))
+                    .ok_or_else(|| {
+                        Error::not_found(format!("{shown} has no image tagged {t:?}; it has: {}", all_tags()))
+                    })
             }
         }
     }
@@ -169,8 +180,11 @@ impl DockerArchive {
                     (if c == Compression::Gzip { media::OCI_LAYER_GZIP } else { media::OCI_LAYER_ZSTD }, d)
                 }
                 other => {
-                    return Err(Error::unsupported(format!("{origin}: layer {n} is {}-compressed; OCI layers can only be plain, gzip or zstd", other.name()))
-                        .with_hint("load the archive into Docker and save it again"));
+                    return Err(Error::unsupported(format!(
+                        "{origin}: layer {n} is {}-compressed; OCI layers can only be plain, gzip or zstd",
+                        other.name()
+                    ))
+                    .with_hint("load the archive into Docker and save it again"));
                 }
             };
             layers.push(Descriptor::new(mt, digest, size));
@@ -234,7 +248,10 @@ impl DockerArchive {
     pub fn index_names(&self) -> Vec<String> {
         let Ok(raw) = self.tar.read("index.json", MAX_DOC) else { return vec![] };
         let Ok(idx) = Index::parse(&raw, "index.json") else { return vec![] };
-        idx.manifests.iter().filter_map(|d| d.annotation(CONTAINERD_NAME).or(d.annotation(REF_NAME)).map(str::to_string)).collect()
+        idx.manifests
+            .iter()
+            .filter_map(|d| d.annotation(CONTAINERD_NAME).or(d.annotation(REF_NAME)).map(str::to_string))
+            .collect()
     }
 }
 

@@ -45,7 +45,11 @@ impl WriteOptions {
     /// Gzip when the name ends in `.gz` or `.tgz`.
     pub fn for_path(path: &Path) -> Self {
         let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-        WriteOptions { gzip: name.ends_with(".gz") || name.ends_with(".tgz"), mtime: source_date_epoch(), ..Default::default() }
+        WriteOptions {
+            gzip: name.ends_with(".gz") || name.ends_with(".tgz"),
+            mtime: source_date_epoch(),
+            ..Default::default()
+        }
     }
 }
 
@@ -65,34 +69,30 @@ pub struct WriteSummary {
 
 enum Blob<'a> {
     Bytes(Vec<u8>),
-    Layer { image: &'a Image, desc: Descriptor },
+    Layer { image: &'a Image, desc: &'a Descriptor },
 }
 
 /// Writes the archive to `dest` atomically.
-pub fn write_file(dest: &Path, images: &[ArchiveImage], opts: &WriteOptions, progress: &dyn Fn(u64)) -> Result<WriteSummary> {
+pub fn write_file(
+    dest: &Path,
+    images: &[ArchiveImage],
+    opts: &WriteOptions,
+    progress: &dyn Fn(u64),
+) -> Result<WriteSummary> {
     let mut out = AtomicFile::create(dest)?;
     let file = out.take_file();
     let buffered = io::BufWriter::with_capacity(1 << 20, file);
     let (summary, buffered) = if opts.gzip {
         let gz = GzipWriter::new(buffered, opts.level, opts.threads).map_err(|e| Error::io("cannot write", dest, e))?;
-        let (s, gz) = write_to(gz, images, opts, progress).map_err(|e| e.context_dest(dest))?;
+        let (s, gz) = write_to(gz, images, opts, progress)?;
         (s, gz.finish().map_err(|e| Error::io("cannot write", dest, e))?)
     } else {
-        let (s, w) = write_to(Plain(buffered), images, opts, progress).map_err(|e| e.context_dest(dest))?;
+        let (s, w) = write_to(Plain(buffered), images, opts, progress)?;
         (s, w.0)
     };
     let file = buffered.into_inner().map_err(|e| Error::io("cannot write", dest, e.into_error()))?;
     out.commit_file(file)?;
     Ok(summary)
-}
-
-trait ContextDest {
-    fn context_dest(self, dest: &Path) -> Error;
-}
-impl ContextDest for Error {
-    fn context_dest(self, _dest: &Path) -> Error {
-        self
-    }
 }
 
 /// A byte sink that knows whether content is already compressed.
@@ -144,7 +144,8 @@ struct OciIndex {
 pub fn check_tag(tag: &str) -> Result<Reference> {
     let r = Reference::parse(tag).map_err(|e| Error::input(format!("invalid image tag {tag:?}: {}", e.message())))?;
     if r.digest.is_some() || r.tag.is_none() {
-        return Err(Error::input(format!("image tag {tag:?} must be NAME:TAG without a digest")).with_hint("docker load rejects digest references in RepoTags"));
+        return Err(Error::input(format!("image tag {tag:?} must be NAME:TAG without a digest"))
+            .with_hint("docker load rejects digest references in RepoTags"));
     }
     Ok(r)
 }
@@ -177,7 +178,12 @@ pub fn oci_manifest_bytes(image: &Image) -> Vec<u8> {
 }
 
 /// Streams the archive into `sink`.
-pub fn write_to<S: Sink>(mut sink: S, images: &[ArchiveImage], opts: &WriteOptions, progress: &dyn Fn(u64)) -> Result<(WriteSummary, S)> {
+pub fn write_to<S: Sink>(
+    mut sink: S,
+    images: &[ArchiveImage],
+    opts: &WriteOptions,
+    progress: &dyn Fn(u64),
+) -> Result<(WriteSummary, S)> {
     if images.is_empty() {
         return Err(Error::input("no images to write"));
     }
@@ -200,7 +206,10 @@ pub fn write_to<S: Sink>(mut sink: S, images: &[ArchiveImage], opts: &WriteOptio
         }
         blobs.insert(img.manifest.config.digest.clone(), Blob::Bytes(img.config_raw.clone()));
         if Digest::of(&img.config_raw) != img.manifest.config.digest {
-            return Err(Error::integrity(format!("{}: config bytes do not match the manifest's config digest", img.origin)));
+            return Err(Error::integrity(format!(
+                "{}: config bytes do not match the manifest's config digest",
+                img.origin
+            )));
         }
         let oci = oci_manifest_bytes(img);
         let oci_digest = Digest::of(&oci);
@@ -210,7 +219,7 @@ pub fn write_to<S: Sink>(mut sink: S, images: &[ArchiveImage], opts: &WriteOptio
             if blobs.contains_key(&l.digest) {
                 summary.layers_deduplicated += 1;
             } else {
-                blobs.insert(l.digest.clone(), Blob::Layer { image: img, desc: l.clone() });
+                blobs.insert(l.digest.clone(), Blob::Layer { image: img, desc: l });
             }
         }
         let platform = img.platform();
@@ -218,7 +227,9 @@ pub fn write_to<S: Sink>(mut sink: S, images: &[ArchiveImage], opts: &WriteOptio
         for t in &ai.tags {
             let r = check_tag(t)?;
             if !seen_tags.insert(r.qualified_tagged()) {
-                return Err(Error::input(format!("tag {t:?} is given to two images")).with_hint("give every image its own tag"));
+                return Err(
+                    Error::input(format!("tag {t:?} is given to two images")).with_hint("give every image its own tag")
+                );
             }
             let tag = r.tag.clone().expect("checked");
             let mut d = Descriptor::new(media::OCI_MANIFEST, oci_digest.clone(), oci_size);
@@ -313,7 +324,14 @@ impl<S: Sink> TarWriter<'_, S> {
     }
 
     /// Copies exactly `size` bytes from `r` as the content of `path`.
-    pub fn stream(&mut self, path: &str, size: u64, r: &mut dyn Read, compressed: bool, progress: &dyn Fn(u64)) -> Result<()> {
+    pub fn stream(
+        &mut self,
+        path: &str,
+        size: u64,
+        r: &mut dyn Read,
+        compressed: bool,
+        progress: &dyn Fn(u64),
+    ) -> Result<()> {
         let io_err = |e: io::Error| Error::from_io("cannot write", path, e);
         self.header(path, size, tar::EntryType::Regular, 0o644).map_err(io_err)?;
         let mut buf = vec![0u8; 1 << 20];

@@ -109,8 +109,11 @@ impl Manifest {
     pub fn parse(bytes: &[u8], what: &str) -> Result<Self> {
         let m: Manifest = parse_json(bytes, what)?;
         if m.schema_version != 2 {
-            return Err(Error::unsupported(format!("{what} has schemaVersion {}; only schema 2 is supported", m.schema_version))
-                .with_hint("re-push the image with a current docker or skopeo to convert it"));
+            return Err(Error::unsupported(format!(
+                "{what} has schemaVersion {}; only schema 2 is supported",
+                m.schema_version
+            ))
+            .with_hint("re-push the image with a current docker or skopeo to convert it"));
         }
         if let Some(mt) = &m.media_type
             && !media::is_manifest(mt)
@@ -183,7 +186,9 @@ mod tests {
     #[test]
     fn rejects_duplicate_keys_and_bad_descriptors() {
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        let dup = format!(r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"{d}","size":1}},"layers":[],"layers":[]}}"#);
+        let dup = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"{d}","size":1}},"layers":[],"layers":[]}}"#
+        );
         assert!(Manifest::parse(dup.as_bytes(), "m").unwrap_err().to_string().contains("duplicate"));
         let neg = format!(r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"{d}","size":-1}},"layers":[]}}"#);
         assert!(Manifest::parse(neg.as_bytes(), "m").is_err());

@@ -34,7 +34,10 @@ pub fn check(image: &Image, want: Option<&Platform>) -> Vec<Problem> {
         );
     }
     if image.config.rootfs.kind != "layers" {
-        push(format!("{}: config rootfs.type is {:?}, expected \"layers\"", image.origin, image.config.rootfs.kind), None);
+        push(
+            format!("{}: config rootfs.type is {:?}, expected \"layers\"", image.origin, image.config.rootfs.kind),
+            None,
+        );
     }
     if image.config.os != "linux" {
         push(format!("{}: image OS is {:?}, the robot runs linux", image.origin, image.config.os), None);
@@ -42,7 +45,10 @@ pub fn check(image: &Image, want: Option<&Platform>) -> Vec<Problem> {
     for (i, l) in image.manifest.layers.iter().enumerate() {
         match media::layer_compression(&l.media_type) {
             Some(media::LayerCompression::Zstd) => push(
-                format!("{}: layer {i} ({}) is zstd-compressed; Docker 20.10 on CORE I/O cannot load it", image.origin, l.digest),
+                format!(
+                    "{}: layer {i} ({}) is zstd-compressed; Docker 20.10 on CORE I/O cannot load it",
+                    image.origin, l.digest
+                ),
                 Some("re-push the image with gzip layers (e.g. skopeo copy --dest-compress-format gzip)"),
             ),
             None => push(format!("{}: layer {i} has unsupported media type {:?}", image.origin, l.media_type), None),

@@ -21,7 +21,10 @@ use crate::reference::DOCKER_HUB;
 /// A credential for one registry.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// An OAuth2 refresh token (Docker's `identitytoken`).
     IdentityToken(String),
     /// A bearer token sent as is.
@@ -68,11 +71,14 @@ impl CredentialOptions {
     /// Parses one `--creds` value: `USER:PASS` or `REGISTRY=USER:PASS`.
     pub fn add_creds(&mut self, spec: &str) -> Result<()> {
         let (reg, up) = match spec.split_once('=') {
-            Some((r, rest)) if !r.contains(':') || r.contains('.') || r.starts_with("localhost") => (Some(r.to_string()), rest),
+            Some((r, rest)) if !r.contains(':') || r.contains('.') || r.starts_with("localhost") => {
+                (Some(r.to_string()), rest)
+            }
             _ => (None, spec),
         };
         let Some((u, p)) = up.split_once(':') else {
-            return Err(Error::input("--creds must be USER:PASS or REGISTRY=USER:PASS").with_hint("e.g. --creds testuser:secret"));
+            return Err(Error::input("--creds must be USER:PASS or REGISTRY=USER:PASS")
+                .with_hint("e.g. --creds testuser:secret"));
         };
         if u.is_empty() {
             return Err(Error::input("--creds has an empty user name"));
@@ -121,7 +127,8 @@ pub fn lookup(opts: &CredentialOptions, registry: &str, repository: &str) -> Res
             Err(e) => return Err(Error::io("cannot read credentials file", &path, e)),
         };
         let cfg: ConfigFile = serde_json::from_slice(&text).map_err(|e| {
-            Error::input(format!("invalid credentials file {}: {e}", path.display())).with_hint("fix the JSON or point --authfile elsewhere")
+            Error::input(format!("invalid credentials file {}: {e}", path.display()))
+                .with_hint("fix the JSON or point --authfile elsewhere")
         })?;
         if let Some(found) = cfg.lookup(&registry, repository, &path)? {
             return Ok(Some(found));
@@ -189,10 +196,13 @@ struct AuthEntry {
 impl ConfigFile {
     fn lookup(&self, registry: &str, repository: &str, path: &Path) -> Result<Option<Found>> {
         let src = path.display().to_string();
-        if let Some(helper) = self.cred_helpers.iter().find(|(k, _)| normalize_registry(k) == registry).map(|(_, v)| v) {
-            if let Some(c) = run_helper(helper, registry)? {
-                return Ok(Some(Found { credential: c, source: format!("docker-credential-{helper} (credHelpers in {src})") }));
-            }
+        if let Some(helper) = self.cred_helpers.iter().find(|(k, _)| normalize_registry(k) == registry).map(|(_, v)| v)
+            && let Some(c) = run_helper(helper, registry)?
+        {
+            return Ok(Some(Found {
+                credential: c,
+                source: format!("docker-credential-{helper} (credHelpers in {src})"),
+            }));
         }
         // most specific namespace key first: registry/a/b/c, registry/a/b, registry/a, registry
         let mut keys: Vec<String> = Vec::new();
@@ -216,7 +226,10 @@ impl ConfigFile {
             && !store.is_empty()
             && let Some(c) = run_helper(store, registry)?
         {
-            return Ok(Some(Found { credential: c, source: format!("docker-credential-{store} (credsStore in {src})") }));
+            return Ok(Some(Found {
+                credential: c,
+                source: format!("docker-credential-{store} (credsStore in {src})"),
+            }));
         }
         Ok(None)
     }
@@ -234,7 +247,8 @@ impl AuthEntry {
             let raw = base64::engine::general_purpose::STANDARD
                 .decode(a.trim())
                 .map_err(|_| Error::input(format!("{src}: auths.{key}.auth is not valid base64")))?;
-            let s = String::from_utf8(raw).map_err(|_| Error::input(format!("{src}: auths.{key}.auth is not UTF-8")))?;
+            let s =
+                String::from_utf8(raw).map_err(|_| Error::input(format!("{src}: auths.{key}.auth is not UTF-8")))?;
             let Some((u, p)) = s.split_once(':') else {
                 return Err(Error::input(format!("{src}: auths.{key}.auth must encode USER:PASS")));
             };
@@ -254,11 +268,19 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>> {
     }
     let server = if registry == DOCKER_HUB { "https://index.docker.io/v1/".to_string() } else { registry.to_string() };
     let prog = format!("docker-credential-{helper}");
-    let mut child = match Command::new(&prog).arg("get").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+    let mut child = match Command::new(&prog)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::auth(format!("credential helper {prog} is configured for {registry} but is not installed"))
-                .with_hint(format!("install {prog}, or remove it from your docker config.json")));
+            return Err(Error::auth(format!(
+                "credential helper {prog} is configured for {registry} but is not installed"
+            ))
+            .with_hint(format!("install {prog}, or remove it from your docker config.json")));
         }
         Err(e) => return Err(Error::auth(format!("cannot run {prog}: {e}"))),
     };
@@ -271,8 +293,11 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>> {
         if msg.to_lowercase().contains("not found") {
             return Ok(None);
         }
-        return Err(Error::auth(format!("{prog} get failed for {registry}: {}", msg.lines().next().unwrap_or("no output")))
-            .with_hint("check the helper's own login state"));
+        return Err(Error::auth(format!(
+            "{prog} get failed for {registry}: {}",
+            msg.lines().next().unwrap_or("no output")
+        ))
+        .with_hint("check the helper's own login state"));
     }
     #[derive(Deserialize)]
     struct HelperOut {
@@ -281,7 +306,8 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>> {
         #[serde(rename = "Secret", default)]
         secret: String,
     }
-    let h: HelperOut = serde_json::from_slice(&out.stdout).map_err(|e| Error::auth(format!("{prog} printed invalid JSON: {e}")))?;
+    let h: HelperOut =
+        serde_json::from_slice(&out.stdout).map_err(|e| Error::auth(format!("{prog} printed invalid JSON: {e}")))?;
     if h.secret.is_empty() {
         return Ok(None);
     }

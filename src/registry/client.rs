@@ -16,7 +16,7 @@ use ureq::http::Response;
 
 use super::auth::{self, Credential, CredentialOptions, Found};
 use crate::error::{Error, Result};
-use crate::reference::is_loopback_host;
+use crate::reference::{Reference, is_loopback_host};
 
 /// Settings for talking to registries.
 #[derive(Debug, Clone)]
@@ -95,7 +95,8 @@ impl Client {
                     .with_hint("pass a PEM file with -----BEGIN CERTIFICATE----- blocks"));
             }
         }
-        let roots = if certs.is_empty() { ureq::tls::RootCerts::WebPki } else { ureq::tls::RootCerts::new_with_certs(&certs) };
+        let roots =
+            if certs.is_empty() { ureq::tls::RootCerts::WebPki } else { ureq::tls::RootCerts::new_with_certs(&certs) };
         let build = |verify: bool| -> Agent {
             let tls = ureq::tls::TlsConfig::builder()
                 .provider(ureq::tls::TlsProvider::Rustls)
@@ -149,9 +150,13 @@ impl Client {
                     let status = resp.status().as_u16();
                     let challenge = match status {
                         200..=299 | 404 => Challenge::None,
-                        401 => parse_challenge(resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("")),
+                        401 => parse_challenge(
+                            resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or(""),
+                        ),
                         _ => {
-                            first_err.get_or_insert(Error::network(format!("{url} answered HTTP {status}; it does not look like a registry")));
+                            first_err.get_or_insert(Error::network(format!(
+                                "{url} answered HTTP {status}; it does not look like a registry"
+                            )));
                             continue;
                         }
                     };
@@ -222,15 +227,14 @@ impl Client {
     /// response, and turns 401/403/404/other statuses into errors naming `what`.
     pub fn request(
         &self,
-        registry: &str,
-        api_host: &str,
-        repo: &str,
+        r: &Reference,
         path: &str,
         headers: &[(&str, String)],
         head: bool,
         what: &str,
     ) -> Result<Response<ureq::Body>> {
-        let h = self.host(registry, api_host, repo)?;
+        let (registry, repo) = (r.registry.as_str(), r.repository.as_str());
+        let h = self.host(registry, r.api_host(), repo)?;
         let url = format!("{}/v2/{repo}/{path}", h.base);
         let mut refreshed = false;
         loop {
@@ -325,9 +329,16 @@ impl Client {
         if realm_host.is_empty() {
             return Err(Error::network(format!("registry {} sent an invalid token realm {realm:?}", h.name)));
         }
-        if realm.starts_with("http://") && !is_loopback_host(realm_host) && !self.is_insecure(realm_host) && !self.is_insecure(&h.name) {
-            return Err(Error::auth(format!("registry {} wants tokens from {realm} over plain HTTP; refusing to send credentials", h.name))
-                .with_hint(format!("add --insecure-registry {realm_host} if this is intended")));
+        if realm.starts_with("http://")
+            && !is_loopback_host(realm_host)
+            && !self.is_insecure(realm_host)
+            && !self.is_insecure(&h.name)
+        {
+            return Err(Error::auth(format!(
+                "registry {} wants tokens from {realm} over plain HTTP; refusing to send credentials",
+                h.name
+            ))
+            .with_hint(format!("add --insecure-registry {realm_host} if this is intended")));
         }
         let scope = format!("repository:{repo}:pull");
         let mut query = vec![("scope", scope.as_str())];
@@ -338,7 +349,11 @@ impl Client {
         let cred = h.cred.as_ref().map(|c| &c.credential);
         let resp = match cred {
             Some(Credential::IdentityToken(refresh)) => {
-                let mut form = vec![("grant_type", "refresh_token"), ("client_id", "spxpack"), ("refresh_token", refresh.as_str())];
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "spxpack"),
+                    ("refresh_token", refresh.as_str()),
+                ];
                 form.extend(query.iter().copied());
                 self.send_with_retries(|| agent.post(realm).send_form(form.iter().copied()), realm, true)?
             }
@@ -367,8 +382,11 @@ impl Client {
                     c.source
                 ))
                 .with_hint("check the user name and password"),
-                (401 | 403, None) => Error::auth(format!("registry {}: the token server {realm} refused anonymous access (HTTP {status}){d}", h.name))
-                    .with_hint(format!("pass --creds USER:PASS or run docker login {}", h.name)),
+                (401 | 403, None) => Error::auth(format!(
+                    "registry {}: the token server {realm} refused anonymous access (HTTP {status}){d}",
+                    h.name
+                ))
+                .with_hint(format!("pass --creds USER:PASS or run docker login {}", h.name)),
                 _ => Error::network(format!("registry {}: token server {realm} answered HTTP {status}{d}", h.name)),
             });
         }
@@ -387,7 +405,8 @@ impl Client {
             .limit(1 << 20)
             .read_to_vec()
             .map_err(|e| Error::network(format!("registry {}: cannot read token response: {e}", h.name)))?;
-        let t: TokenResp = serde_json::from_slice(&body).map_err(|e| Error::network(format!("registry {}: invalid token response: {e}", h.name)))?;
+        let t: TokenResp = serde_json::from_slice(&body)
+            .map_err(|e| Error::network(format!("registry {}: invalid token response: {e}", h.name)))?;
         let tok = t
             .token
             .filter(|t| !t.is_empty())
@@ -489,14 +508,17 @@ fn transport_error(url: &str, e: &ureq::Error) -> Error {
     let lower = text.to_lowercase();
     let host = url.split('/').nth(2).unwrap_or(url);
     if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer") {
-        return Error::network(format!("TLS certificate of {host} is not trusted: {text}"))
-            .with_hint(format!("pass --ca-cert FILE with the registry's CA, or --insecure-registry {host} to skip verification"));
+        return Error::network(format!("TLS certificate of {host} is not trusted: {text}")).with_hint(format!(
+            "pass --ca-cert FILE with the registry's CA, or --insecure-registry {host} to skip verification"
+        ));
     }
     if matches!(e, ureq::Error::HostNotFound) {
-        return Error::network(format!("cannot resolve registry host {host}")).with_hint("check the image reference and your network/DNS");
+        return Error::network(format!("cannot resolve registry host {host}"))
+            .with_hint("check the image reference and your network/DNS");
     }
     if lower.contains("connection refused") {
-        return Error::network(format!("cannot connect to {host}: connection refused")).with_hint("is the registry running and the port right?");
+        return Error::network(format!("cannot connect to {host}: connection refused"))
+            .with_hint("is the registry running and the port right?");
     }
     Error::network(format!("request to {url} failed: {text}"))
 }
@@ -535,7 +557,8 @@ pub fn error_detail(resp: &mut Response<ureq::Body>) -> String {
         message: String,
     }
     if let Ok(s) = serde_json::from_slice::<Simple>(&body) {
-        let parts: Vec<&str> = [s.error.as_str(), s.details.as_str(), s.message.as_str()].into_iter().filter(|x| !x.is_empty()).collect();
+        let parts: Vec<&str> =
+            [s.error.as_str(), s.details.as_str(), s.message.as_str()].into_iter().filter(|x| !x.is_empty()).collect();
         if !parts.is_empty() {
             return parts.join(": ");
         }
@@ -550,7 +573,9 @@ mod tests {
 
     #[test]
     fn parses_challenges() {
-        match parse_challenge(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:x:pull""#) {
+        match parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:x:pull""#,
+        ) {
             Challenge::Bearer { realm, service } => {
                 assert_eq!(realm, "https://auth.docker.io/token");
                 assert_eq!(service.as_deref(), Some("registry.docker.io"));

@@ -39,8 +39,11 @@ impl Registry {
             Some(c) if !self.cache.offline() => Ok(c),
             _ => Err(match digest {
                 Some(d) => self.cache.offline_error(what, d),
-                None => Error::new(Kind::Offline, format!("--offline: {what} has never been pulled, so its tag cannot be resolved"))
-                    .with_hint("run the same command once without --offline to fill the cache"),
+                None => Error::new(
+                    Kind::Offline,
+                    format!("--offline: {what} has never been pulled, so its tag cannot be resolved"),
+                )
+                .with_hint("run the same command once without --offline to fill the cache"),
             }),
         }
     }
@@ -66,16 +69,21 @@ impl Registry {
         let path = format!("manifests/{reference}");
         // a HEAD tells the digest; if that manifest is cached, nothing is downloaded
         if pinned.is_none()
-            && let Ok(resp) = client.request(&r.registry, r.api_host(), &r.repository, &path, &accept, true, what)
-            && let Some(d) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|v| Digest::parse(v).ok())
+            && let Ok(resp) = client.request(r, &path, &accept, true, what)
+            && let Some(d) = resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| Digest::parse(v).ok())
             && let Some(b) = self.cache.read_small(&d, MAX_MANIFEST)?
         {
             self.cache.set_ref(&r.registry, &r.repository, reference, &d)?;
             return Ok((b, d, None));
         }
-        let mut resp = client.request(&r.registry, r.api_host(), &r.repository, &path, &accept, false, what)?;
+        let mut resp = client.request(r, &path, &accept, false, what)?;
         let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let header_digest = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header_digest =
+            resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = resp
             .body_mut()
             .with_config()
@@ -86,13 +94,17 @@ impl Registry {
         if let Some(want) = &pinned
             && *want != got
         {
-            return Err(Error::integrity(format!("{what}: registry served a manifest with digest {got}, not the requested {want}")));
+            return Err(Error::integrity(format!(
+                "{what}: registry served a manifest with digest {got}, not the requested {want}"
+            )));
         }
         if let Some(h) = header_digest
             && let Ok(hd) = Digest::parse(&h)
             && hd != got
         {
-            return Err(Error::integrity(format!("{what}: manifest digest {got} does not match the registry's Docker-Content-Digest {hd}")));
+            return Err(Error::integrity(format!(
+                "{what}: manifest digest {got} does not match the registry's Docker-Content-Digest {hd}"
+            )));
         }
         self.cache.insert_bytes(&body)?;
         if pinned.is_none() {
@@ -107,11 +119,16 @@ impl Registry {
         let (mut bytes, mut digest, mut ctype) = self.manifest_bytes(r, &r.api_reference(), &what)?;
         let mut index_digest = None;
         for _depth in 0..4 {
-            let kind = sniff_manifest_kind(&bytes, ctype.as_deref())
-                .ok_or_else(|| Error::input(format!("{what}: the registry returned a document that is neither a manifest nor an index")))?;
+            let kind = sniff_manifest_kind(&bytes, ctype.as_deref()).ok_or_else(|| {
+                Error::input(format!(
+                    "{what}: the registry returned a document that is neither a manifest nor an index"
+                ))
+            })?;
             if kind == media::DOCKER_MANIFEST_V1 || kind == media::DOCKER_MANIFEST_V1_SIGNED {
-                return Err(Error::unsupported(format!("{what} is a Docker schema 1 manifest, which spxpack does not read"))
-                    .with_hint("re-push the image with a current docker or skopeo to convert it to schema 2"));
+                return Err(Error::unsupported(format!(
+                    "{what} is a Docker schema 1 manifest, which spxpack does not read"
+                ))
+                .with_hint("re-push the image with a current docker or skopeo to convert it to schema 2"));
             }
             if media::is_index(&kind) {
                 let idx = Index::parse(&bytes, &format!("index of {what}"))?;
@@ -170,7 +187,9 @@ impl Registry {
             return Ok(());
         }
         if desc.urls.as_ref().is_some_and(|u| !u.is_empty()) && media::is_foreign_layer(&desc.media_type) {
-            return Err(Error::unsupported(format!("{what} is a foreign layer hosted outside the registry; spxpack does not download those")));
+            return Err(Error::unsupported(format!(
+                "{what} is a foreign layer hosted outside the registry; spxpack does not download those"
+            )));
         }
         let client = self.client(what, Some(&desc.digest))?;
         let mut tmp = self.cache.new_temp()?;
@@ -184,12 +203,16 @@ impl Registry {
             if got > 0 {
                 headers.push(("Range", format!("bytes={got}-")));
             }
-            let resp = client.request(&r.registry, r.api_host(), &r.repository, &path, &headers, false, what);
+            let resp = client.request(r, &path, &headers, false, what);
             let mut resp = match resp {
                 Ok(x) => x,
                 Err(e) if e.kind() == Kind::NotFound => {
-                    return Err(Error::not_found(format!("{what}: blob {} is missing from {}", desc.digest, r.full_name()))
-                        .with_hint("the registry lost this blob; re-push the image"));
+                    return Err(Error::not_found(format!(
+                        "{what}: blob {} is missing from {}",
+                        desc.digest,
+                        r.full_name()
+                    ))
+                    .with_hint("the registry lost this blob; re-push the image"));
                 }
                 Err(e) => return Err(e),
             };
@@ -213,13 +236,16 @@ impl Registry {
                     if status == 206 {
                         attempts += 1;
                         if attempts > client.options().retries {
-                            return Err(Error::network(format!("{what}: registry sent a wrong Content-Range when resuming")));
+                            return Err(Error::network(format!(
+                                "{what}: registry sent a wrong Content-Range when resuming"
+                            )));
                         }
                         continue;
                     }
                 }
             }
-            let mut body = resp.body_mut().with_config().limit(desc.size.saturating_add(1) - got.min(desc.size)).reader();
+            let mut body =
+                resp.body_mut().with_config().limit(desc.size.saturating_add(1) - got.min(desc.size)).reader();
             let mut broken: Option<String> = None;
             loop {
                 match body.read(&mut buf) {
@@ -250,16 +276,25 @@ impl Registry {
             if attempts > client.options().retries {
                 let why = broken.unwrap_or_else(|| "connection closed early".into());
                 return Err(Error::network(format!("{what}: download stopped at {got} of {} bytes: {why}", desc.size))
-                    .with_hint("the network or registry is unstable; run the command again (finished blobs are cached)"));
+                    .with_hint(
+                        "the network or registry is unstable; run the command again (finished blobs are cached)",
+                    ));
             }
             let wait = client.backoff(attempts - 1);
-            tracing::warn!("{what}: download interrupted at {got}/{} bytes, resuming in {:.1}s", desc.size, wait.as_secs_f32());
+            tracing::warn!(
+                "{what}: download interrupted at {got}/{} bytes, resuming in {:.1}s",
+                desc.size,
+                wait.as_secs_f32()
+            );
             std::thread::sleep(wait);
         }
         let digest = hasher.finish();
         if digest != desc.digest {
-            return Err(Error::integrity(format!("digest mismatch for {what}: expected {}, registry sent {digest}", desc.digest))
-                .with_hint("the registry's copy is corrupt or was altered; re-push the image"));
+            return Err(Error::integrity(format!(
+                "digest mismatch for {what}: expected {}, registry sent {digest}",
+                desc.digest
+            ))
+            .with_hint("the registry's copy is corrupt or was altered; re-push the image"));
         }
         self.cache.commit(tmp, &desc.digest)
     }
@@ -267,7 +302,8 @@ impl Registry {
 
 /// Picks the entry for `want` from an index; the error lists what the index has.
 pub fn select_platform<'a>(entries: &'a [Descriptor], want: &Platform, what: &str) -> Result<&'a Descriptor> {
-    let candidates: Vec<&Descriptor> = entries.iter().filter(|e| e.platform.as_ref().is_some_and(|p| p.satisfies(want))).collect();
+    let candidates: Vec<&Descriptor> =
+        entries.iter().filter(|e| e.platform.as_ref().is_some_and(|p| p.satisfies(want))).collect();
     if let Some(first) = candidates.first() {
         return Ok(first);
     }
@@ -295,7 +331,10 @@ impl BlobSource for RegistryBlobs {
             return Ok(r);
         }
         self.registry.fetch_blob(&self.reference, desc, &what)?;
-        self.registry.cache.open_blob(desc, &what)?.ok_or_else(|| Error::internal(format!("{what} vanished from the cache")))
+        self.registry
+            .cache
+            .open_blob(desc, &what)?
+            .ok_or_else(|| Error::internal(format!("{what} vanished from the cache")))
     }
     fn prefetch(&self, desc: &Descriptor) -> Result<()> {
         let what = format!("layer {} of {}", desc.digest, self.reference);

@@ -1,0 +1,244 @@
+//! Shared helpers: the test environment (from `scripts/testenv/setup.sh`'s env.sh), running
+//! spxpack and the real consumers, and unique test images pushed to the registries.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use sha2::Digest as _;
+
+pub struct Env {
+    pub plain: String,
+    pub plain_data: PathBuf,
+    pub tls: String,
+    pub tls_ca: PathBuf,
+    pub tls_cert_dir: PathBuf,
+    pub token: String,
+    pub user: String,
+    pub pass: String,
+    pub busybox_oci: PathBuf,
+    pub docker: String,
+    pub arm64_digest: String,
+}
+
+fn var(k: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| {
+        panic!(
+            "{k} is not set: this test needs the real test environment (CNCF registry, Docker 20.10, skopeo, qemu-user-static).\n\
+             Run the tests with ./scripts/test.sh (it installs the Debian packages docker.io docker-registry skopeo \
+             qemu-user-static apache2-utils and starts the services), or start them with scripts/testenv/setup.sh and \
+             `source /tmp/spxpack-testenv/env.sh`."
+        )
+    })
+}
+
+/// The test environment; panics with install instructions when it is missing.
+pub fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        assert_eq!(var("SPXPACK_TEST_ENV"), "1", "SPXPACK_TEST_ENV must be 1");
+        Env {
+            plain: var("SPXPACK_TEST_REGISTRY_PLAIN"),
+            plain_data: var("SPXPACK_TEST_REGISTRY_PLAIN_DATA").into(),
+            tls: var("SPXPACK_TEST_REGISTRY_TLS"),
+            tls_ca: var("SPXPACK_TEST_REGISTRY_TLS_CA").into(),
+            tls_cert_dir: var("SPXPACK_TEST_REGISTRY_TLS_CERT_DIR").into(),
+            token: var("SPXPACK_TEST_REGISTRY_TOKEN"),
+            user: var("SPXPACK_TEST_REGISTRY_USER"),
+            pass: var("SPXPACK_TEST_REGISTRY_PASS"),
+            busybox_oci: var("SPXPACK_TEST_BUSYBOX_OCI").into(),
+            docker: var("SPXPACK_TEST_DOCKER"),
+            arm64_digest: var("SPXPACK_TEST_BUSYBOX_ARM64_DIGEST"),
+        }
+    })
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "command failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+    /// The `error:` line spxpack printed.
+    pub fn error_line(&self) -> String {
+        self.stderr
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_else(|| panic!("no error line in {:?}", self.stderr))
+            .to_string()
+    }
+}
+
+#[track_caller]
+pub fn run(prog: &str, args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(prog);
+    c.args(args);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap_or_else(|e| {
+        panic!("cannot run {prog}: {e}; run the tests through ./scripts/test.sh, which installs it")
+    });
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A scratch directory with its own spxpack cache and an empty HOME (no user credentials).
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch { dir: tempfile::tempdir().expect("tempdir") }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    pub fn cache(&self) -> PathBuf {
+        self.path("cache")
+    }
+    /// Runs spxpack with this scratch's cache and HOME.
+    pub fn spx(&self, args: &[&str]) -> Run {
+        self.spx_env(args, &[])
+    }
+    pub fn spx_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
+        let cache = self.cache();
+        let home = self.path("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let mut all: Vec<(&str, &str)> = vec![
+            ("SPXPACK_CACHE_DIR", cache.to_str().unwrap()),
+            ("HOME", home.to_str().unwrap()),
+            ("DOCKER_CONFIG", home.to_str().unwrap()),
+        ];
+        all.extend_from_slice(envs);
+        run(env!("CARGO_BIN_EXE_spxpack"), args, &all)
+    }
+    /// Files in the scratch dir (to check that nothing partial is left).
+    pub fn files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "cache" && n != "home")
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+pub fn docker(args: &[&str]) -> Run {
+    run(&env().docker, args, &[])
+}
+
+pub fn skopeo(args: &[&str]) -> Run {
+    run("skopeo", args, &[])
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Builds a one-layer arm64 OCI layout whose layer holds `content` at `/hello.txt` (so its
+/// blobs are unique to the test), tagged `t`.
+pub fn unique_layout(dir: &Path, content: &str) -> PathBuf {
+    let layout = dir.join("layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, "hello.txt", content.as_bytes()).unwrap();
+    let raw = tar.into_inner().unwrap();
+    let diff_id = sha256_hex(&raw);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&raw).unwrap();
+    let layer = gz.finish().unwrap();
+    let put = |data: &[u8]| -> (String, usize) {
+        let d = sha256_hex(data);
+        std::fs::write(layout.join("blobs/sha256").join(&d), data).unwrap();
+        (d, data.len())
+    };
+    let (ld, ls) = put(&layer);
+    let config = format!(
+        r#"{{"architecture":"arm64","variant":"v8","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{diff_id}"]}},"history":[{{"created_by":"test"}}]}}"#
+    );
+    let (cd, cs) = put(config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{cd}","size":{cs}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:{ld}","size":{ls}}}]}}"#
+    );
+    let (md, ms) = put(manifest.as_bytes());
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{md}","size":{ms},"annotations":{{"org.opencontainers.image.ref.name":"t"}}}}]}}"#
+        ),
+    )
+    .unwrap();
+    layout
+}
+
+/// The layer digest (hex) of a layout made by `unique_layout`.
+pub fn layout_layer_hex(layout: &Path) -> String {
+    let idx: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let md = idx["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(md)).unwrap()).unwrap();
+    m["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string()
+}
+
+/// Pushes `oci:LAYOUT:t` to the plain registry as `REPO:t` and returns the reference.
+pub fn push_plain(layout: &Path, repo: &str) -> String {
+    let dest = format!("{}/{repo}:t", env().plain);
+    skopeo(&[
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:t", layout.display()),
+        &format!("docker://{dest}"),
+    ])
+    .ok();
+    dest
+}
+
+/// A name unique to this test run.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// Reads a member of a tar file.
+pub fn tar_member(archive: &Path, name: &str) -> Vec<u8> {
+    let f = std::fs::File::open(archive).unwrap();
+    let mut a = tar::Archive::new(f);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy() == name {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut v).unwrap();
+            return v;
+        }
+    }
+    panic!("{name} not in {}", archive.display())
+}
+
+pub fn tar_names(archive: &Path) -> Vec<String> {
+    let f = std::fs::File::open(archive).unwrap();
+    let mut a = tar::Archive::new(f);
+    a.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect()
+}
