@@ -6,4 +6,5 @@ mod support;
 
 mod archive_input;
 mod bad_input;
+mod faults;
 mod pull;
