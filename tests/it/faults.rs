@@ -85,22 +85,36 @@ fn handle(
     } else if let Some(d) = path.strip_prefix("/v2/fake/blobs/") {
         match blobs.get(d) {
             Some(b) => (200, "application/octet-stream", b.clone()),
-            None => (404, "application/json", br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}"#.to_vec()),
+            None => {
+                (404, "application/json", br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}"#.to_vec())
+            }
         }
     } else if let Some(reference) = path.strip_prefix("/v2/fake/manifests/") {
         let d = if reference == "t" { manifest_digest } else { reference };
         match blobs.get(d) {
             Some(b) => (200, "application/vnd.oci.image.manifest.v1+json", b.clone()),
-            None => (404, "application/json", br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#.to_vec()),
+            None => (
+                404,
+                "application/json",
+                br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#.to_vec(),
+            ),
         }
     } else {
         (404, "text/plain", b"no".to_vec())
     };
-    let digest_header = if path.contains("/manifests/") { format!("Docker-Content-Digest: {manifest_digest}\r\n") } else { String::new() };
+    let digest_header = if path.contains("/manifests/") {
+        format!("Docker-Content-Digest: {manifest_digest}\r\n")
+    } else {
+        String::new()
+    };
     match fault {
         Some(Fault::Status(code)) => {
             let b = br#"{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}"#;
-            write!(s, "HTTP/1.1 {code} Injected\r\nContent-Length: {}\r\nRetry-After: 0\r\nConnection: close\r\n\r\n", b.len())?;
+            write!(
+                s,
+                "HTTP/1.1 {code} Injected\r\nContent-Length: {}\r\nRetry-After: 0\r\nConnection: close\r\n\r\n",
+                b.len()
+            )?;
             s.write_all(b)?;
             return Ok(());
         }
@@ -110,14 +124,23 @@ fn handle(
             return Ok(());
         }
         Some(Fault::WrongRange) => {
-            write!(s, "HTTP/1.1 206 Partial\r\nContent-Range: bytes 1-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len() - 1, body.len(), body.len() - 1)?;
+            write!(
+                s,
+                "HTTP/1.1 206 Partial\r\nContent-Range: bytes 1-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len() - 1,
+                body.len(),
+                body.len() - 1
+            )?;
             s.write_all(&body[1..])?;
             return Ok(());
         }
         None => {}
     }
     if status == 200
-        && let Some(start) = range.as_deref().and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.trim_end_matches('-').parse::<usize>().ok())
+        && let Some(start) = range
+            .as_deref()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.trim_end_matches('-').parse::<usize>().ok())
     {
         let part = &body[start..];
         write!(
@@ -131,7 +154,11 @@ fn handle(
         return Ok(());
     }
     let body = if method == "HEAD" { Vec::new() } else { body };
-    write!(s, "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\n{digest_header}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+    write!(
+        s,
+        "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\n{digest_header}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
     if method == "HEAD" {
         return Ok(());
     }
@@ -151,7 +178,10 @@ fn retries_server_errors_and_resumes_a_broken_download() {
         vec![
             ("/v2/fake/manifests/", vec![Fault::Status(503), Fault::Status(500)]),
             ("/v2/fake/blobs/sha256:", vec![]),
-            (Box::leak(format!("/v2/fake/blobs/sha256:{layer_hex}").into_boxed_str()), vec![Fault::Status(429), Fault::HalfBody]),
+            (
+                Box::leak(format!("/v2/fake/blobs/sha256:{layer_hex}").into_boxed_str()),
+                vec![Fault::Status(429), Fault::HalfBody],
+            ),
         ],
     );
     let out = s.path("out.tar");
@@ -174,7 +204,10 @@ fn a_wrong_content_range_restarts_the_download() {
     let layer_hex = crate::support::layout_layer_hex(&layout);
     let fake = serve(
         &layout,
-        vec![(Box::leak(format!("/v2/fake/blobs/sha256:{layer_hex}").into_boxed_str()), vec![Fault::HalfBody, Fault::WrongRange])],
+        vec![(
+            Box::leak(format!("/v2/fake/blobs/sha256:{layer_hex}").into_boxed_str()),
+            vec![Fault::HalfBody, Fault::WrongRange],
+        )],
     );
     let out = s.path("out.tar");
     s.spx(&["pull", &format!("127.0.0.1:{}/fake:t", fake.port), "-o", out.to_str().unwrap()]).ok();
@@ -191,7 +224,14 @@ fn persistent_failures_give_up_with_a_clear_error_and_no_output() {
         &layout,
         vec![(Box::leak(format!("/v2/fake/blobs/sha256:{layer_hex}").into_boxed_str()), vec![Fault::Status(502); 10])],
     );
-    let r = s.spx(&["pull", "--retries", "2", &format!("127.0.0.1:{}/fake:t", fake.port), "-o", s.path("out.tar").to_str().unwrap()]);
+    let r = s.spx(&[
+        "pull",
+        "--retries",
+        "2",
+        &format!("127.0.0.1:{}/fake:t", fake.port),
+        "-o",
+        s.path("out.tar").to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     let line = r.error_line();
     assert!(line.contains("HTTP 502") && line.contains(&layer_hex[..12]), "{line}");

@@ -253,3 +253,47 @@ fn oci_layout_and_oci_archive_inputs() {
     let load = docker(&["load", "-i", out2.to_str().unwrap()]).ok();
     assert!(load.stdout.contains("Loaded image"), "{}", load.stdout);
 }
+
+#[test]
+fn credentials_from_helpers_and_auth_files() {
+    let e = env();
+    let s = Scratch::new();
+    let r = format!("{}/busybox:multi", e.token);
+    // a docker-credential helper on PATH, named by credHelpers
+    let bin = s.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-spxtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\n[ \"$1\" = get ] && [ \"$server\" = {} ] || exit 1\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{}\",\"Secret\":\"{}\"}}' \"$server\"\n",
+            e.token, e.user, e.pass
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let home = s.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("config.json"), format!(r#"{{"credHelpers":{{"{}":"spxtest"}}}}"#, e.token)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    s.spx_env(&["pull", &r, "-o", s.path("helper.tar").to_str().unwrap()], &[("PATH", &path)]).ok();
+    std::fs::remove_file(home.join("config.json")).unwrap();
+
+    // a podman-style auth.json with a namespace key, through $REGISTRY_AUTH_FILE
+    let authfile = s.path("auth.json");
+    std::fs::write(
+        &authfile,
+        format!(r#"{{"auths":{{"{}/busybox":{{"username":"{}","password":"{}"}}}}}}"#, e.token, e.user, e.pass),
+    )
+    .unwrap();
+    s.spx_env(
+        &["pull", &r, "-o", s.path("authfile.tar").to_str().unwrap()],
+        &[("REGISTRY_AUTH_FILE", authfile.to_str().unwrap())],
+    )
+    .ok();
+    // and a helper that is configured but missing is a clear error
+    std::fs::write(home.join("config.json"), format!(r#"{{"credHelpers":{{"{}":"absent"}}}}"#, e.token)).unwrap();
+    let r2 = s.spx(&["pull", &r, "-o", s.path("absent.tar").to_str().unwrap()]);
+    assert_eq!(r2.code, 1);
+    assert!(r2.error_line().contains("docker-credential-absent"), "{}", r2.stderr);
+}
