@@ -21,7 +21,7 @@ blobs=$(jq -r '.layers[].digest' "$w/layout/blobs/sha256/$(jq -r '.manifests[0].
 bytes=0; for b in $blobs; do bytes=$((bytes + $(stat -c %s "$w/layout/blobs/sha256/$b"))); done
 
 # t NAME CMD… : wall seconds and peak RSS (MB) of CMD, appended to $w/results
-t() { local name=$1; shift; /usr/bin/time -f "%e %M" -o "$w/t.out" "$@" >/dev/null 2>"$w/$name.err" || { cat "$w/$name.err"; exit 1; }
+t() { local name=$1; shift; sync; /usr/bin/time -f "%e %M" -o "$w/t.out" "$@" >/dev/null 2>"$w/$name.err" || { cat "$w/$name.err"; exit 1; }
       read -r sec kb < "$w/t.out"; printf '%-34s %7.2f s  %6.0f MB\n' "$name" "$sec" "$((kb / 1024))" | tee -a "$w/results"; }
 : > "$w/results"
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
@@ -32,6 +32,8 @@ cat "${files[@]}" > /dev/null
 echo "image: $ref, 8 layers, $((bytes / 1000000)) MB compressed"
 t "floor: cat | sha256sum" sh -c "cat ${files[*]} | sha256sum"
 t "floor: cat | openssl sha256" sh -c "cat ${files[*]} | openssl dgst -sha256"
+t "floor: cat > file + fsync" sh -c "cat ${files[*]} > $w/floor.bin && sync $w/floor.bin"
+rm -f "$w/floor.bin"
 rm -rf "$w/cache" "$w/out.tar.gz" "$w/sk.tar" "$w/sk.tar.gz"
 t "spxpack pull (cold cache)" "$bin" pull -q --cache-dir "$w/cache" "$ref" -o "$w/out.tar.gz"
 t "spxpack pull (warm cache)" "$bin" pull -q --cache-dir "$w/cache" "$ref" -o "$w/out2.tar.gz"
@@ -39,7 +41,6 @@ t "spxpack pull .tar (warm cache)" "$bin" pull -q --cache-dir "$w/cache" "$ref" 
 t "skopeo copy docker-archive:" skopeo copy -q --src-tls-verify=false "docker://$ref" "docker-archive:$w/sk.tar:bench:big"
 t "pigz -6 (of skopeo's archive)" pigz -6 -f "$w/sk.tar"
 ls -l "$w/out.tar.gz" "$w/sk.tar.gz" | awk '{printf "%-40s %6.0f MB\n", $9, $5/1e6}'
-awk 'NR==FNR{a[FNR]=$0; next} END{}' /dev/null /dev/null
 python3 - "$w/results" <<'PY'
 import sys, re
 r = {}
@@ -50,7 +51,9 @@ sk = r["skopeo copy docker-archive:"][0] + r["pigz -6 (of skopeo's archive)"][0]
 sp = r["spxpack pull (cold cache)"][0]
 floor = r["floor: cat | openssl sha256"][0]
 floor2 = r["floor: cat | sha256sum"][0]
+floor3 = r["floor: cat > file + fsync"][0]
 print(f"skopeo + pigz -6: {sk:.2f} s; spxpack cold: {sp:.2f} s -> {sk/sp:.1f}x faster")
-print(f"spxpack cold / floor (openssl sha256): {sp/floor:.2f}x; / floor (sha256sum): {sp/floor2:.2f}x")
+print(f"spxpack cold / floor read+sha256 (openssl): {sp/floor:.2f}x; (coreutils sha256sum): {sp/floor2:.2f}x")
+print(f"spxpack cold / floor read+write+fsync: {sp/floor3:.2f}x")
 print(f"peak RSS spxpack cold: {r['spxpack pull (cold cache)'][1]} MB")
 PY

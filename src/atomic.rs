@@ -97,7 +97,9 @@ impl AtomicFile {
 
     /// Like `commit`, with the file given back after `take_file`.
     pub fn commit_file(mut self, f: File) -> Result<()> {
+        let t = std::time::Instant::now();
         f.sync_all().map_err(|e| Error::io("cannot write", &self.dest, e))?;
+        tracing::info!("fsync {}: {:.2}s", self.dest.display(), t.elapsed().as_secs_f64());
         drop(f);
         fs::rename(&self.tmp, &self.dest)
             .map_err(|e| Error::io("cannot move the output into place at", &self.dest, e))?;

@@ -55,11 +55,15 @@ pub fn pull(sources: &[Source], opts: &PullOptions, reporter: &dyn Reporter) -> 
     let resolver = Resolver::new(cache, opts.client.clone());
     let images = resolve_all(&resolver, sources, &opts.platform, reporter)?;
     let tagged = assign_tags(&images, reporter)?;
+    let t = std::time::Instant::now();
     let fetched = prefetch(&images, opts.jobs, reporter)?;
+    tracing::info!("prefetch: {:.2}s", t.elapsed().as_secs_f64());
     let write = opts.write.clone().unwrap_or_else(|| WriteOptions::for_path(&opts.output));
     let list: Vec<ArchiveImage> =
         images.iter().zip(&tagged).map(|(i, t)| ArchiveImage { image: i, tags: t.clone() }).collect();
+    let t = std::time::Instant::now();
     let summary = docker_archive::write_file(&opts.output, &list, &write, &|n| reporter.bytes(n))?;
+    tracing::info!("archive written: {:.2}s", t.elapsed().as_secs_f64());
     Ok(PullSummary {
         images: images
             .iter()
