@@ -31,13 +31,15 @@ pub fn remove_pending() {
     }
 }
 
-fn register(p: &Path) {
+/// Registers a temporary file for removal on interruption.
+pub fn register(p: &Path) {
     if let Ok(mut v) = PENDING.lock() {
         v.push(p.to_path_buf());
     }
 }
 
-fn unregister(p: &Path) {
+/// Forgets a temporary file that was moved into place or removed.
+pub fn unregister(p: &Path) {
     if let Ok(mut v) = PENDING.lock() {
         v.retain(|x| x != p);
     }

@@ -98,16 +98,20 @@ impl BlobCache {
     }
 
     /// A fresh temporary file inside the cache, for downloads in progress.
+    /// It is removed on drop, and by the signal handler if the process is interrupted.
     pub fn new_temp(&self) -> Result<tempfile::NamedTempFile> {
-        tempfile::Builder::new()
+        let t = tempfile::Builder::new()
             .prefix("ingest-")
             .tempfile_in(self.root.join("tmp"))
-            .map_err(|e| Error::io("cannot create a temporary file in", &self.root.join("tmp"), e))
+            .map_err(|e| Error::io("cannot create a temporary file in", &self.root.join("tmp"), e))?;
+        crate::atomic::register(t.path());
+        Ok(t)
     }
 
     /// Moves a fully written and already verified temporary file into place.
     pub fn commit(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<()> {
         let dest = self.blob_path(digest);
+        crate::atomic::unregister(tmp.path());
         tmp.persist(&dest).map_err(|e| Error::io("cannot store blob in the cache at", &dest, e.error))?;
         self.mark_verified(digest);
         Ok(())

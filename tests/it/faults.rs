@@ -17,6 +17,8 @@ enum Fault {
     HalfBody,
     /// Answer a Range request with a wrong Content-Range.
     WrongRange,
+    /// Send half the body, then stall for a minute.
+    Stall,
 }
 
 struct Fake {
@@ -121,6 +123,13 @@ fn handle(
         Some(Fault::HalfBody) => {
             write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
             s.write_all(&body[..body.len() / 2])?;
+            return Ok(());
+        }
+        Some(Fault::Stall) => {
+            write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+            s.write_all(&body[..body.len() / 2])?;
+            s.flush()?;
+            std::thread::sleep(std::time::Duration::from_secs(60));
             return Ok(());
         }
         Some(Fault::WrongRange) => {
@@ -238,4 +247,42 @@ fn persistent_failures_give_up_with_a_clear_error_and_no_output() {
     assert!(s.files().iter().all(|f| f == "layout"), "{:?}", s.files());
     let log = fake.log.lock().unwrap();
     assert_eq!(log.iter().filter(|(_, p, _)| p.contains(&layer_hex)).count(), 3, "one try plus two retries");
+}
+
+#[test]
+fn interrupting_a_pull_leaves_no_partial_files() {
+    let s = Scratch::new();
+    let layout = unique_layout(s.dir.path(), &unique("stall").repeat(5000));
+    let layer_hex = crate::support::layout_layer_hex(&layout);
+    let fake = serve(
+        &layout,
+        vec![(Box::leak(format!("/v2/fake/blobs/sha256:{layer_hex}").into_boxed_str()), vec![Fault::Stall])],
+    );
+    let out = s.path("out.tar");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_spxpack"))
+        .args(["pull", &format!("127.0.0.1:{}/fake:t", fake.port), "-o", out.to_str().unwrap()])
+        .env("SPXPACK_CACHE_DIR", s.cache())
+        .env("HOME", s.path("home"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait until the layer download is under way (its temp file exists), then Ctrl-C
+    let tmp = s.cache().join("tmp");
+    let started = std::time::Instant::now();
+    loop {
+        let stalled = fake.log.lock().unwrap().iter().any(|(_, p, _)| p.contains(&layer_hex));
+        let has_temp = std::fs::read_dir(&tmp).map(|d| d.count() > 0).unwrap_or(false);
+        if stalled && has_temp {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 20, "the download never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let st = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let outp = child.wait_with_output().unwrap();
+    assert_eq!(outp.status.code(), Some(130), "{}", String::from_utf8_lossy(&outp.stderr));
+    assert!(String::from_utf8_lossy(&outp.stderr).contains("interrupted"));
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the partial download was removed");
+    assert!(s.files().iter().all(|f| f == "layout"), "no output: {:?}", s.files());
 }

@@ -297,3 +297,25 @@ fn credentials_from_helpers_and_auth_files() {
     assert_eq!(r2.code, 1);
     assert!(r2.error_line().contains("docker-credential-absent"), "{}", r2.stderr);
 }
+
+#[test]
+fn concurrent_pulls_can_share_one_cache() {
+    let e = env();
+    let s = Scratch::new();
+    let layout = unique_layout(s.dir.path(), &unique("concurrent").repeat(20000));
+    let r = push_plain(&layout, &unique("concurrent").to_lowercase());
+    let outs: Vec<std::path::PathBuf> = (0..3).map(|i| s.path(&format!("c{i}.tar.gz"))).collect();
+    std::thread::scope(|sc| {
+        for o in &outs {
+            let (s, r) = (&s, &r);
+            sc.spawn(move || {
+                s.spx(&["pull", r, &format!("{}/busybox:multi", e.plain), "-o", o.to_str().unwrap()]).ok()
+            });
+        }
+    });
+    let first = std::fs::read(&outs[0]).unwrap();
+    for o in &outs[1..] {
+        assert_eq!(std::fs::read(o).unwrap(), first);
+    }
+    assert_eq!(std::fs::read_dir(s.cache().join("tmp")).unwrap().count(), 0);
+}
