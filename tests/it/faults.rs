@@ -21,10 +21,14 @@ enum Fault {
     Stall,
 }
 
+/// (method, path, Range header) of every request.
+type Log = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
+/// Path prefix → the faults its next requests get, in order.
+type Plan = Arc<Mutex<Vec<(&'static str, Vec<Fault>)>>>;
+
 struct Fake {
     port: u16,
-    /// (method, path, range header) of every request.
-    log: Arc<Mutex<Vec<(String, String, Option<String>)>>>,
+    log: Log,
 }
 
 /// Serves `oci:LAYOUT:t` as `127.0.0.1:PORT/fake:t`; `plan` maps a path prefix to the faults
@@ -39,8 +43,8 @@ fn serve(layout: &Path, plan: Vec<(&'static str, Vec<Fault>)>) -> Fake {
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let plan: Arc<Mutex<Vec<(&'static str, Vec<Fault>)>>> = Arc::new(Mutex::new(plan));
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let plan: Plan = Arc::new(Mutex::new(plan));
     let l2 = log.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().take(200) {
@@ -55,8 +59,8 @@ fn handle(
     mut s: TcpStream,
     blobs: &HashMap<String, Vec<u8>>,
     manifest_digest: &str,
-    plan: &Mutex<Vec<(&'static str, Vec<Fault>)>>,
-    log: &Mutex<Vec<(String, String, Option<String>)>>,
+    plan: &Plan,
+    log: &Log,
 ) -> std::io::Result<()> {
     let mut r = BufReader::new(s.try_clone()?);
     let mut line = String::new();
