@@ -154,7 +154,7 @@ fn assign_tags(images: &[Image], reporter: &dyn Reporter) -> Result<Vec<Vec<Stri
     Ok(out)
 }
 
-/// Fetches every remote layer not yet cached, `jobs` at a time. Returns how many were fetched.
+/// Fetches every remote layer not yet cached, `jobs` at a time. Returns how many were downloaded.
 pub fn prefetch(images: &[Image], jobs: usize, reporter: &dyn Reporter) -> Result<usize> {
     let mut seen = HashSet::new();
     let mut work: Vec<(&Image, &Descriptor)> = Vec::new();
@@ -186,7 +186,8 @@ pub fn prefetch(images: &[Image], jobs: usize, reporter: &dyn Reporter) -> Resul
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some((img, desc)) = work.get(i) else { return };
                     match img.source.prefetch(desc) {
-                        Ok(()) => {
+                        Ok(false) => {}
+                        Ok(true) => {
                             fetched.fetch_add(1, Ordering::SeqCst);
                             reporter.message(&format!(
                                 "fetched layer {} ({})",

@@ -27,8 +27,9 @@ pub trait BlobSource: Send + Sync {
     fn describe(&self) -> String;
     /// Makes a later `open` cheap (e.g. downloads into the cache). Sources that are local
     /// already do nothing.
-    fn prefetch(&self, _desc: &Descriptor) -> Result<()> {
-        Ok(())
+    /// Returns whether anything was downloaded.
+    fn prefetch(&self, _desc: &Descriptor) -> Result<bool> {
+        Ok(false)
     }
     /// Whether `open` is cheap and local (no network), used to plan prefetching.
     fn is_local(&self) -> bool {

@@ -336,9 +336,13 @@ impl BlobSource for RegistryBlobs {
             .open_blob(desc, &what)?
             .ok_or_else(|| Error::internal(format!("{what} vanished from the cache")))
     }
-    fn prefetch(&self, desc: &Descriptor) -> Result<()> {
+    fn prefetch(&self, desc: &Descriptor) -> Result<bool> {
         let what = format!("layer {} of {}", desc.digest, self.reference);
-        self.registry.fetch_blob(&self.reference, desc, &what)
+        if self.registry.cache.contains(desc) {
+            return Ok(false);
+        }
+        self.registry.fetch_blob(&self.reference, desc, &what)?;
+        Ok(true)
     }
     fn describe(&self) -> String {
         format!("registry {}", self.reference.registry)
