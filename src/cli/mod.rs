@@ -62,6 +62,10 @@ pub struct RegistryArgs {
     /// Also trust the CA certificates in this PEM file. Repeatable.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Vec<PathBuf>,
+    /// Also trust every *.crt in this directory (or DIR/HOST:PORT/*.crt, the certs.d layout).
+    /// /etc/docker/certs.d and /etc/containers/certs.d are always used.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Vec<PathBuf>,
     /// Retries per request on HTTP 429/5xx and connection errors.
     #[arg(long, default_value_t = 4)]
     pub retries: u32,
@@ -83,6 +87,7 @@ impl RegistryArgs {
         Ok(ClientOptions {
             insecure_registries: self.insecure_registry.clone(),
             ca_certs: self.ca_cert.clone(),
+            cert_dirs: self.cert_dir.clone(),
             creds,
             retries: self.retries,
             ..Default::default()

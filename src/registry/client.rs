@@ -25,6 +25,10 @@ pub struct ClientOptions {
     pub insecure_registries: Vec<String>,
     /// Extra PEM CA certificates to trust.
     pub ca_certs: Vec<PathBuf>,
+    /// Directories of `*.crt` CA files (skopeo's `--cert-dir`), searched flat and one level down
+    /// (`<dir>/<host:port>/ca.crt`, the `certs.d` layout). `/etc/docker/certs.d`,
+    /// `/etc/containers/certs.d` and `~/.config/containers/certs.d` are always searched.
+    pub cert_dirs: Vec<PathBuf>,
     pub creds: CredentialOptions,
     /// Attempts per request beyond the first, on 429/5xx/connection errors.
     pub retries: u32,
@@ -37,6 +41,7 @@ impl Default for ClientOptions {
         ClientOptions {
             insecure_registries: Vec::new(),
             ca_certs: Vec::new(),
+            cert_dirs: Vec::new(),
             creds: CredentialOptions::default(),
             retries: 4,
             retry_delay: Duration::from_millis(300),
@@ -77,7 +82,18 @@ impl Client {
         for c in native.certs {
             certs.push(ureq::tls::Certificate::from_der(c.as_ref()).to_owned());
         }
-        for path in &opts.ca_certs {
+        let mut ca_files: Vec<PathBuf> = opts.ca_certs.clone();
+        // Docker's and podman's per-registry CA directories: <dir>/<host[:port]>/*.crt
+        let mut dirs: Vec<PathBuf> = opts.cert_dirs.clone();
+        dirs.push(PathBuf::from("/etc/docker/certs.d"));
+        dirs.push(PathBuf::from("/etc/containers/certs.d"));
+        if let Some(h) = std::env::var_os("HOME") {
+            dirs.push(PathBuf::from(h).join(".config/containers/certs.d"));
+        }
+        for d in &dirs {
+            ca_files.extend(crt_files(d, opts.cert_dirs.contains(d)));
+        }
+        for path in &ca_files {
             let pem = std::fs::read(path).map_err(|e| Error::io("cannot read CA certificate", path, e))?;
             let mut n = 0;
             for item in ureq::tls::parse_pem(&pem) {
@@ -416,6 +432,33 @@ impl Client {
         let ttl = Duration::from_secs(t.expires_in.unwrap_or(60).max(10)).saturating_sub(Duration::from_secs(5));
         Ok((tok, ttl))
     }
+}
+
+/// `*.crt` files in `dir` and its subdirectories (one level). A missing directory is fine unless
+/// the user named it.
+fn crt_files(dir: &std::path::Path, named: bool) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        if named {
+            tracing::warn!("--cert-dir {} cannot be read", dir.display());
+        }
+        return out;
+    };
+    let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            if let Ok(sub) = std::fs::read_dir(&p) {
+                let mut s: Vec<PathBuf> =
+                    sub.flatten().map(|e| e.path()).filter(|f| f.extension().is_some_and(|x| x == "crt")).collect();
+                s.sort();
+                out.extend(s);
+            }
+        } else if p.extension().is_some_and(|x| x == "crt") {
+            out.push(p);
+        }
+    }
+    out
 }
 
 fn basic(user: &str, pass: &str) -> String {

@@ -61,6 +61,18 @@ fn tls_registry_needs_ca_and_right_password() {
     assert_eq!(nocreds.code, 1);
     assert!(nocreds.error_line().contains("requires authentication"), "{}", nocreds.stderr);
 
+    // a skopeo-style cert dir (DIR/ca.crt) works as well as --ca-cert
+    s.spx(&[
+        "pull",
+        "--cert-dir",
+        e.tls_cert_dir.to_str().unwrap(),
+        "--creds",
+        &good,
+        &r,
+        "-o",
+        s.path("ok2.tar").to_str().unwrap(),
+    ])
+    .ok();
     let noca = s.spx(&["pull", "--creds", &good, &r, "-o", s.path("noca.tar").to_str().unwrap()]);
     assert_ne!(noca.code, 0);
     assert!(noca.error_line().contains("not trusted"), "{}", noca.stderr);
@@ -72,7 +84,7 @@ fn tls_registry_needs_ca_and_right_password() {
     let auth = base64_encode(&good);
     std::fs::write(home.join("config.json"), format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, e.tls)).unwrap();
     s.spx(&["pull", "--ca-cert", ca, &r, "-o", s.path("cfg.tar").to_str().unwrap()]).ok();
-    assert_eq!(s.files(), vec!["cfg.tar", "ok.tar"], "failed pulls leave no output");
+    assert_eq!(s.files(), vec!["cfg.tar", "ok.tar", "ok2.tar"], "failed pulls leave no output");
 }
 
 fn base64_encode(s: &str) -> String {
