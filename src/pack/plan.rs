@@ -1,0 +1,683 @@
+//! Planning a build without the network: the manifest rules, the compose checks, which image goes
+//! into which `images[]` archive (from the compose services, or from the SDK script's
+//! `--extra-image-tags`/`--build-image-tags` with `--image-archive`), prebuilt archives found in
+//! the extension directory, icon/udev/additional files, and the final entry list. Every problem
+//! is collected and reported at once, before anything is downloaded or written.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::BuildOptions;
+use crate::error::{Error, Result};
+use crate::platform::Platform;
+use crate::progress::Reporter;
+use crate::reference::Reference;
+use crate::source::Source;
+use crate::spx::compose::{self, Compose, repo_tag, same_image};
+use crate::spx::image_check::{self, ArchiveInfo, CheckOptions};
+use crate::spx::writer::{Body, Entry};
+use crate::spx::{self, COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, json, manifest};
+
+/// One image to bundle.
+#[derive(Debug, Clone)]
+pub struct ImageReq {
+    /// The `RepoTags` entry (the compose `image:` string, with `:latest` when it has no tag).
+    pub tag: String,
+    pub source: Source,
+    /// For messages: what the user wrote and where it is pulled from.
+    pub shown: String,
+    /// Index into [`Plan::archives`].
+    pub archive: usize,
+}
+
+/// An `images[]` archive.
+#[derive(Debug, Clone)]
+pub enum ArchiveKind {
+    /// Written by spxpack from these [`Plan::images`].
+    Generated { reqs: Vec<usize> },
+    /// Taken byte for byte from the extension directory.
+    Prebuilt { path: PathBuf, size: u64, info: ArchiveInfo },
+}
+
+#[derive(Debug, Clone)]
+pub struct ArchivePlan {
+    pub name: String,
+    pub kind: ArchiveKind,
+}
+
+/// A validated build.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub output: PathBuf,
+    pub extension_name: String,
+    pub version: Option<String>,
+    pub target: Target,
+    pub platform: Platform,
+    pub manifest_added: Vec<String>,
+    pub images: Vec<ImageReq>,
+    pub archives: Vec<ArchivePlan>,
+    /// Final entries; generated archives have `size: 0` until emit plans them.
+    pub entries: Vec<Entry>,
+    /// SDK `--image-archive`: also write archive `.0` to path `.1`.
+    pub tee: Option<(usize, PathBuf)>,
+}
+
+pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
+    let dir = &opts.dir;
+    if !dir.is_dir() {
+        return Err(Error::not_found(format!("extension directory {} does not exist", dir.display()))
+            .with_hint("pass the directory holding manifest.json and docker-compose.yml"));
+    }
+    let mut f = Findings::new();
+    let shown_dir = |name: &str| dir.join(name).display().to_string();
+
+    // manifest.json
+    let manifest_path = dir.join(MANIFEST);
+    let mut m = match std::fs::read(&manifest_path) {
+        Ok(bytes) => manifest::parse(&bytes, &shown_dir(MANIFEST), &mut f),
+        Err(e) => {
+            let hint = format!("create one with: spxpack init {} --image IMAGE", dir.display());
+            return Err(Error::input(format!("{}: {}", manifest_path.display(), assets::io_text(&e))).with_hint(hint));
+        }
+    };
+    // output and extension name
+    let dir_name = std::fs::canonicalize(dir)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "extension".into());
+    let name_in_manifest = m.as_ref().and_then(|m| manifest::get_str(m, "extension_name")).map(str::to_string);
+    let output = match &opts.output {
+        Some(o) => o.clone(),
+        None => opts.cwd.join(format!("{}.spx", name_in_manifest.as_deref().unwrap_or(&dir_name))),
+    };
+    let out_file = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let out_stem = out_file.strip_suffix(".spx").unwrap_or(&out_file).to_string();
+    let extension_name = name_in_manifest.clone().unwrap_or_else(|| out_stem.clone());
+    if let Some(m) = &m {
+        let rules =
+            manifest::Rules { file: &shown_dir(MANIFEST), spx_name: Some((&out_stem, &out_file)), packaged: false };
+        manifest::check(m, &rules, &mut f);
+    }
+    let target = m.as_ref().and_then(manifest::target).unwrap_or(Target::Spot);
+    let platform = opts.platform.clone().unwrap_or_else(|| target.platform());
+    if !platform.satisfies(&target.platform()) {
+        f.warn(
+            format!(
+                "building for {} but installation_target is {:?}, which runs {}",
+                platform.normalized(),
+                target.as_str(),
+                target.machine()
+            ),
+            Some(if target == Target::Spot {
+                "Orbit extensions must set \"installation_target\": \"orbit\""
+            } else {
+                "drop --platform/--amd64"
+            }),
+        );
+    }
+
+    // the compose file
+    let found: Vec<&str> = COMPOSE_NAMES.iter().copied().filter(|n| dir.join(n).is_file()).collect();
+    let compose_path = match found.as_slice() {
+        [one] => Some(dir.join(one)),
+        [] => {
+            f.error(
+                format!("{}: no docker-compose.yml (or compose.yaml)", dir.display()),
+                Some("an extension needs a compose file; spxpack init writes one"),
+            );
+            None
+        }
+        many => {
+            f.error(
+                format!(
+                    "{}: several compose files ({}); it is ambiguous which one to package",
+                    dir.display(),
+                    many.join(", ")
+                ),
+                Some("keep one; it is packaged as docker-compose.yml"),
+            );
+            None
+        }
+    };
+    let compose: Option<Compose> = compose_path.as_ref().and_then(|p| match std::fs::read(p) {
+        Ok(bytes) => {
+            let mut cf = Findings::new();
+            let label = p.display().to_string();
+            let c = compose::check(&bytes, &compose::Rules { file: &label, target, platform: &platform }, &mut cf);
+            f.extend(if opts.skip_compose_validation { cf.downgraded() } else { cf });
+            c
+        }
+        Err(e) => {
+            f.error(format!("{}: {}", p.display(), assets::io_text(&e)), None);
+            None
+        }
+    });
+
+    // Dockerfile builds (a later release)
+    for (i, df) in opts.dockerfiles.iter().enumerate() {
+        let tag = opts.build_tags.get(i).map_or_else(|| "no tag".to_string(), |t| format!("image {t}"));
+        f.0.push(spx::Finding {
+            severity: spx::Severity::Error,
+            message: format!("--dockerfile-paths {} ({tag}): Dockerfile builds are not supported yet", df.display()),
+            hint: Some(DOCKERFILE_HINT.into()),
+        });
+    }
+    if !opts.build_tags.is_empty() && opts.build_tags.len() != opts.dockerfiles.len() {
+        f.error(
+            format!(
+                "--build-image-tags has {} tags for {} --dockerfile-paths",
+                opts.build_tags.len(),
+                opts.dockerfiles.len()
+            ),
+            Some("give one tag per Dockerfile"),
+        );
+    }
+
+    // which images are bundled, and where
+    let mut images_list: Option<Vec<String>> = m.as_ref().and_then(|m| match m.get("images") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(manifest::images(m)),
+    });
+    let mut added: Vec<(String, Value)> = Vec::new();
+    let mut tee = None;
+    let mut reqs: Vec<(ImageReq, Option<String>)> = Vec::new(); // (req, x-spxpack.archive)
+    let mut provided: Vec<String> = opts.provided.clone();
+    if let Some(ia) = &opts.image_archive {
+        let name = ia.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let lower = name.to_ascii_lowercase();
+        if !(lower.ends_with(".tar") || lower.ends_with(".gz") || lower.ends_with(".tgz")) {
+            f.error(format!("--image-archive {}: must end in .tar, .tar.gz or .tgz", ia.display()), None);
+        }
+        match &mut images_list {
+            Some(list) if !list.contains(&name) => f.error(
+                format!("{}: $.images does not list {name:?}, the --image-archive", shown_dir(MANIFEST)),
+                Some("add it to images, or pass the --image-archive named there"),
+            ),
+            Some(_) => {}
+            None => {
+                images_list = Some(vec![name.clone()]);
+                added.push(("images".into(), Value::from(vec![name.clone()])));
+            }
+        }
+        let idx = images_list.as_ref().and_then(|l| l.iter().position(|n| *n == name)).unwrap_or(0);
+        tee = Some((idx, opts.cwd.join(ia)));
+        for t in opts.extra_images.iter().chain(&opts.build_tags) {
+            if let Some(r) = registry_req(t, opts, "--extra-image-tags", &mut f) {
+                reqs.push((r, Some(name.clone())));
+            }
+        }
+        if opts.extra_images.is_empty() && opts.build_tags.is_empty() {
+            f.error(
+                format!("--image-archive {name}: no image to put in it"),
+                Some("name the images with --extra-image-tags (or drop --image-archive to take them from the compose file)"),
+            );
+        }
+    } else {
+        for t in &opts.extra_images {
+            if let Some(r) = registry_req(t, opts, "--extra-image-tags", &mut f) {
+                reqs.push((r, None));
+            }
+        }
+        for s in compose.iter().flat_map(|c| &c.services) {
+            let Some(image) = &s.image else {
+                if s.has_build && !s.provided {
+                    f.error(
+                        format!("{}: services.{}: build: {DOCKERFILE_MSG}", compose_label(&compose_path), s.name),
+                        Some(DOCKERFILE_HINT),
+                    );
+                }
+                continue;
+            };
+            if s.provided || provided.iter().any(|p| same_image(p, image)) {
+                continue;
+            }
+            if s.has_build && s.source.is_none() {
+                f.error(
+                    format!("{}: services.{}: build: {DOCKERFILE_MSG}", compose_label(&compose_path), s.name),
+                    Some(DOCKERFILE_HINT),
+                );
+                continue;
+            }
+            let req = match &s.source {
+                Some(src) => source_req(src, image, dir, &s.name, &compose_label(&compose_path), &mut f),
+                None => registry_req(image, opts, &format!("services.{}.image", s.name), &mut f),
+            };
+            if let Some(r) = req {
+                reqs.push((r, s.archive.clone()));
+            }
+        }
+    }
+    provided.extend(compose.iter().flat_map(|c| &c.services).filter(|s| s.provided).filter_map(|s| s.image.clone()));
+
+    // the archives: prebuilt ones in the directory, the rest written by spxpack
+    let drop_in_name = tee.as_ref().and_then(|(i, _)| images_list.as_ref().and_then(|l| l.get(*i)).cloned());
+    let mut archives: Vec<ArchivePlan> = Vec::new();
+    for n in images_list.iter().flatten() {
+        let path = dir.join(n);
+        let kind = if Some(n) != drop_in_name.as_ref() && path.is_file() {
+            prebuilt(&path, n, opts, &platform, &mut f, reporter)
+        } else {
+            ArchiveKind::Generated { reqs: vec![] }
+        };
+        archives.push(ArchivePlan { name: n.clone(), kind });
+    }
+    let mut images: Vec<ImageReq> = Vec::new();
+    for (mut req, wanted) in reqs {
+        if let Some(prev) = images.iter().find(|x| same_image(&x.tag, &req.tag)) {
+            if prev.source != req.source {
+                f.error(format!("{} comes from two sources: {} and {}", req.tag, prev.shown, req.shown), None);
+            }
+            continue;
+        }
+        if let Some(a) = archives.iter().find(|a| match &a.kind {
+            ArchiveKind::Prebuilt { info, .. } => info.tags().any(|t| same_image(t, &req.tag)),
+            _ => false,
+        }) {
+            reporter.message(&format!("{} is in the prebuilt archive {}", req.tag, a.name));
+            continue;
+        }
+        let Some(idx) = pick_archive(&req, wanted.as_deref(), &mut archives, &mut images_list, &extension_name, &mut f)
+        else {
+            continue;
+        };
+        req.archive = idx;
+        if let ArchiveKind::Generated { reqs } = &mut archives[idx].kind {
+            reqs.push(images.len());
+        }
+        images.push(req);
+    }
+    if m.as_ref().is_some_and(|m| !m.contains_key("images") || m["images"].is_null())
+        && !archives.is_empty()
+        && opts.image_archive.is_none()
+    {
+        added.push(("images".into(), Value::from(archives.iter().map(|a| a.name.clone()).collect::<Vec<_>>())));
+    }
+    for (i, a) in archives.iter().enumerate() {
+        if let ArchiveKind::Generated { reqs } = &a.kind
+            && reqs.is_empty()
+        {
+            f.error(
+                format!(
+                    "{}: $.images[{i}]: no image goes into {:?}, and {} does not exist",
+                    shown_dir(MANIFEST),
+                    a.name,
+                    shown_dir(&a.name)
+                ),
+                Some("put the docker save archive there, or remove it from images"),
+            );
+        }
+    }
+    // every compose image must be bundled or provided
+    for s in compose.iter().flat_map(|c| &c.services) {
+        let Some(image) = &s.image else { continue };
+        let bundled = images.iter().any(|r| same_image(&r.tag, image))
+            || archives.iter().any(|a| match &a.kind {
+                ArchiveKind::Prebuilt { info, .. } => info.tags().any(|t| same_image(t, image)),
+                _ => false,
+            });
+        let excused = provided.iter().any(|p| same_image(p, image)) || (s.has_build && opts.image_archive.is_none());
+        if !bundled && !excused {
+            let how = if opts.image_archive.is_some() { "--extra-image-tags" } else { "a prebuilt archive" };
+            f.error(
+                format!(
+                    "{}: services.{}.image: {image} is not bundled: it is in neither {how} nor marked provided",
+                    compose_label(&compose_path),
+                    s.name
+                ),
+                Some(&format!(
+                    "bundle it (--extra-image-tags {image}), or if the robot already has it: --provided {image} or x-spxpack: {{provided: true}}"
+                )),
+            );
+        }
+    }
+    for p in &opts.provided {
+        if !compose.iter().flat_map(|c| &c.services).any(|s| s.image.as_deref().is_some_and(|i| same_image(i, p))) {
+            f.warn(format!("--provided {p}: no service uses this image"), None);
+        }
+    }
+
+    // icon, udev rules, additional files
+    let mut extra: Vec<Entry> = Vec::new();
+    let mut icon_entries = Vec::new();
+    let mut udev_entries = Vec::new();
+    if let Some(m) = m.as_mut() {
+        asset(opts.icon.as_deref(), "icon", "icon.png", m, dir, &opts.cwd, &mut icon_entries, &mut added, &mut f);
+        asset(
+            opts.udev_rule.as_deref(),
+            "udev_rules",
+            "udev_rule.rule",
+            m,
+            dir,
+            &opts.cwd,
+            &mut udev_entries,
+            &mut added,
+            &mut f,
+        );
+    }
+    if let Some(Entry { body: Body::File { path, size }, name, .. }) = icon_entries.first() {
+        let head = assets::read_head(path, 64).unwrap_or_default();
+        assets::check_icon(&format!("icon {name}"), &head, *size, &mut f);
+    }
+    for a in &opts.additional_files {
+        let Some(base) = a.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            f.error(format!("--additional-files {}: names no file", a.display()), None);
+            continue;
+        };
+        assets::add_path(&mut extra, &dir.join(a), &base, Some(dir), "additional file", &mut f);
+    }
+    for p in compose.iter().flat_map(|c| &c.additional_files) {
+        match manifest::check_member_path(p) {
+            Err(why) => {
+                f.error(format!("{}: x-spxpack.additional_files: {p:?} {why}", compose_label(&compose_path)), None)
+            }
+            Ok(()) => {
+                let name = crate::tar_index::normalize(p).ok().flatten().unwrap_or_else(|| p.clone());
+                assets::add_path(&mut extra, &dir.join(p), &name, Some(dir), "additional file", &mut f);
+            }
+        }
+    }
+    extra.sort_by(|a, b| a.name.cmp(&b.name));
+
+    // the manifest as packaged
+    let mut manifest_added = Vec::new();
+    let mut manifest_bytes = Vec::new();
+    let mut version = None;
+    if let Some(m) = m.as_mut() {
+        for (k, v) in added {
+            if manifest::set_default(m, &k, v) {
+                manifest_added.push(k);
+            }
+        }
+        if manifest::set_default(m, "installation_target", "spot".into()) {
+            manifest_added.push("installation_target".into());
+        }
+        if manifest::set_default(m, "date", manifest::date_from_epoch(opts.epoch).into()) {
+            manifest_added.push("date".into());
+        }
+        version = manifest::get_str(m, "version").map(str::to_string);
+        manifest_bytes = json::python_dumps(&Value::Object(m.clone())).into_bytes();
+    }
+
+    // the entries, in the SDK script's order
+    let mut entries = vec![Entry {
+        name: MANIFEST.into(),
+        body: Body::Bytes(manifest_bytes),
+        mode: 0o644,
+        origin: shown_dir(MANIFEST),
+    }];
+    for (i, a) in archives.iter().enumerate() {
+        let body = match &a.kind {
+            ArchiveKind::Generated { .. } => Body::Archive { index: i, size: 0 },
+            ArchiveKind::Prebuilt { path, size, .. } => Body::File { path: path.clone(), size: *size },
+        };
+        entries.push(Entry { name: a.name.clone(), body, mode: 0o644, origin: format!("image archive {}", a.name) });
+    }
+    if let Some(p) = &compose_path {
+        let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        entries.push(Entry {
+            name: COMPOSE.into(),
+            body: Body::File { path: p.clone(), size },
+            mode: 0o644,
+            origin: p.display().to_string(),
+        });
+    }
+    entries.extend(icon_entries);
+    entries.extend(extra);
+    entries.extend(udev_entries);
+    let entries = dedupe(entries, &mut f, reporter);
+
+    f.finish(reporter)?;
+    if !manifest_added.is_empty() {
+        reporter.message(&format!("{MANIFEST}: added {}", manifest_added.join(", ")));
+    }
+    Ok(Plan { output, extension_name, version, target, platform, manifest_added, images, archives, entries, tee })
+}
+
+const DOCKERFILE_MSG: &str = "Dockerfile builds are not supported yet";
+const DOCKERFILE_HINT: &str = "build and push the image elsewhere, then name it with image: (or x-spxpack.source: oci:DIR:TAG), or pass it with --extra-image-tags";
+
+fn compose_label(p: &Option<PathBuf>) -> String {
+    p.as_ref().map_or_else(|| COMPOSE.to_string(), |p| p.display().to_string())
+}
+
+/// An image pulled by reference (through a mirror when one applies).
+fn registry_req(image: &str, opts: &BuildOptions, what: &str, f: &mut Findings) -> Option<ImageReq> {
+    let r = match Reference::parse(image) {
+        Ok(r) => r,
+        Err(e) => {
+            f.error(format!("{what}: {}", e.message()), e.hint());
+            return None;
+        }
+    };
+    if r.tag.is_none() && r.digest.is_some() {
+        f.error(
+            format!("{what}: {image} has no tag to save it under"),
+            Some("write NAME:TAG@sha256:… so docker load can tag it"),
+        );
+        return None;
+    }
+    let (pull, shown) = match opts.mirrors.iter().find_map(|m| m.apply(&r)) {
+        Some(mirrored) => (mirrored.clone(), format!("{image} (from {mirrored})")),
+        None => (r, image.to_string()),
+    };
+    Some(ImageReq { tag: repo_tag(image), source: Source::Registry(pull), shown, archive: 0 })
+}
+
+/// An image from `x-spxpack.source`, relative paths taken from the extension directory.
+fn source_req(src: &str, image: &str, dir: &Path, service: &str, file: &str, f: &mut Findings) -> Option<ImageReq> {
+    let parsed = match Source::parse(src) {
+        Ok(s) => s,
+        Err(e) => {
+            f.error(format!("{file}: services.{service}.x-spxpack.source: {}", e.message()), e.hint());
+            return None;
+        }
+    };
+    let rel = |p: &PathBuf| if p.is_absolute() { p.clone() } else { dir.join(p) };
+    let source = match parsed {
+        Source::OciDir { path, tag } => Source::OciDir { path: rel(&path), tag },
+        Source::OciArchive { path, tag } => Source::OciArchive { path: rel(&path), tag },
+        Source::DockerArchive { path, selector } => Source::DockerArchive { path: rel(&path), selector },
+        reg @ Source::Registry(_) => reg,
+    };
+    Some(ImageReq { tag: repo_tag(image), shown: format!("{image} (from {src})"), source, archive: 0 })
+}
+
+fn prebuilt(
+    path: &Path,
+    name: &str,
+    opts: &BuildOptions,
+    platform: &Platform,
+    f: &mut Findings,
+    reporter: &dyn Reporter,
+) -> ArchiveKind {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let copts = CheckOptions { full: opts.verify == super::VerifyLevel::Full, platform: Some(platform) };
+    let info = match std::fs::File::open(path) {
+        Ok(mut file) => image_check::check(&mut file, &path.display().to_string(), &copts, f),
+        Err(e) => {
+            f.error(format!("{}: {}", path.display(), assets::io_text(&e)), None);
+            None
+        }
+    };
+    let info = info.unwrap_or(ArchiveInfo { compression: "none", images: vec![], layers_verified: false });
+    let tags: Vec<&String> = info.tags().collect();
+    reporter.message(&format!(
+        "using the prebuilt image archive {} from the extension directory ({})",
+        name,
+        if tags.is_empty() { "no tags".into() } else { tags.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ") }
+    ));
+    ArchiveKind::Prebuilt { path: path.to_path_buf(), size, info }
+}
+
+/// Chooses the archive an image goes into (see the module docs of `spx::compose`).
+fn pick_archive(
+    req: &ImageReq,
+    wanted: Option<&str>,
+    archives: &mut Vec<ArchivePlan>,
+    images_list: &mut Option<Vec<String>>,
+    extension_name: &str,
+    f: &mut Findings,
+) -> Option<usize> {
+    let generated: Vec<usize> =
+        (0..archives.len()).filter(|i| matches!(archives[*i].kind, ArchiveKind::Generated { .. })).collect();
+    let explicit_list = images_list.is_some();
+    let add = |name: String, archives: &mut Vec<ArchivePlan>| {
+        archives.push(ArchivePlan { name, kind: ArchiveKind::Generated { reqs: vec![] } });
+        archives.len() - 1
+    };
+    if let Some(w) = wanted {
+        return match archives.iter().position(|a| a.name == w) {
+            Some(i) if generated.contains(&i) => Some(i),
+            Some(_) => {
+                f.error(
+                    format!("{}: {w} is a prebuilt archive in the extension directory without that tag", req.tag),
+                    None,
+                );
+                None
+            }
+            None if !explicit_list => Some(add(w.to_string(), archives)),
+            None => {
+                f.error(
+                    format!("{}: x-spxpack.archive {w:?} is not in manifest.json images", req.tag),
+                    Some("add it to images"),
+                );
+                None
+            }
+        };
+    }
+    match generated.as_slice() {
+        [one] => Some(*one),
+        [] if !explicit_list => {
+            let name = format!("{extension_name}.tar.gz");
+            *images_list = Some(vec![name.clone()]);
+            Some(add(name, archives))
+        }
+        [] => {
+            f.error(
+                format!("{}: manifest.json images lists no archive for it", req.tag),
+                Some("add an archive name to images, or mark the service provided"),
+            );
+            None
+        }
+        many => {
+            let repo = Reference::parse(&req.tag).map(|r| r.repository).unwrap_or_default();
+            let last = repo.rsplit('/').next().unwrap_or(&repo).to_string();
+            let hits: Vec<usize> =
+                many.iter().copied().filter(|i| spx::archive_stem(&archives[*i].name) == last).collect();
+            if let [one] = hits.as_slice() {
+                return Some(*one);
+            }
+            let names: Vec<&str> = many.iter().map(|i| archives[*i].name.as_str()).collect();
+            f.error(
+                format!("{}: cannot tell which of {} holds it", req.tag, names.join(", ")),
+                Some("add x-spxpack: {archive: NAME} to its service"),
+            );
+            None
+        }
+    }
+}
+
+/// Adds the icon or udev rules: the flag (resolved in the package directory, then the current
+/// one), else the manifest's file, else the SDK default name when that file exists.
+#[allow(clippy::too_many_arguments)]
+fn asset(
+    flag: Option<&Path>,
+    key: &str,
+    default: &str,
+    m: &serde_json::Map<String, Value>,
+    dir: &Path,
+    cwd: &Path,
+    out: &mut Vec<Entry>,
+    added: &mut Vec<(String, Value)>,
+    f: &mut Findings,
+) {
+    let what = if key == "icon" { "--icon" } else { "--udev-rule" };
+    let named = manifest::get_str(m, key);
+    let (src, name) = match flag {
+        Some(p) => {
+            let Some(base) = p.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                f.error(format!("{what} {}: names no file", p.display()), None);
+                return;
+            };
+            let src = [dir.join(p), cwd.join(p)].into_iter().find(|c| c.is_file());
+            let Some(src) = src else {
+                f.error(
+                    format!("{what} {}: not found (looked in {} and {})", p.display(), dir.display(), cwd.display()),
+                    Some("a named file that is missing is an error; check the path"),
+                );
+                return;
+            };
+            if let Some(n) = named
+                && n != base
+            {
+                f.error(
+                    format!("{what} {}: stored as {base:?}, but manifest.json $.{key} names {n:?}", p.display()),
+                    Some("make the names agree"),
+                );
+                return;
+            }
+            (src, base)
+        }
+        None => match named {
+            Some(n) if manifest::check_member_path(n).is_ok() => {
+                if !dir.join(n).exists() {
+                    f.error(
+                        format!("{}: $.{key}: {n:?} does not exist in {}", dir.join(MANIFEST).display(), dir.display()),
+                        Some("a file named in the manifest must exist; add it, or remove the key"),
+                    );
+                    return;
+                }
+                (dir.join(n), n.to_string())
+            }
+            Some(_) => return, // reported by the manifest rules
+            None if dir.join(default).is_file() => (dir.join(default), default.to_string()),
+            None => return,
+        },
+    };
+    if named.is_none() {
+        added.push((key.to_string(), Value::from(name.clone())));
+    }
+    let label = format!("manifest.json $.{key}");
+    assets::add_path(out, &src, &name, None, &label, f);
+    if out.iter().any(|e| matches!(e.body, Body::Dir)) {
+        f.error(format!("{label}: {} is a directory", src.display()), None);
+        out.clear();
+    }
+}
+
+/// Refuses two entries with the same name (the same source file twice is kept once).
+fn dedupe(entries: Vec<Entry>, f: &mut Findings, reporter: &dyn Reporter) -> Vec<Entry> {
+    let mut out: Vec<Entry> = Vec::new();
+    for e in entries {
+        if let Some(prev) = out.iter().find(|p| p.name == e.name) {
+            let same_file = match (&prev.body, &e.body) {
+                (Body::File { path: a, .. }, Body::File { path: b, .. }) => {
+                    std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
+                }
+                (Body::Dir, Body::Dir) => true,
+                _ => false,
+            };
+            if same_file {
+                reporter.message(&format!("{} is named twice; it is stored once", e.name));
+            } else {
+                f.error(
+                    format!("{} would be stored twice in the SPX: from {} and from {}", e.name, prev.origin, e.origin),
+                    Some("rename one of them"),
+                );
+            }
+            continue;
+        }
+        out.push(e);
+    }
+    for e in &out {
+        let mut p = e.name.as_str();
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            if out.iter().any(|x| x.name == parent && !matches!(x.body, Body::Dir)) {
+                f.error(format!("{} is inside {parent}, which is a file in the SPX", e.name), None);
+            }
+            p = parent;
+        }
+    }
+    out
+}
