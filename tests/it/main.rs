@@ -7,3 +7,5 @@ mod support;
 mod archive_input;
 mod bad_input;
 mod pull;
+// the bundled example extension (README's first command)
+mod spx_example;
