@@ -239,6 +239,9 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
                 );
                 continue;
             }
+            if Reference::parse(image).is_err() {
+                continue; // reported by the compose checks
+            }
             let req = match &s.source {
                 Some(src) => source_req(src, image, dir, &s.name, &compose_label(&compose_path), &mut f),
                 None => registry_req(image, opts, &format!("services.{}.image", s.name), &mut f),
@@ -254,6 +257,9 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
     let drop_in_name = tee.as_ref().and_then(|(i, _)| images_list.as_ref().and_then(|l| l.get(*i)).cloned());
     let mut archives: Vec<ArchivePlan> = Vec::new();
     for n in images_list.iter().flatten() {
+        if n.is_empty() || n.contains('/') || n.contains('\\') || n == "." || n == ".." {
+            continue; // reported by the manifest rules
+        }
         let path = dir.join(n);
         let kind = if Some(n) != drop_in_name.as_ref() && path.is_file() {
             prebuilt(&path, n, opts, &platform, &mut f, reporter)
@@ -310,7 +316,7 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
     }
     // every compose image must be bundled or provided
     for s in compose.iter().flat_map(|c| &c.services) {
-        let Some(image) = &s.image else { continue };
+        let Some(image) = s.image.as_ref().filter(|i| Reference::parse(i).is_ok()) else { continue };
         let bundled = images.iter().any(|r| same_image(&r.tag, image))
             || archives.iter().any(|a| match &a.kind {
                 ArchiveKind::Prebuilt { info, .. } => info.tags().any(|t| same_image(t, image)),

@@ -9,3 +9,5 @@ mod bad_input;
 mod pull;
 // the bundled example extension (README's first command)
 mod spx_example;
+// every Spot SDK example extension, built with the compose files untouched
+mod spx_sdk_examples;
