@@ -11,3 +11,5 @@ mod pull;
 mod spx_example;
 // every Spot SDK example extension, built with the compose files untouched
 mod spx_sdk_examples;
+// the SDK script's documented command lines, run with spxpack build
+mod spx_dropin;
