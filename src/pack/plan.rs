@@ -183,6 +183,8 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
     let mut tee = None;
     let mut reqs: Vec<(ImageReq, Option<String>)> = Vec::new(); // (req, x-spxpack.archive)
     let mut provided: Vec<String> = opts.provided.clone();
+    // when an image could not be planned, "no image goes into X" would only repeat that problem
+    let mut uncertain = opts.image_archive.is_none() && compose.is_none();
     if let Some(ia) = &opts.image_archive {
         let name = ia.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let lower = name.to_ascii_lowercase();
@@ -221,6 +223,7 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
         }
         for s in compose.iter().flat_map(|c| &c.services) {
             let Some(image) = &s.image else {
+                uncertain = true;
                 if s.has_build && !s.provided {
                     f.error(
                         format!("{}: services.{}: build: {DOCKERFILE_MSG}", compose_label(&compose_path), s.name),
@@ -233,6 +236,7 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
                 continue;
             }
             if s.has_build && s.source.is_none() {
+                uncertain = true;
                 f.error(
                     format!("{}: services.{}: build: {DOCKERFILE_MSG}", compose_label(&compose_path), s.name),
                     Some(DOCKERFILE_HINT),
@@ -240,14 +244,16 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
                 continue;
             }
             if Reference::parse(image).is_err() {
+                uncertain = true;
                 continue; // reported by the compose checks
             }
             let req = match &s.source {
                 Some(src) => source_req(src, image, dir, &s.name, &compose_label(&compose_path), &mut f),
                 None => registry_req(image, opts, &format!("services.{}.image", s.name), &mut f),
             };
-            if let Some(r) = req {
-                reqs.push((r, s.archive.clone()));
+            match req {
+                Some(r) => reqs.push((r, s.archive.clone())),
+                None => uncertain = true,
             }
         }
     }
@@ -285,6 +291,7 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
         }
         let Some(idx) = pick_archive(&req, wanted.as_deref(), &mut archives, &mut images_list, &extension_name, &mut f)
         else {
+            uncertain = true;
             continue;
         };
         req.archive = idx;
@@ -302,6 +309,7 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
     for (i, a) in archives.iter().enumerate() {
         if let ArchiveKind::Generated { reqs } = &a.kind
             && reqs.is_empty()
+            && !uncertain
         {
             f.error(
                 format!(
@@ -374,9 +382,10 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
     }
     for p in compose.iter().flat_map(|c| &c.additional_files) {
         match manifest::check_member_path(p) {
-            Err(why) => {
-                f.error(format!("{}: x-spxpack.additional_files: {p:?} {why}", compose_label(&compose_path)), None)
-            }
+            Err(why) => f.error(
+                format!("{}: x-spxpack.additional_files: {p:?} {why}", compose_label(&compose_path)),
+                Some("list paths inside the extension directory"),
+            ),
             Ok(()) => {
                 let name = crate::tar_index::normalize(p).ok().flatten().unwrap_or_else(|| p.clone());
                 assets::add_path(&mut extra, &dir.join(p), &name, Some(dir), "additional file", &mut f);

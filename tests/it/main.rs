@@ -13,3 +13,5 @@ mod spx_example;
 mod spx_sdk_examples;
 // the SDK script's documented command lines, run with spxpack build
 mod spx_dropin;
+// bad extension inputs: one error line each, exit 1, nothing written
+mod spx_bad_input;
