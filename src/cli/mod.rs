@@ -205,7 +205,15 @@ fn inspect(a: InspectArgs, term: &Term) -> Result<()> {
     let src = Source::parse_path_or_ref(&a.source)?;
     let cache = crate::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
     let resolver = Resolver::new(cache, a.registry.client_options()?);
-    let report = crate::inspect::inspect(&resolver, &src, &platform)?;
+    let report = match crate::inspect::inspect(&resolver, &src, &platform) {
+        Ok(r) => r,
+        // an SPX with its manifest.json further in (e.g. made with `tar czf x *`)
+        Err(e) if path.is_file() && crate::spx::inspect::has_extension_manifest(path) => {
+            drop(e);
+            return spx::inspect_spx(path, a.json, term);
+        }
+        Err(e) => return Err(e),
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?);
     } else {

@@ -136,11 +136,11 @@ pub struct BuildSummary {
 pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummary> {
     let plan = plan::plan(opts, reporter)?;
     reporter.message(&format!(
-        "packaging {} ({} {}) for {}",
+        "packaging {} {} for {} into {}",
         plan.extension_name,
-        plan.output.display(),
         plan.version.as_deref().unwrap_or("?"),
-        plan.platform.normalized()
+        plan.platform.normalized(),
+        plan.output.display()
     ));
     let summary = emit::emit(opts, plan, reporter)?;
     reporter.message(&format!("SPX size {}", human_size(summary.size)));

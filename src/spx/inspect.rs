@@ -32,6 +32,30 @@ pub fn looks_like_spx(path: &Path) -> bool {
     data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
+/// Whether a gzip'd (or plain) tar holds a JSON-object `manifest.json` at its root, wherever it
+/// is in the stream (reads up to that entry).
+pub fn has_extension_manifest(path: &Path) -> bool {
+    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let mut magic = [0u8; 2];
+    if f.read_exact(&mut magic).is_err() {
+        return false;
+    }
+    let Ok(f) = std::fs::File::open(path) else { return false };
+    let r: Box<dyn Read> =
+        if magic == [0x1f, 0x8b] { Box::new(flate2::read::MultiGzDecoder::new(f)) } else { Box::new(f) };
+    let mut ar = tar::Archive::new(r);
+    let Ok(entries) = ar.entries() else { return false };
+    for e in entries.take(10_000) {
+        let Ok(mut e) = e else { return false };
+        if e.path().map(|p| p.to_string_lossy() == MANIFEST).unwrap_or(false) {
+            let mut data = Vec::new();
+            let _ = (&mut e).take(1 << 20).read_to_end(&mut data);
+            return data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        }
+    }
+    false
+}
+
 fn mode_string(kind: &str, mode: u32) -> String {
     let mut s = String::with_capacity(10);
     s.push(match kind {
