@@ -30,7 +30,7 @@ fn init_then_build_a_registry_image() {
     let x = s.path("x");
     spx::extract(&p, &x);
     let _ = env();
-    assert_eq!(spx::docker_load(&x.join("my-ext.tar.gz")), [reference.clone()]);
+    assert_eq!(spx::docker_load(&x.join("my-ext.tar.gz")), std::slice::from_ref(&reference));
 
     // existing files are kept unless --force
     let again = s.spx(&["init", dir.to_str().unwrap(), "--image", "busybox:1"]);
