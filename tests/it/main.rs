@@ -19,3 +19,5 @@ mod spx_bad_input;
 mod spx_verify;
 // spxpack init, then build
 mod spx_init;
+// compose-driven build features (provided images, derived names, prebuilt archives, dates)
+mod spx_build;
