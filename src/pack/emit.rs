@@ -62,9 +62,12 @@ pub fn emit(opts: &BuildOptions, mut plan: Plan, reporter: &dyn Reporter) -> Res
     let mut sizes = vec![0u64; plan.archives.len()];
     for (i, a) in plan.archives.iter().enumerate() {
         if matches!(a.kind, ArchiveKind::Generated { .. }) {
+            let t = std::time::Instant::now();
             sizes[i] = planned_size(&archive_lists[i], &wopts[i])?;
+            tracing::debug!("planned {} ({} bytes) in {:.2}s", a.name, sizes[i], t.elapsed().as_secs_f32());
         }
     }
+    let started = std::time::Instant::now();
     for e in &mut plan.entries {
         if let Body::Archive { index, size } = &mut e.body {
             *size = sizes[*index];
@@ -100,7 +103,9 @@ pub fn emit(opts: &BuildOptions, mut plan: Plan, reporter: &dyn Reporter) -> Res
     let mut file = buffered.into_inner().map_err(|e| werr(e.into_error()))?;
     file.flush().map_err(werr)?;
 
+    tracing::debug!("wrote {out_name} in {:.2}s", started.elapsed().as_secs_f32());
     if opts.verify != VerifyLevel::Off {
+        let started = std::time::Instant::now();
         reporter.message(&format!("checking {out_name}"));
         let mut reader = file.try_clone().map_err(werr)?;
         let vopts = VerifyOptions { full: opts.verify == VerifyLevel::Full, platform: Some(plan.platform.clone()) };
@@ -111,6 +116,7 @@ pub fn emit(opts: &BuildOptions, mut plan: Plan, reporter: &dyn Reporter) -> Res
                     "this is a bug in spxpack (or a prebuilt archive changed while building); please report it",
                 ));
         }
+        tracing::debug!("checked {out_name} in {:.2}s", started.elapsed().as_secs_f32());
     }
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     out.commit_file(file)?;
