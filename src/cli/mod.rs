@@ -198,6 +198,9 @@ fn pull(a: PullArgs, term: &Term) -> Result<()> {
 
 fn inspect(a: InspectArgs, term: &Term) -> Result<()> {
     let path = std::path::Path::new(&a.source);
+    if a.source.to_ascii_lowercase().ends_with(".spx") && !path.exists() {
+        return Err(Error::not_found(format!("{}: no such file", a.source)));
+    }
     if path.is_file() && crate::spx::inspect::looks_like_spx(path) {
         return spx::inspect_spx(path, a.json, term);
     }

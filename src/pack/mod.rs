@@ -5,6 +5,8 @@
 //! recompression) → the finished SPX re-read and checked → renamed into place.
 
 mod emit;
+mod files;
+mod images;
 mod plan;
 
 use std::path::PathBuf;

@@ -4,18 +4,20 @@
 //! the extension directory, icon/udev/additional files, and the final entry list. Every problem
 //! is collected and reported at once, before anything is downloaded or written.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
 
 use super::BuildOptions;
+use super::files::{asset, dedupe};
+use super::images::{pick_archive, prebuilt, registry_req, source_req};
 use crate::error::{Error, Result};
 use crate::platform::Platform;
 use crate::progress::Reporter;
 use crate::reference::Reference;
 use crate::source::Source;
-use crate::spx::compose::{self, Compose, repo_tag, same_image};
-use crate::spx::image_check::{self, ArchiveInfo, CheckOptions};
+use crate::spx::compose::{self, Compose, same_image};
+use crate::spx::image_check::ArchiveInfo;
 use crate::spx::writer::{Body, Entry};
 use crate::spx::{self, COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, json, manifest};
 
@@ -94,6 +96,13 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
     let out_file = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let out_stem = out_file.strip_suffix(".spx").unwrap_or(&out_file).to_string();
     let extension_name = name_in_manifest.clone().unwrap_or_else(|| out_stem.clone());
+    check_output(&output, "the output", &mut f);
+    if let Some(ia) = &opts.image_archive {
+        check_output(&opts.cwd.join(ia), "--image-archive", &mut f);
+    }
+    if !out_file.ends_with(".spx") {
+        f.warn(format!("the output {out_file} does not end in .spx"), Some("the extension pages upload .spx files"));
+    }
     if let Some(m) = &m {
         let rules =
             manifest::Rules { file: &shown_dir(MANIFEST), spx_name: Some((&out_stem, &out_file)), packaged: false };
@@ -248,7 +257,7 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
                 continue; // reported by the compose checks
             }
             let req = match &s.source {
-                Some(src) => source_req(src, image, dir, &s.name, &compose_label(&compose_path), &mut f),
+                Some(src) => source_req(src, image, opts, &s.name, &compose_label(&compose_path), &mut f),
                 None => registry_req(image, opts, &format!("services.{}.image", s.name), &mut f),
             };
             match req {
@@ -456,243 +465,18 @@ fn compose_label(p: &Option<PathBuf>) -> String {
     p.as_ref().map_or_else(|| COMPOSE.to_string(), |p| p.display().to_string())
 }
 
-/// An image pulled by reference (through a mirror when one applies).
-fn registry_req(image: &str, opts: &BuildOptions, what: &str, f: &mut Findings) -> Option<ImageReq> {
-    let r = match Reference::parse(image) {
-        Ok(r) => r,
-        Err(e) => {
-            f.error(format!("{what}: {}", e.message()), e.hint());
-            return None;
-        }
+/// The output's directory must exist (checked before any download) and the output must not be one.
+fn check_output(path: &std::path::Path, what: &str, f: &mut Findings) {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     };
-    if r.tag.is_none() && r.digest.is_some() {
+    if !parent.is_dir() {
         f.error(
-            format!("{what}: {image} has no tag to save it under"),
-            Some("write NAME:TAG@sha256:… so docker load can tag it"),
+            format!("{what} {}: the directory {} does not exist", path.display(), parent.display()),
+            Some("create it first, or choose another path"),
         );
-        return None;
+    } else if path.is_dir() {
+        f.error(format!("{what} {}: is a directory", path.display()), Some("give a file name, e.g. -o my_ext.spx"));
     }
-    let (pull, shown) = match opts.mirrors.iter().find_map(|m| m.apply(&r)) {
-        Some(mirrored) => (mirrored.clone(), format!("{image} (from {mirrored})")),
-        None => (r, image.to_string()),
-    };
-    Some(ImageReq { tag: repo_tag(image), source: Source::Registry(pull), shown, archive: 0 })
-}
-
-/// An image from `x-spxpack.source`, relative paths taken from the extension directory.
-fn source_req(src: &str, image: &str, dir: &Path, service: &str, file: &str, f: &mut Findings) -> Option<ImageReq> {
-    let parsed = match Source::parse(src) {
-        Ok(s) => s,
-        Err(e) => {
-            f.error(format!("{file}: services.{service}.x-spxpack.source: {}", e.message()), e.hint());
-            return None;
-        }
-    };
-    let rel = |p: &PathBuf| if p.is_absolute() { p.clone() } else { dir.join(p) };
-    let source = match parsed {
-        Source::OciDir { path, tag } => Source::OciDir { path: rel(&path), tag },
-        Source::OciArchive { path, tag } => Source::OciArchive { path: rel(&path), tag },
-        Source::DockerArchive { path, selector } => Source::DockerArchive { path: rel(&path), selector },
-        reg @ Source::Registry(_) => reg,
-    };
-    Some(ImageReq { tag: repo_tag(image), shown: format!("{image} (from {src})"), source, archive: 0 })
-}
-
-fn prebuilt(
-    path: &Path,
-    name: &str,
-    opts: &BuildOptions,
-    platform: &Platform,
-    f: &mut Findings,
-    reporter: &dyn Reporter,
-) -> ArchiveKind {
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let copts = CheckOptions { full: opts.verify == super::VerifyLevel::Full, platform: Some(platform) };
-    let info = match std::fs::File::open(path) {
-        Ok(mut file) => image_check::check(&mut file, &path.display().to_string(), &copts, f),
-        Err(e) => {
-            f.error(format!("{}: {}", path.display(), assets::io_text(&e)), None);
-            None
-        }
-    };
-    let info = info.unwrap_or(ArchiveInfo { compression: "none", images: vec![], layers_verified: false });
-    let tags: Vec<&String> = info.tags().collect();
-    reporter.message(&format!(
-        "using the prebuilt image archive {} from the extension directory ({})",
-        name,
-        if tags.is_empty() { "no tags".into() } else { tags.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ") }
-    ));
-    ArchiveKind::Prebuilt { path: path.to_path_buf(), size, info }
-}
-
-/// Chooses the archive an image goes into (see the module docs of `spx::compose`).
-fn pick_archive(
-    req: &ImageReq,
-    wanted: Option<&str>,
-    archives: &mut Vec<ArchivePlan>,
-    images_list: &mut Option<Vec<String>>,
-    extension_name: &str,
-    f: &mut Findings,
-) -> Option<usize> {
-    let generated: Vec<usize> =
-        (0..archives.len()).filter(|i| matches!(archives[*i].kind, ArchiveKind::Generated { .. })).collect();
-    let explicit_list = images_list.is_some();
-    let add = |name: String, archives: &mut Vec<ArchivePlan>| {
-        archives.push(ArchivePlan { name, kind: ArchiveKind::Generated { reqs: vec![] } });
-        archives.len() - 1
-    };
-    if let Some(w) = wanted {
-        return match archives.iter().position(|a| a.name == w) {
-            Some(i) if generated.contains(&i) => Some(i),
-            Some(_) => {
-                f.error(
-                    format!("{}: {w} is a prebuilt archive in the extension directory without that tag", req.tag),
-                    None,
-                );
-                None
-            }
-            None if !explicit_list => Some(add(w.to_string(), archives)),
-            None => {
-                f.error(
-                    format!("{}: x-spxpack.archive {w:?} is not in manifest.json images", req.tag),
-                    Some("add it to images"),
-                );
-                None
-            }
-        };
-    }
-    match generated.as_slice() {
-        [one] => Some(*one),
-        [] if !explicit_list => {
-            let name = format!("{extension_name}.tar.gz");
-            *images_list = Some(vec![name.clone()]);
-            Some(add(name, archives))
-        }
-        [] => {
-            f.error(
-                format!("{}: manifest.json images lists no archive for it", req.tag),
-                Some("add an archive name to images, or mark the service provided"),
-            );
-            None
-        }
-        many => {
-            let repo = Reference::parse(&req.tag).map(|r| r.repository).unwrap_or_default();
-            let last = repo.rsplit('/').next().unwrap_or(&repo).to_string();
-            let hits: Vec<usize> =
-                many.iter().copied().filter(|i| spx::archive_stem(&archives[*i].name) == last).collect();
-            if let [one] = hits.as_slice() {
-                return Some(*one);
-            }
-            let names: Vec<&str> = many.iter().map(|i| archives[*i].name.as_str()).collect();
-            f.error(
-                format!("{}: cannot tell which of {} holds it", req.tag, names.join(", ")),
-                Some("add x-spxpack: {archive: NAME} to its service"),
-            );
-            None
-        }
-    }
-}
-
-/// Adds the icon or udev rules: the flag (resolved in the package directory, then the current
-/// one), else the manifest's file, else the SDK default name when that file exists.
-#[allow(clippy::too_many_arguments)]
-fn asset(
-    flag: Option<&Path>,
-    key: &str,
-    default: &str,
-    m: &serde_json::Map<String, Value>,
-    dir: &Path,
-    cwd: &Path,
-    out: &mut Vec<Entry>,
-    added: &mut Vec<(String, Value)>,
-    f: &mut Findings,
-) {
-    let what = if key == "icon" { "--icon" } else { "--udev-rule" };
-    let named = manifest::get_str(m, key);
-    let (src, name) = match flag {
-        Some(p) => {
-            let Some(base) = p.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-                f.error(format!("{what} {}: names no file", p.display()), None);
-                return;
-            };
-            let src = [dir.join(p), cwd.join(p)].into_iter().find(|c| c.is_file());
-            let Some(src) = src else {
-                f.error(
-                    format!("{what} {}: not found (looked in {} and {})", p.display(), dir.display(), cwd.display()),
-                    Some("a named file that is missing is an error; check the path"),
-                );
-                return;
-            };
-            if let Some(n) = named
-                && n != base
-            {
-                f.error(
-                    format!("{what} {}: stored as {base:?}, but manifest.json $.{key} names {n:?}", p.display()),
-                    Some("make the names agree"),
-                );
-                return;
-            }
-            (src, base)
-        }
-        None => match named {
-            Some(n) if manifest::check_member_path(n).is_ok() => {
-                if !dir.join(n).exists() {
-                    f.error(
-                        format!("{}: $.{key}: {n:?} does not exist in {}", dir.join(MANIFEST).display(), dir.display()),
-                        Some("a file named in the manifest must exist; add it, or remove the key"),
-                    );
-                    return;
-                }
-                (dir.join(n), n.to_string())
-            }
-            Some(_) => return, // reported by the manifest rules
-            None if dir.join(default).is_file() => (dir.join(default), default.to_string()),
-            None => return,
-        },
-    };
-    if named.is_none() {
-        added.push((key.to_string(), Value::from(name.clone())));
-    }
-    let label = format!("manifest.json $.{key}");
-    assets::add_path(out, &src, &name, None, &label, f);
-    if out.iter().any(|e| matches!(e.body, Body::Dir)) {
-        f.error(format!("{label}: {} is a directory", src.display()), None);
-        out.clear();
-    }
-}
-
-/// Refuses two entries with the same name (the same source file twice is kept once).
-fn dedupe(entries: Vec<Entry>, f: &mut Findings, reporter: &dyn Reporter) -> Vec<Entry> {
-    let mut out: Vec<Entry> = Vec::new();
-    for e in entries {
-        if let Some(prev) = out.iter().find(|p| p.name == e.name) {
-            let same_file = match (&prev.body, &e.body) {
-                (Body::File { path: a, .. }, Body::File { path: b, .. }) => {
-                    std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
-                }
-                (Body::Dir, Body::Dir) => true,
-                _ => false,
-            };
-            if same_file {
-                reporter.message(&format!("{} is named twice; it is stored once", e.name));
-            } else {
-                f.error(
-                    format!("{} would be stored twice in the SPX: from {} and from {}", e.name, prev.origin, e.origin),
-                    Some("rename one of them"),
-                );
-            }
-            continue;
-        }
-        out.push(e);
-    }
-    for e in &out {
-        let mut p = e.name.as_str();
-        while let Some((parent, _)) = p.rsplit_once('/') {
-            if out.iter().any(|x| x.name == parent && !matches!(x.body, Body::Dir)) {
-                f.error(format!("{} is inside {parent}, which is a file in the SPX", e.name), None);
-            }
-            p = parent;
-        }
-    }
-    out
 }

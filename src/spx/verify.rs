@@ -80,7 +80,12 @@ impl SpxReport {
 
 /// Verifies the SPX at `path`.
 pub fn verify_file(path: &Path, opts: &VerifyOptions) -> Result<SpxReport> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    let mut f = std::fs::File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => {
+            Error::not_found(format!("{}: no such file", path.display())).with_hint("give the path of an .spx file")
+        }
+        _ => Error::io("cannot open", path, e),
+    })?;
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     verify_stream(&mut f, &name, opts)
 }

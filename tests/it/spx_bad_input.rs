@@ -237,3 +237,16 @@ fn corrupt_layer_fails_the_write_and_leaves_nothing() {
     let left: Vec<_> = std::fs::read_dir(s.path("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn output_directory_missing_is_found_before_any_download() {
+    let s = Scratch::new();
+    ext(&s);
+    // the image would come from an unreachable registry: the output problem must be reported first
+    edit(&compose(&s), "source: \"oci:image:1.0.0\"", "source: \"127.0.0.1:9/nothing:1\"");
+    let r = build(&s, &["-o", "no/such/dir/x.spx"]);
+    rejected(&s, &r, &[&["the output no/such/dir/x.spx: the directory no/such/dir does not exist"]]);
+    let v = s.spx(&["verify", s.path("missing.spx").to_str().unwrap()]);
+    assert_eq!(v.code, 1, "{}", v.stderr);
+    assert!(v.error_line().ends_with("missing.spx: no such file"), "{}", v.stderr);
+}
