@@ -184,7 +184,7 @@ pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
     }
     let images: usize = s.archives.iter().map(|a| a.tags.len()).sum();
     term.done(&format!(
-        "wrote {} ({} {} for {}, {} entries, {} image tag{}, {}) in {:.1}s",
+        "wrote {} (extension {} for {}, {}: {} entries, {} image{}, {}) in {:.1}s",
         s.output.display(),
         s.extension_name,
         s.target.as_str(),

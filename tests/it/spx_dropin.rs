@@ -428,8 +428,8 @@ fn orbit_webhook_readme_names_a_missing_icon() {
     assert!(v.stderr.contains("image is linux/amd64, but the target is linux/arm64/v8"), "{}", v.stderr);
     let x = s.path("x");
     spx::extract(&p, &x);
-    spx::docker_load(&x.join("webhook_integration.tar.gz"));
-    assert!(spx::docker_image_id("webhook_integration:latest").ends_with("amd64"));
+    assert_eq!(spx::docker_load(&x.join("webhook_integration.tar.gz")), ["webhook_integration:latest"]);
+    assert_eq!(spx::loaded_architectures(&x.join("webhook_integration.tar.gz")), ["amd64"]);
 }
 
 #[test]

@@ -126,9 +126,30 @@ pub fn sdk_mirror() -> String {
     .clone()
 }
 
-/// The image ID (config digest) Docker reports for a loaded tag.
-pub fn docker_image_id(tag: &str) -> String {
-    super::docker(&["image", "inspect", "--format", "{{.Id}} {{.Architecture}}", tag]).ok().stdout.trim().to_string()
+/// The architecture Docker reports for each image of a (loaded) docker archive, looked up by
+/// image ID — content-addressed, so tests loading other images under the same tags cannot race.
+pub fn loaded_architectures(archive: &Path) -> Vec<String> {
+    let data = std::fs::read(archive).unwrap();
+    let mut tar = Vec::new();
+    flate2::read::MultiGzDecoder::new(&data[..]).read_to_end(&mut tar).unwrap();
+    let mut a = tar::Archive::new(&tar[..]);
+    let mut items = serde_json::Value::Null;
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy() == "manifest.json" {
+            items = serde_json::from_reader(&mut e).unwrap();
+        }
+    }
+    items
+        .as_array()
+        .expect("manifest.json")
+        .iter()
+        .map(|i| {
+            let hex = i["Config"].as_str().unwrap().trim_start_matches("blobs/sha256/").trim_end_matches(".json");
+            let id = format!("sha256:{hex}");
+            super::docker(&["image", "inspect", "--format", "{{.Architecture}}", &id]).ok().stdout.trim().to_string()
+        })
+        .collect()
 }
 
 /// The `manifest.json` Python's `json.dumps` writes for the SDK script (spec §1.4) from `input`,
