@@ -453,7 +453,12 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
 
     f.finish(reporter)?;
     if !manifest_added.is_empty() {
-        reporter.message(&format!("{MANIFEST}: added {}", manifest_added.join(", ")));
+        let note = if manifest_added.iter().any(|k| k == "date") && opts.epoch == 0 {
+            " (date 1970-01-01T00:00:00: set SOURCE_DATE_EPOCH, e.g. to the last commit's time, to record a real one)"
+        } else {
+            ""
+        };
+        reporter.message(&format!("{MANIFEST}: added {}{note}", manifest_added.join(", ")));
     }
     Ok(Plan { output, extension_name, version, target, platform, manifest_added, images, archives, entries, tee })
 }
