@@ -14,12 +14,14 @@ pub mod error;
 pub mod image;
 pub mod inspect;
 pub mod oci_layout;
+pub mod pack;
 pub mod platform;
 pub mod progress;
 pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod source;
+pub mod spx;
 pub mod tar_index;
 
 pub use error::{Error, Kind, Result};

@@ -2,6 +2,7 @@
 //! below this module knows about clap.
 
 mod output;
+mod spx;
 
 use std::path::PathBuf;
 
@@ -39,8 +40,21 @@ pub enum Command {
     /// Sources: NAME[:TAG][@DIGEST], docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG],
     /// docker-archive:FILE[:TAG|@N]. The output suffix decides: .tar.gz/.tgz is gzipped, anything else plain tar.
     Pull(PullArgs),
-    /// Show tags, platform, image ID and layers of an archive, OCI layout or registry image.
+    /// Show tags, platform, image ID and layers of an archive, OCI layout or registry image, or
+    /// what an .spx holds (entries, manifest, images, compose services).
     Inspect(InspectArgs),
+    /// Build a Spot Extension (.spx) from an extension directory.
+    ///
+    /// Reads manifest.json and docker-compose.yml, pulls every service's image for the target
+    /// platform (linux/arm64 for CORE I/O; linux/amd64 for installation_target orbit), and writes
+    /// the SPX with the images saved under their compose image: names. The flags of the SDK's
+    /// build_extension.py are accepted with the same meaning (see docs/build-flags.md).
+    Build(Box<spx::BuildArgs>),
+    /// Create manifest.json and docker-compose.yml for an image.
+    Init(spx::InitArgs),
+    /// Check an existing .spx offline: manifest rules, compose file, and every image archive
+    /// replayed through docker load's checks (layer diff_ids, tags, platform, compression).
+    Verify(spx::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +154,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pull(a) => pull(a, &term),
         Command::Inspect(a) => inspect(a, &term),
+        Command::Build(a) => spx::build(*a, &term),
+        Command::Init(a) => spx::init(a, &term),
+        Command::Verify(a) => spx::verify(a, &term),
     }
 }
 
@@ -184,12 +201,27 @@ fn pull(a: PullArgs, term: &Term) -> Result<()> {
     Ok(())
 }
 
-fn inspect(a: InspectArgs, _term: &Term) -> Result<()> {
+fn inspect(a: InspectArgs, term: &Term) -> Result<()> {
+    let path = std::path::Path::new(&a.source);
+    if a.source.to_ascii_lowercase().ends_with(".spx") && !path.exists() {
+        return Err(Error::not_found(format!("{}: no such file", a.source)));
+    }
+    if path.is_file() && crate::spx::inspect::looks_like_spx(path) {
+        return spx::inspect_spx(path, a.json, term);
+    }
     let platform = Platform::parse(&a.platform)?;
     let src = Source::parse_path_or_ref(&a.source)?;
     let cache = crate::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
     let resolver = Resolver::new(cache, a.registry.client_options()?);
-    let report = crate::inspect::inspect(&resolver, &src, &platform)?;
+    let report = match crate::inspect::inspect(&resolver, &src, &platform) {
+        Ok(r) => r,
+        // an SPX with its manifest.json further in (e.g. made with `tar czf x *`)
+        Err(e) if path.is_file() && crate::spx::inspect::has_extension_manifest(path) => {
+            drop(e);
+            return spx::inspect_spx(path, a.json, term);
+        }
+        Err(e) => return Err(e),
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?);
     } else {

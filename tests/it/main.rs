@@ -8,3 +8,17 @@ mod archive_input;
 mod bad_input;
 mod faults;
 mod pull;
+// the bundled example extension (README's first command)
+mod spx_example;
+// every Spot SDK example extension, built with the compose files untouched
+mod spx_sdk_examples;
+// the SDK script's documented command lines, run with spxpack build
+mod spx_dropin;
+// bad extension inputs: one error line each, exit 1, nothing written
+mod spx_bad_input;
+// verify and inspect of SPX files made by the SDK script's method, by hand, or broken
+mod spx_verify;
+// spxpack init, then build
+mod spx_init;
+// compose-driven build features (provided images, derived names, prebuilt archives, dates)
+mod spx_build;

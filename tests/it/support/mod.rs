@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod hello;
+pub mod spx;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -80,8 +83,17 @@ impl Run {
 
 #[track_caller]
 pub fn run(prog: &str, args: &[&str], envs: &[(&str, &str)]) -> Run {
+    run_in(None, prog, args, envs)
+}
+
+/// Like [`run`], in the directory `cwd`.
+#[track_caller]
+pub fn run_in(cwd: Option<&Path>, prog: &str, args: &[&str], envs: &[(&str, &str)]) -> Run {
     let mut c = Command::new(prog);
     c.args(args);
+    if let Some(d) = cwd {
+        c.current_dir(d);
+    }
     for (k, v) in envs {
         c.env(k, v);
     }
@@ -115,6 +127,10 @@ impl Scratch {
         self.spx_env(args, &[])
     }
     pub fn spx_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
+        self.spx_in(None, args, envs)
+    }
+    /// Runs spxpack in `cwd` (default: the test's working directory).
+    pub fn spx_in(&self, cwd: Option<&Path>, args: &[&str], envs: &[(&str, &str)]) -> Run {
         let cache = self.cache();
         let home = self.path("home");
         std::fs::create_dir_all(&home).unwrap();
@@ -124,7 +140,7 @@ impl Scratch {
             ("DOCKER_CONFIG", home.to_str().unwrap()),
         ];
         all.extend_from_slice(envs);
-        run(env!("CARGO_BIN_EXE_spxpack"), args, &all)
+        run_in(cwd, env!("CARGO_BIN_EXE_spxpack"), args, &all)
     }
     /// Files in the scratch dir (to check that nothing partial is left).
     pub fn files(&self) -> Vec<String> {

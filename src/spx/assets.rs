@@ -1,0 +1,268 @@
+//! The files an SPX carries besides its manifest, compose file and images: the icon, udev rules
+//! and additional files or whole directories (recursively, hidden files included). Sources are
+//! checked here: a named file that is missing is an error, symlinks are followed only while they
+//! stay inside the extension directory, and special files (FIFOs, sockets, devices) are refused.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::Findings;
+use super::writer::{Body, Entry};
+
+/// Adds `src` under the SPX name `name`: a file, or a directory with everything below it.
+/// With `root`, `src` and every symlink below it must resolve inside `root`.
+pub fn add_path(
+    entries: &mut Vec<Entry>,
+    src: &Path,
+    name: &str,
+    root: Option<&Path>,
+    what: &str,
+    findings: &mut Findings,
+) {
+    let root_canon = root.and_then(|r| fs::canonicalize(r).ok());
+    let canon = match fs::canonicalize(src) {
+        Ok(c) => c,
+        Err(e) => {
+            findings.error(
+                format!("{what} {}: {}", src.display(), io_text(&e)),
+                Some("check the path; a file that is named but missing is an error"),
+            );
+            return;
+        }
+    };
+    if let Some(r) = &root_canon
+        && !canon.starts_with(r)
+    {
+        findings.error(
+            format!("{what} {}: outside the package directory {}", src.display(), root.expect("root").display()),
+            Some("only files inside the extension directory can be packaged; copy it there"),
+        );
+        return;
+    }
+    let mut ancestors = BTreeSet::new();
+    walk(entries, &canon, src, name, root_canon.as_deref(), what, &mut ancestors, findings);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk(
+    entries: &mut Vec<Entry>,
+    real: &Path,
+    shown: &Path,
+    name: &str,
+    root: Option<&Path>,
+    what: &str,
+    ancestors: &mut BTreeSet<PathBuf>,
+    findings: &mut Findings,
+) {
+    let meta = match fs::metadata(real) {
+        Ok(m) => m,
+        Err(e) => {
+            findings.error(format!("{what} {}: {}", shown.display(), io_text(&e)), None);
+            return;
+        }
+    };
+    let ft = meta.file_type();
+    if ft.is_file() {
+        let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+        entries.push(Entry {
+            name: name.to_string(),
+            body: Body::File { path: real.to_path_buf(), size: meta.len() },
+            mode,
+            origin: shown.display().to_string(),
+        });
+        return;
+    }
+    if !ft.is_dir() {
+        let kind = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_block_device() || ft.is_char_device() {
+            "a device node"
+        } else {
+            "not a regular file"
+        };
+        findings.error(
+            format!("{what} {}: is {kind}", shown.display()),
+            Some("only regular files and directories can be packaged"),
+        );
+        return;
+    }
+    if !ancestors.insert(real.to_path_buf()) {
+        findings.error(format!("{what} {}: symlink loop", shown.display()), Some("remove the looping symlink"));
+        return;
+    }
+    entries.push(Entry { name: name.to_string(), body: Body::Dir, mode: 0o755, origin: shown.display().to_string() });
+    let mut children: Vec<(String, PathBuf)> = Vec::new();
+    match fs::read_dir(real) {
+        Ok(rd) => {
+            for de in rd {
+                match de {
+                    Ok(de) => match de.file_name().into_string() {
+                        Ok(n) => children.push((n, de.path())),
+                        Err(n) => findings.error(
+                            format!("{what} {}: file name {n:?} is not valid UTF-8", shown.display()),
+                            Some("rename it"),
+                        ),
+                    },
+                    Err(e) => findings.error(format!("{what} {}: {}", shown.display(), io_text(&e)), None),
+                }
+            }
+        }
+        Err(e) => findings.error(format!("{what} {}: {}", shown.display(), io_text(&e)), None),
+    }
+    children.sort();
+    for (child_name, child_path) in children {
+        let child_shown = shown.join(&child_name);
+        let real_child = match fs::symlink_metadata(&child_path) {
+            Ok(m) if m.file_type().is_symlink() => match fs::canonicalize(&child_path) {
+                Ok(c) => {
+                    if let Some(r) = root
+                        && !c.starts_with(r)
+                    {
+                        findings.error(
+                            format!("{what} {}: symlink points outside the package directory", child_shown.display()),
+                            Some("replace the symlink with the file, or remove it"),
+                        );
+                        continue;
+                    }
+                    c
+                }
+                Err(e) => {
+                    findings.error(format!("{what} {}: broken symlink: {}", child_shown.display(), io_text(&e)), None);
+                    continue;
+                }
+            },
+            Ok(_) => child_path,
+            Err(e) => {
+                findings.error(format!("{what} {}: {}", child_shown.display(), io_text(&e)), None);
+                continue;
+            }
+        };
+        walk(entries, &real_child, &child_shown, &format!("{name}/{child_name}"), root, what, ancestors, findings);
+    }
+    ancestors.remove(real);
+}
+
+/// The image format of an icon, from its first bytes.
+pub fn image_kind(head: &[u8]) -> Option<&'static str> {
+    if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("PNG")
+    } else if head.starts_with(&[0xff, 0xd8, 0xff]) {
+        Some("JPEG")
+    } else if head.starts_with(b"GIF87a") || head.starts_with(b"GIF89a") {
+        Some("GIF")
+    } else if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP" {
+        Some("WebP")
+    } else {
+        let text = String::from_utf8_lossy(&head[..head.len().min(256)]).to_ascii_lowercase();
+        let t = text.trim_start_matches('\u{feff}').trim_start();
+        (t.starts_with("<svg") || (t.starts_with("<?xml") && text.contains("<svg"))).then_some("SVG")
+    }
+}
+
+/// Width and height of a PNG, from its IHDR chunk.
+pub fn png_size(head: &[u8]) -> Option<(u32, u32)> {
+    if head.len() < 24 || !head.starts_with(b"\x89PNG\r\n\x1a\n") || &head[12..16] != b"IHDR" {
+        return None;
+    }
+    let w = u32::from_be_bytes(head[16..20].try_into().ok()?);
+    let h = u32::from_be_bytes(head[20..24].try_into().ok()?);
+    Some((w, h))
+}
+
+/// Checks an icon's content; problems are warnings (the robot documents no format).
+pub fn check_icon(label: &str, head: &[u8], size: u64, findings: &mut Findings) {
+    if size == 0 {
+        findings.error(format!("{label}: the icon file is empty"), Some("use a PNG image"));
+        return;
+    }
+    match image_kind(head) {
+        None => findings
+            .warn(format!("{label}: not a PNG, JPEG, GIF, WebP or SVG image"), Some("the SDK examples use PNG icons")),
+        Some("PNG") => {
+            if let Some((w, h)) = png_size(head)
+                && (w == 0 || h == 0 || w > 4096 || h > 4096)
+            {
+                findings.warn(format!("{label}: PNG is {w}x{h}"), Some("the SDK examples use 192 to 512 pixel icons"));
+            }
+        }
+        Some(_) => {}
+    }
+}
+
+/// Reads up to `n` bytes from the start of a file.
+pub fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(n);
+    fs::File::open(path)?.take(n as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// `No such file or directory (os error 2)` → `no such file or directory`.
+pub fn io_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = s.split(" (os error").next().unwrap_or(&s).to_string();
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walks_directories_sorted_with_hidden_files_and_refuses_escapes() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("pkg");
+        fs::create_dir_all(root.join("data/sub")).unwrap();
+        fs::write(root.join("data/b.txt"), "b").unwrap();
+        fs::write(root.join("data/.hidden"), "h").unwrap();
+        fs::write(root.join("data/sub/run.sh"), "#!/bin/sh").unwrap();
+        fs::set_permissions(root.join("data/sub/run.sh"), fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink("b.txt", root.join("data/link")).unwrap();
+        fs::write(d.path().join("secret"), "s").unwrap();
+        let mut e = Vec::new();
+        let mut f = Findings::new();
+        add_path(&mut e, &root.join("data"), "data", Some(&root), "additional file", &mut f);
+        assert!(f.0.is_empty(), "{f:?}");
+        let names: Vec<(String, u32)> = e.iter().map(|x| (x.name.clone(), x.mode)).collect();
+        assert_eq!(
+            names,
+            [
+                ("data".into(), 0o755),
+                ("data/.hidden".into(), 0o644),
+                ("data/b.txt".into(), 0o644),
+                ("data/link".into(), 0o644),
+                ("data/sub".into(), 0o755),
+                ("data/sub/run.sh".into(), 0o755)
+            ]
+        );
+        std::os::unix::fs::symlink("../../secret", root.join("data/escape")).unwrap();
+        let mut f = Findings::new();
+        add_path(&mut Vec::new(), &root.join("data"), "data", Some(&root), "additional file", &mut f);
+        assert!(f.0[0].message.contains("points outside the package directory"), "{f:?}");
+        let mut f = Findings::new();
+        add_path(&mut Vec::new(), &d.path().join("secret"), "secret", Some(&root), "additional file", &mut f);
+        assert!(f.0[0].message.contains("outside the package directory"), "{f:?}");
+        let mut f = Findings::new();
+        add_path(&mut Vec::new(), &root.join("nope"), "nope", Some(&root), "icon", &mut f);
+        assert!(f.0[0].message.ends_with("nope: no such file or directory"), "{f:?}");
+    }
+
+    #[test]
+    fn sniffs_icons() {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        png.extend_from_slice(&512u32.to_be_bytes());
+        png.extend_from_slice(&333u32.to_be_bytes());
+        assert_eq!(image_kind(&png), Some("PNG"));
+        assert_eq!(png_size(&png), Some((512, 333)));
+        assert_eq!(image_kind(b"<?xml version='1.0'?><svg>"), Some("SVG"));
+        assert_eq!(image_kind(b"hello"), None);
+    }
+}

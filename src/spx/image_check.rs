@@ -1,0 +1,521 @@
+//! `docker load`'s checks, replayed offline on a `docker save` archive read as a stream (so an
+//! archive inside an SPX is checked in the same pass that reads the SPX, without temporary
+//! files): safe entry names, no duplicates, links resolved inside the archive, `manifest.json`
+//! items whose config and layers exist, layer count = `diff_ids` count, at most 125 layers,
+//! compression Docker 20.10 reads (gzip, bzip2, xz or none; never zstd, outer or layer),
+//! `RepoTags` syntax, OS/architecture against the target and — with `full` — every layer's
+//! `diff_id` over its decompressed bytes and every `blobs/sha256/<hex>` name over its bytes.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::rc::Rc;
+
+use serde::Serialize;
+
+use super::Findings;
+use crate::compress::{self, Compression};
+use crate::digest::{Digest, Hasher};
+use crate::docker_archive::read::Item;
+use crate::image::validate::MAX_LAYERS;
+use crate::image::{ConfigView, parse_json};
+use crate::platform::Platform;
+use crate::progress::human_size;
+use crate::tar_index::normalize;
+
+/// Small entries are kept in memory (configs, manifests) up to this size each…
+const KEEP_MAX: u64 = 8 << 20;
+/// …and this much in total.
+const KEEP_TOTAL: u64 = 128 << 20;
+
+/// How thoroughly to check.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckOptions<'a> {
+    /// Hash every layer (decompressed) and blob; otherwise structure only.
+    pub full: bool,
+    /// The platform the images must be for.
+    pub platform: Option<&'a Platform>,
+}
+
+/// One image of an archive.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageInfo {
+    pub tags: Vec<String>,
+    /// sha256 of the config bytes.
+    pub id: String,
+    pub platform: String,
+    pub layers: usize,
+    /// Sum of the layer file sizes as stored.
+    pub layer_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+}
+
+/// What an archive holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArchiveInfo {
+    /// Outer compression of the archive.
+    pub compression: &'static str,
+    pub images: Vec<ImageInfo>,
+    /// Whether every layer's diff_id was recomputed.
+    pub layers_verified: bool,
+}
+
+impl ArchiveInfo {
+    /// Every tag of every image.
+    pub fn tags(&self) -> impl Iterator<Item = &String> {
+        self.images.iter().flat_map(|i| i.tags.iter())
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Rec {
+    File { size: u64, head: Vec<u8>, data: Option<Vec<u8>>, sha: Option<Digest>, diff: Option<Digest> },
+    Dir,
+    Symlink(String),
+    Hardlink(String),
+}
+
+/// Checks the archive read from `r`; every problem goes to `findings`, labelled with `label`.
+/// Returns what could be learnt (`None` when it is not a readable archive at all).
+pub fn check(r: &mut dyn Read, label: &str, opts: &CheckOptions, findings: &mut Findings) -> Option<ArchiveInfo> {
+    let mut br = BufReader::with_capacity(1 << 16, r);
+    let outer = match br.fill_buf() {
+        Ok(head) => compress::sniff(head),
+        Err(e) => {
+            findings.error(format!("{label}: cannot read: {e}"), None);
+            return None;
+        }
+    };
+    let dec: Box<dyn Read + '_> = match outer {
+        Compression::None => Box::new(br),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(br)),
+        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(br)),
+        Compression::Zstd => {
+            findings.error(
+                format!("{label}: the archive is zstd-compressed; Docker 20.10 (CORE I/O) cannot load it"),
+                Some("compress it with gzip, or leave it uncompressed"),
+            );
+            return None;
+        }
+    };
+    let mut recs: BTreeMap<String, Rec> = BTreeMap::new();
+    if let Err(msg) = read_entries(dec, opts.full, &mut recs) {
+        findings.error(format!("{label}: {msg}"), Some("the archive is damaged or not a tar file; save it again"));
+        return None;
+    }
+    let mut info = ArchiveInfo { compression: outer.name(), images: Vec::new(), layers_verified: opts.full };
+    let items: Vec<Item> = match recs.get("manifest.json") {
+        Some(Rec::File { data: Some(d), .. }) => match parse_json::<Option<Vec<Item>>>(d, "manifest.json") {
+            Ok(Some(items)) if !items.is_empty() => items,
+            Ok(_) => {
+                findings.error(format!("{label}: manifest.json lists no images"), None);
+                return Some(info);
+            }
+            Err(e) => {
+                findings.error(format!("{label}: {}", e.message()), Some("save the image again"));
+                return Some(info);
+            }
+        },
+        _ => {
+            let hint = if recs.contains_key("index.json") {
+                "it is an OCI archive; Docker 20.10 loads only docker save archives (with manifest.json)"
+            } else {
+                "a docker save archive has a manifest.json at its root"
+            };
+            findings.error(format!("{label}: not a docker save archive: no manifest.json"), Some(hint));
+            return Some(info);
+        }
+    };
+    for (i, item) in items.iter().enumerate() {
+        if let Some(img) = check_item(&recs, i, item, label, opts, findings) {
+            info.images.push(img);
+        }
+    }
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, img) in info.images.iter().enumerate() {
+        for t in &img.tags {
+            if let Some(j) = seen.insert(t.clone(), i) {
+                findings
+                    .warn(format!("{label}: images {j} and {i} are both tagged {t}; docker load keeps the last"), None);
+            }
+        }
+    }
+    Some(info)
+}
+
+struct Counting<R> {
+    inner: R,
+    n: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n.set(self.n.get() + k as u64);
+        Ok(k)
+    }
+}
+
+fn read_entries(r: Box<dyn Read + '_>, full: bool, recs: &mut BTreeMap<String, Rec>) -> Result<(), String> {
+    let consumed = Rc::new(Cell::new(0u64));
+    let mut ar = tar::Archive::new(Counting { inner: r, n: consumed.clone() });
+    let mut kept = 0u64;
+    let mut end = 0u64;
+    let mut count = 0usize;
+    let entries = ar.entries().map_err(|e| format!("not a tar archive: {e}"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("not a valid tar archive: {e}"))?;
+        count += 1;
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let name = std::str::from_utf8(&raw).map_err(|_| format!("entry name {shown:?} is not valid UTF-8"))?;
+        let Some(name) = normalize(name).map_err(|why| format!("unsafe entry {shown:?}: {why}"))? else { continue };
+        let kind = entry.header().entry_type();
+        let size = entry.size();
+        end = entry.raw_file_position() + size.div_ceil(512) * 512;
+        let rec = if kind.is_file() || kind == tar::EntryType::Continuous {
+            let keep = size <= KEEP_MAX && kept + size <= KEEP_TOTAL;
+            if keep {
+                let mut data = Vec::with_capacity(size as usize);
+                entry.read_to_end(&mut data).map_err(|e| format!("{name}: truncated ({e})"))?;
+                kept += size;
+                let (sha, diff) = if full { hash_bytes(&data) } else { (None, None) };
+                Rec::File { size, head: data[..data.len().min(8)].to_vec(), data: Some(data), sha, diff }
+            } else if full {
+                let (head, sha, diff) = hash_stream(&mut entry).map_err(|e| format!("{name}: {e}"))?;
+                Rec::File { size, head, data: None, sha: Some(sha), diff }
+            } else {
+                let mut head = vec![0u8; 8];
+                let n = read_up_to(&mut entry, &mut head).map_err(|e| format!("{name}: truncated ({e})"))?;
+                head.truncate(n);
+                io::copy(&mut entry, &mut io::sink()).map_err(|e| format!("{name}: truncated ({e})"))?;
+                Rec::File { size, head, data: None, sha: None, diff: None }
+            }
+        } else if kind.is_dir() {
+            Rec::Dir
+        } else if kind.is_symlink() || kind.is_hard_link() {
+            let target = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            if target.is_empty() {
+                return Err(format!("link {name:?} has no target"));
+            }
+            if kind.is_symlink() { Rec::Symlink(target) } else { Rec::Hardlink(target) }
+        } else if kind == tar::EntryType::XGlobalHeader {
+            continue;
+        } else {
+            return Err(format!("entry {name:?} is a {kind:?}, not a file, directory or link"));
+        };
+        match recs.get(&name) {
+            Some(Rec::Dir) if matches!(rec, Rec::Dir) => continue,
+            Some(_) => return Err(format!("contains the entry {name:?} twice")),
+            None => {}
+        }
+        recs.insert(name, rec);
+    }
+    if count == 0 {
+        return Err("it holds no entries".into());
+    }
+    if consumed.get() < end + 512 {
+        return Err("it ends without the end-of-archive marker (truncated?)".into());
+    }
+    Ok(())
+}
+
+fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// (sha256 of the bytes, sha256 of their decompressed content when compressed).
+fn hash_bytes(data: &[u8]) -> (Option<Digest>, Option<Digest>) {
+    let sha = Digest::of(data);
+    let diff = match compress::sniff(data) {
+        Compression::None | Compression::Zstd => None,
+        _ => decoded_digest(&mut &data[..]).ok().flatten(),
+    };
+    (Some(sha), diff)
+}
+
+/// Streams an entry once: first bytes, sha256 of the raw bytes, sha256 of the decompressed bytes.
+fn hash_stream(r: &mut dyn Read) -> io::Result<(Vec<u8>, Digest, Option<Digest>)> {
+    struct Tee<'a> {
+        inner: &'a mut dyn Read,
+        h: Hasher,
+    }
+    impl Read for Tee<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.h.update(&buf[..n]);
+            Ok(n)
+        }
+    }
+    let mut br = BufReader::with_capacity(1 << 20, Tee { inner: r, h: Hasher::new() });
+    let head = br.fill_buf()?;
+    let head = head[..head.len().min(8)].to_vec();
+    let diff = decoded_digest(&mut br)?;
+    io::copy(&mut br, &mut io::sink())?;
+    let tee = br.into_inner();
+    Ok((head, tee.h.finish(), diff))
+}
+
+/// sha256 of the decompressed content of `r` (`None` when it is not compressed or is zstd).
+fn decoded_digest(r: &mut dyn BufRead) -> io::Result<Option<Digest>> {
+    let c = compress::sniff(r.fill_buf()?);
+    let mut h = Hasher::new();
+    match c {
+        Compression::None | Compression::Zstd => return Ok(None),
+        Compression::Gzip => io::copy(&mut flate2::bufread::MultiGzDecoder::new(r), &mut h)?,
+        Compression::Bzip2 => io::copy(&mut bzip2::bufread::MultiBzDecoder::new(r), &mut h)?,
+        Compression::Xz => io::copy(&mut xz2::bufread::XzDecoder::new_multi_decoder(r), &mut h)?,
+    };
+    h.flush()?;
+    Ok(Some(h.finish()))
+}
+
+/// Follows links inside the archive to a regular file.
+fn resolve<'a>(recs: &'a BTreeMap<String, Rec>, path: &str) -> Result<(String, &'a Rec), String> {
+    let mut cur =
+        normalize(path).map_err(|why| format!("{path:?} {why}"))?.ok_or_else(|| format!("{path:?} is empty"))?;
+    for _ in 0..40 {
+        match recs.get(&cur) {
+            None => return Err(format!("{path:?} is not in the archive")),
+            Some(Rec::Symlink(t)) => {
+                let base = cur.rsplit_once('/').map_or("", |(d, _)| d);
+                let joined = if t.starts_with('/') { t.clone() } else { format!("{base}/{t}") };
+                cur = normalize_lexically(&joined).ok_or_else(|| format!("{path:?} links outside the archive"))?;
+            }
+            Some(Rec::Hardlink(t)) => {
+                cur = normalize_lexically(t).ok_or_else(|| format!("{path:?} links outside the archive"))?;
+            }
+            Some(Rec::Dir) => return Err(format!("{path:?} is a directory")),
+            Some(rec @ Rec::File { .. }) => return Ok((cur, rec)),
+        }
+    }
+    Err(format!("{path:?}: too many links (a cycle?)"))
+}
+
+fn normalize_lexically(p: &str) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            c => out.push(c),
+        }
+    }
+    (!out.is_empty()).then(|| out.join("/"))
+}
+
+fn check_item(
+    recs: &BTreeMap<String, Rec>,
+    i: usize,
+    item: &Item,
+    label: &str,
+    opts: &CheckOptions,
+    findings: &mut Findings,
+) -> Option<ImageInfo> {
+    let tags = item.repo_tags.clone().unwrap_or_default();
+    let who = match tags.first() {
+        Some(t) => format!("{label}: image {t}"),
+        None => format!("{label}: image {i}"),
+    };
+    for t in &tags {
+        if let Err(e) = crate::docker_archive::write::check_tag(t) {
+            findings.error(format!("{who}: RepoTags: {}", e.message()), e.hint());
+        }
+    }
+    if tags.is_empty() {
+        findings.warn(format!("{who}: has no RepoTags, so docker load leaves it untagged"), None);
+    }
+    let config_bytes = match resolve(recs, &item.config) {
+        Ok((_, Rec::File { data: Some(d), .. })) => d,
+        Ok((_, Rec::File { size, .. })) => {
+            findings.error(format!("{who}: config {} is {}, too large to check", item.config, human_size(*size)), None);
+            return None;
+        }
+        Ok(_) => unreachable!("resolve returns files"),
+        Err(why) => {
+            findings.error(format!("{who}: Config {why}"), None);
+            return None;
+        }
+    };
+    let id = Digest::of(config_bytes);
+    let config: ConfigView = match parse_json(config_bytes, &format!("config {}", item.config)) {
+        Ok(c) => c,
+        Err(e) => {
+            findings.error(format!("{who}: {}", e.message()), None);
+            return None;
+        }
+    };
+    if let Some(claimed) = digest_in_name(&item.config)
+        && claimed != id.hex()
+    {
+        findings.error(format!("{who}: config {} does not match its name (sha256 {})", item.config, id.hex()), None);
+    }
+    let platform = config.platform();
+    if config.os != "linux" {
+        findings.error(format!("{who}: OS is {:?}, the robot runs linux", config.os), None);
+    } else if let Some(want) = opts.platform
+        && !platform.satisfies(want)
+    {
+        findings.error(
+            format!("{who}: image is {platform}, but the target is {}", want.normalized()),
+            Some("pull or build the image for the target platform (--platform)"),
+        );
+    }
+    if config.rootfs.kind != "layers" {
+        findings.error(format!("{who}: config rootfs.type is {:?}, expected \"layers\"", config.rootfs.kind), None);
+    }
+    let diff_ids = &config.rootfs.diff_ids;
+    if item.layers.len() != diff_ids.len() {
+        findings.error(
+            format!(
+                "{who}: manifest.json lists {} layers but the config has {} diff_ids",
+                item.layers.len(),
+                diff_ids.len()
+            ),
+            Some("docker load rejects it; save the image again"),
+        );
+    }
+    if item.layers.len() > MAX_LAYERS {
+        findings.error(
+            format!("{who}: {} layers, more than Docker's limit of {MAX_LAYERS}", item.layers.len()),
+            Some("squash the image into fewer layers"),
+        );
+    }
+    let mut layer_bytes = 0;
+    for (n, path) in item.layers.iter().enumerate() {
+        let (name, rec) = match resolve(recs, path) {
+            Ok(x) => x,
+            Err(why) => {
+                findings.error(format!("{who}: layer {n}: {why}"), None);
+                continue;
+            }
+        };
+        let Rec::File { size, head, sha, diff, .. } = rec else { continue };
+        layer_bytes += size;
+        let c = compress::sniff(head);
+        if c == Compression::Zstd {
+            findings.error(
+                format!("{who}: layer {n} ({name}) is zstd-compressed; Docker 20.10 (CORE I/O) cannot load it"),
+                Some("re-push or rebuild the image with gzip layers"),
+            );
+            continue;
+        }
+        if !opts.full {
+            continue;
+        }
+        if let (Some(claimed), Some(sha)) = (digest_in_name(&name), sha)
+            && claimed != sha.hex()
+        {
+            findings.error(format!("{who}: layer {n}: {name} does not match its name (sha256 {})", sha.hex()), None);
+        }
+        let actual = if c == Compression::None { sha.as_ref() } else { diff.as_ref() };
+        if let (Some(actual), Some(want)) = (actual, diff_ids.get(n))
+            && actual != want
+        {
+            findings.error(
+                format!("{who}: layer {n} ({name}): its content has diff_id {actual}, the config says {want}"),
+                Some("docker load fails with \"invalid diffID\"; save the image again"),
+            );
+        }
+    }
+    Some(ImageInfo {
+        tags,
+        id: id.to_string(),
+        platform: platform.to_string(),
+        layers: item.layers.len(),
+        layer_bytes,
+        created: config.created.clone(),
+    })
+}
+
+/// The hex digest a blob path claims: `blobs/sha256/<hex>` or `<hex>.json`.
+fn digest_in_name(path: &str) -> Option<&str> {
+    let hex = path.strip_prefix("blobs/sha256/").or_else(|| path.strip_suffix(".json"))?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())).then_some(hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (n, d) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(d.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, n, *d).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn gz(d: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(d).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn archive(diff_override: Option<&str>, arch: &str, tag: &str) -> Vec<u8> {
+        let layer_tar = tar_of(&[("hello", b"hi")]);
+        let layer = gz(&layer_tar);
+        let diff = diff_override.map_or_else(|| Digest::of(&layer_tar).to_string(), str::to_string);
+        let config =
+            format!(r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff}"]}}}}"#);
+        let cfg_name = format!("blobs/sha256/{}", Digest::of(config.as_bytes()).hex());
+        let layer_name = format!("blobs/sha256/{}", Digest::of(&layer).hex());
+        let manifest = format!(r#"[{{"Config":"{cfg_name}","RepoTags":["{tag}"],"Layers":["{layer_name}"]}}]"#);
+        tar_of(&[(&cfg_name, config.as_bytes()), (&layer_name, &layer), ("manifest.json", manifest.as_bytes())])
+    }
+
+    fn run(bytes: &[u8], full: bool) -> (Option<ArchiveInfo>, Vec<String>) {
+        let mut f = Findings::new();
+        let p = Platform::linux_arm64();
+        let info = check(&mut &bytes[..], "a.tar", &CheckOptions { full, platform: Some(&p) }, &mut f);
+        (info, f.0.into_iter().map(|x| x.message).collect())
+    }
+
+    #[test]
+    fn good_archive_plain_and_gzipped() {
+        let a = archive(None, "arm64", "x:1");
+        let (info, f) = run(&a, true);
+        assert!(f.is_empty(), "{f:?}");
+        let info = info.unwrap();
+        assert_eq!(info.images[0].tags, ["x:1"]);
+        assert_eq!(info.images[0].platform, "linux/arm64");
+        let (info, f) = run(&gz(&a), false);
+        assert!(f.is_empty(), "{f:?}");
+        assert_eq!(info.unwrap().compression, "gzip");
+    }
+
+    #[test]
+    fn replays_docker_load_failures() {
+        let zero = format!("sha256:{}", "0".repeat(64));
+        let (_, f) = run(&archive(Some(&zero), "amd64", "Bad:tag"), true);
+        assert_eq!(f.len(), 3, "{f:?}");
+        assert!(f[0].contains("RepoTags: invalid image tag"), "{f:?}");
+        assert!(f[1].contains("image is linux/amd64, but the target is linux/arm64/v8"), "{f:?}");
+        assert!(f[2].contains("its content has diff_id"), "{f:?}");
+        // quick mode does not hash
+        let (_, f) = run(&archive(Some(&zero), "arm64", "x:1"), false);
+        assert!(f.is_empty(), "{f:?}");
+        let (_, f) = run(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0], false);
+        assert!(f[0].contains("zstd"), "{f:?}");
+        let a = archive(None, "arm64", "x:1");
+        let (_, f) = run(&a[..a.len() - 1024], false);
+        assert!(f[0].contains("end-of-archive"), "{f:?}");
+        let (_, f) = run(&tar_of(&[("index.json", b"{}")]), false);
+        assert!(f[0].contains("no manifest.json"), "{f:?}");
+    }
+}

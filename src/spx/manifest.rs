@@ -1,0 +1,515 @@
+//! The extension `manifest.json`: strict parsing (duplicate keys are errors), every rule from
+//! `spec/spx-format.md` §1.4/§2.2/§2.3 checked at once with the JSON path of each problem, and
+//! the defaults the SDK script adds (`installation_target`, `date`) appended in its order while
+//! the user's key order is kept.
+
+use serde_json::{Map, Value};
+
+use super::json::{self, child, index};
+use super::{Findings, Target, suggest};
+
+/// Every key the robot or the SDK documents.
+pub const KNOWN_KEYS: [&str; 10] = [
+    "description",
+    "version",
+    "icon",
+    "udev_rules",
+    "images",
+    "extension_name",
+    "installation_target",
+    "files_to_save",
+    "directories_to_save",
+    "date",
+];
+
+/// Manifests larger than this are refused.
+pub const MAX_SIZE: usize = 1 << 20;
+
+/// Parses `bytes`; problems go to `findings` (labelled with `file`). `None` if unusable.
+pub fn parse(bytes: &[u8], file: &str, findings: &mut Findings) -> Option<Map<String, Value>> {
+    if bytes.len() > MAX_SIZE {
+        findings.error(format!("{file}: {} bytes, more than the {MAX_SIZE} byte limit", bytes.len()), None);
+        return None;
+    }
+    let (v, dups) = match json::parse_strict(bytes) {
+        Ok(x) => x,
+        Err(e) => {
+            findings.error(
+                format!("{file}: invalid JSON at line {} column {}: {}", e.line, e.column, e.message),
+                Some("fix the syntax (JSON allows no comments and no trailing commas)"),
+            );
+            return None;
+        }
+    };
+    for d in dups {
+        findings.error(
+            format!("{file}: {d}: duplicate key"),
+            Some("remove one of them: JSON readers disagree on which value wins"),
+        );
+    }
+    match v {
+        Value::Object(m) => Some(m),
+        other => {
+            findings.error(format!("{file}: $: must be a JSON object, found {}", kind(&other)), None);
+            None
+        }
+    }
+}
+
+/// The JSON type name of `v`, for messages.
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Where a manifest is checked.
+pub struct Rules<'a> {
+    /// Label in messages: `manifest.json` or `x.spx: manifest.json`.
+    pub file: &'a str,
+    /// Without `extension_name` the robot names the extension after the SPX file: (stem, file name).
+    pub spx_name: Option<(&'a str, &'a str)>,
+    /// Checking a finished SPX: missing defaults are reported instead of added.
+    pub packaged: bool,
+}
+
+/// Whether Python's truthiness test (`not d.get(key)`) would call `key` missing.
+pub fn is_missing(m: &Map<String, Value>, key: &str) -> bool {
+    match m.get(key) {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => !b,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(Value::Object(o)) => o.is_empty(),
+        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+    }
+}
+
+/// Checks every rule and appends the problems to `findings`.
+pub fn check(m: &Map<String, Value>, r: &Rules, findings: &mut Findings) {
+    let file = r.file;
+    let mut err = |path: &str, msg: String, hint: Option<&str>| findings.error(format!("{file}: {path}: {msg}"), hint);
+    let mut warnings: Vec<(String, String, Option<&'static str>)> = Vec::new();
+
+    // version
+    match m.get("version") {
+        None | Some(Value::Null) => {
+            err("$.version", "missing (required)".into(), Some("add e.g. \"version\": \"1.0.0\""))
+        }
+        Some(Value::String(s)) if s.is_empty() => {
+            err("$.version", "must not be empty".into(), Some("set e.g. \"version\": \"1.0.0\""))
+        }
+        Some(Value::String(s)) => {
+            if !is_xyz(s) {
+                warnings.push((
+                    "$.version".into(),
+                    format!("{s:?} is not in X.Y.Z form"),
+                    Some("the SDK script rejects it when extension_name is missing"),
+                ));
+            }
+        }
+        Some(v) => err("$.version", format!("must be a string, found {}", kind(v)), None),
+    }
+    // description
+    if let Some(v) = m.get("description")
+        && !v.is_string()
+    {
+        err("$.description", format!("must be a string, found {}", kind(v)), None);
+    }
+    // extension_name (or the SPX file name)
+    match m.get("extension_name") {
+        Some(Value::String(s)) if !s.is_empty() => {
+            if let Err(why) = check_name(s) {
+                err("$.extension_name", format!("{s:?} {why}"), Some(NAME_HINT));
+            }
+        }
+        None | Some(Value::Null) | Some(Value::String(_)) => {
+            if let Some((stem, shown)) = r.spx_name
+                && let Err(why) = check_name(stem)
+            {
+                err(
+                    "$.extension_name",
+                    format!("not set, so the robot names the extension after the file {shown}, and {stem:?} {why}"),
+                    Some("set extension_name in manifest.json, or choose another output file name"),
+                );
+            }
+        }
+        Some(v) => err("$.extension_name", format!("must be a string, found {}", kind(v)), None),
+    }
+    // installation_target
+    match m.get("installation_target") {
+        Some(Value::String(s)) if !s.is_empty() && Target::parse(s).is_none() => err(
+            "$.installation_target",
+            format!("{s:?} is not one of spot, orbit"),
+            Some("use \"spot\" for CORE I/O (arm64) or \"orbit\" for Orbit (amd64)"),
+        ),
+        Some(Value::String(s)) if !s.is_empty() => {}
+        Some(v) if !is_missing(m, "installation_target") => {
+            err("$.installation_target", format!("must be a string, found {}", kind(v)), None)
+        }
+        _ if r.packaged => warnings.push((
+            "$.installation_target".into(),
+            "not set; the robot assumes \"spot\"".into(),
+            Some("Orbit extensions must set \"orbit\""),
+        )),
+        _ => {}
+    }
+    // date
+    match m.get("date") {
+        Some(Value::String(s)) if !s.is_empty() => {
+            if let Err(why) = parse_iso8601(s) {
+                err("$.date", format!("{s:?} is not an ISO 8601 date: {why}"), Some("use e.g. 2025-05-12T22:10:15"));
+            }
+        }
+        Some(v) if !is_missing(m, "date") => err("$.date", format!("must be a string, found {}", kind(v)), None),
+        _ => {}
+    }
+    // icon, udev_rules: a file in the SPX
+    for key in ["icon", "udev_rules"] {
+        let path = child("$", key);
+        match m.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => {
+                if let Err(why) = check_member_path(s) {
+                    err(&path, format!("{s:?} {why}"), Some("name a file stored in the SPX, relative to its root"));
+                } else if key == "udev_rules" && !s.ends_with(".rules") {
+                    warnings.push((path, format!("{s:?} does not end in .rules"), Some("udev ignores other files")));
+                }
+            }
+            Some(v) => err(&path, format!("must be a string, found {}", kind(v)), None),
+        }
+    }
+    // images
+    match m.get("images") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) => {
+            let mut seen = Vec::new();
+            for (i, v) in a.iter().enumerate() {
+                let path = index("$.images", i);
+                let Some(s) = v.as_str() else {
+                    err(&path, format!("must be a string, found {}", kind(v)), None);
+                    continue;
+                };
+                if s.is_empty() || s.contains('/') || s.contains('\\') || s == "." || s == ".." {
+                    err(
+                        &path,
+                        format!("{s:?} must be a plain file name"),
+                        Some("image archives are stored at the root of the SPX; list their file names"),
+                    );
+                } else if !super::is_archive_name(s) {
+                    warnings.push((
+                        path.clone(),
+                        format!("{s:?} does not end in .tar, .tar.gz or .tgz"),
+                        Some("the SDK script only writes those"),
+                    ));
+                }
+                if seen.contains(&s) {
+                    err(&path, format!("{s:?} is listed twice"), None);
+                }
+                seen.push(s);
+            }
+        }
+        Some(v) => err("$.images", format!("must be an array of file names, found {}", kind(v)), None),
+    }
+    // files_to_save, directories_to_save: paths under /data/.extensions/<name>
+    for key in ["files_to_save", "directories_to_save"] {
+        let path = child("$", key);
+        match m.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(a)) => {
+                for (i, v) in a.iter().enumerate() {
+                    let p = index(&path, i);
+                    match v.as_str() {
+                        None => err(&p, format!("must be a string, found {}", kind(v)), None),
+                        Some(s) => {
+                            if let Err(why) = check_member_path(s) {
+                                err(
+                                    &p,
+                                    format!("{s:?} {why}"),
+                                    Some("paths are relative to the extension directory on the robot"),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            Some(v) => err(&path, format!("must be an array of paths, found {}", kind(v)), None),
+        }
+    }
+    // unknown keys
+    for k in m.keys() {
+        if KNOWN_KEYS.contains(&k.as_str()) {
+            continue;
+        }
+        let guess = match k.as_str() {
+            "extension_target" | "target" | "install_target" => Some("installation_target"),
+            "name" => Some("extension_name"),
+            "image" => Some("images"),
+            _ => suggest(k, &KNOWN_KEYS),
+        };
+        let msg = match guess {
+            Some(g) => format!("unknown key; did you mean {g:?}?"),
+            None => "unknown key; the robot ignores it".to_string(),
+        };
+        warnings.push((child("$", k), msg, None));
+    }
+    for (path, msg, hint) in warnings {
+        findings.warn(format!("{file}: {path}: {msg}"), hint);
+    }
+}
+
+const NAME_HINT: &str = "use only letters, digits, '-' and '_', without \"coreio\" or \"mission_control\"";
+
+/// The extension name rules (`spec/spx-format.md` §2.3). The reserved words are matched without
+/// regard to case.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        return Err(format!("contains {c:?}; extension names may only contain letters, digits, '-' and '_'"));
+    }
+    let lower = name.to_ascii_lowercase();
+    for reserved in ["coreio", "mission_control"] {
+        if lower.contains(reserved) {
+            return Err(format!("contains the reserved word {reserved:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// A path stored in (or saved from) the extension directory: relative, no `..`, no `\`.
+pub fn check_member_path(p: &str) -> Result<(), &'static str> {
+    if p.is_empty() {
+        return Err("is empty");
+    }
+    if p.starts_with('/') {
+        return Err("is absolute; it must be relative to the extension directory");
+    }
+    if p.contains('\\') || p.contains('\0') {
+        return Err("contains a backslash or NUL");
+    }
+    if p.split('/').any(|c| c == "..") {
+        return Err("leaves the extension directory ('..')");
+    }
+    if p.split('/').all(|c| c.is_empty() || c == ".") {
+        return Err("names the extension directory itself");
+    }
+    Ok(())
+}
+
+fn is_xyz(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Sets `key` to `value` when Python's truthiness would call it missing: an existing key keeps
+/// its position (as a Python dict assignment does), a new one is appended. Returns whether it
+/// changed anything.
+pub fn set_default(m: &mut Map<String, Value>, key: &str, value: Value) -> bool {
+    if !is_missing(m, key) {
+        return false;
+    }
+    m.insert(key.to_string(), value);
+    true
+}
+
+/// The manifest `date` for a build: `SOURCE_DATE_EPOCH` (or 0) as a naive UTC ISO 8601 time, the
+/// shape Python's `datetime.isoformat()` writes and `fromisoformat()` reads on every version.
+pub fn date_from_epoch(epoch: u64) -> String {
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    let (y, mo, d) = civil_from_days(days);
+    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Accepts what Python's `datetime.fromisoformat` accepts on 3.11+ for the usual shapes:
+/// `YYYY-MM-DD[(T| )HH[:MM[:SS[.f{1,6}]]][Z|±HH:MM]]`.
+pub fn parse_iso8601(s: &str) -> Result<(), String> {
+    let b = s.as_bytes();
+    let num = |i: usize, n: usize| -> Option<u32> {
+        let part = s.get(i..i + n)?;
+        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok()).flatten()
+    };
+    let (Some(y), Some(mo), Some(d)) = (num(0, 4), num(5, 2), num(8, 2)) else {
+        return Err("expected YYYY-MM-DD".into());
+    };
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+        return Err("expected YYYY-MM-DD".into());
+    }
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let dim = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if y == 0 || !(1..=12).contains(&mo) || d == 0 || d > dim[mo as usize - 1] {
+        return Err("no such date".into());
+    }
+    if s.len() == 10 {
+        return Ok(());
+    }
+    if !matches!(b[10], b'T' | b't' | b' ') {
+        return Err("expected 'T' between date and time".into());
+    }
+    let mut rest = &s[11..];
+    // offset
+    if let Some(r) = rest.strip_suffix('Z').or_else(|| rest.strip_suffix('z')) {
+        rest = r;
+    } else if let Some(i) = rest.rfind(['+', '-']) {
+        let off = &rest[i + 1..];
+        let ok = off.len() == 5
+            && off.as_bytes()[2] == b':'
+            && off[..2].parse::<u32>().is_ok_and(|h| h < 24)
+            && off[3..].parse::<u32>().is_ok_and(|m| m < 60);
+        if !ok {
+            return Err(format!("invalid UTC offset {off:?}"));
+        }
+        rest = &rest[..i];
+    }
+    let (hms, frac) = match rest.split_once('.') {
+        Some((a, f)) => (a, Some(f)),
+        None => (rest, None),
+    };
+    if let Some(f) = frac
+        && (f.is_empty() || f.len() > 6 || !f.bytes().all(|c| c.is_ascii_digit()))
+    {
+        return Err("fractional seconds must be 1 to 6 digits".into());
+    }
+    let parts: Vec<&str> = hms.split(':').collect();
+    let limits = [23, 59, 59];
+    if parts.is_empty() || parts.len() > 3 || (frac.is_some() && parts.len() != 3) {
+        return Err("expected HH:MM[:SS[.ffffff]]".into());
+    }
+    for (p, lim) in parts.iter().zip(limits) {
+        if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_digit()) || p.parse::<u32>().unwrap_or(99) > lim {
+            return Err("expected HH:MM[:SS[.ffffff]]".into());
+        }
+    }
+    Ok(())
+}
+
+/// A convenience view of a manifest's string fields.
+pub fn get_str<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    m.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+/// The `images` list (string entries only).
+pub fn images(m: &Map<String, Value>) -> Vec<String> {
+    match m.get("images") {
+        Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The target named by `installation_target`, `spot` when it is missing.
+pub fn target(m: &Map<String, Value>) -> Option<Target> {
+    match get_str(m, "installation_target") {
+        None => Some(Target::Spot),
+        Some(s) => Target::parse(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(src: &str, packaged: bool) -> Vec<String> {
+        let mut f = Findings::new();
+        if let Some(m) = parse(src.as_bytes(), "manifest.json", &mut f) {
+            check(&m, &Rules { file: "manifest.json", spx_name: Some(("my ext", "my ext.spx")), packaged }, &mut f);
+        }
+        f.0.iter().map(|x| format!("{:?}: {}", x.severity, x.message)).collect()
+    }
+
+    #[test]
+    fn every_problem_with_its_path() {
+        let got = run(
+            r#"{"version": 1, "installation_target": "robot", "extension_name": "my_coreio",
+                "images": ["a.tar.gz", "sub/b.tgz", 3, "a.tar.gz"], "icon": "../x.png", "date": "yesterday",
+                "files_to_save": ["/etc/x"], "extension_target": "spot", "udev_rules": "x.rule"}"#,
+            false,
+        );
+        let want = [
+            "Error: manifest.json: $.version: must be a string, found a number",
+            "Error: manifest.json: $.extension_name: \"my_coreio\" contains the reserved word \"coreio\"",
+            "Error: manifest.json: $.installation_target: \"robot\" is not one of spot, orbit",
+            "Error: manifest.json: $.date: \"yesterday\" is not an ISO 8601 date: expected YYYY-MM-DD",
+            "Error: manifest.json: $.icon: \"../x.png\" leaves the extension directory ('..')",
+            "Error: manifest.json: $.images[1]: \"sub/b.tgz\" must be a plain file name",
+            "Error: manifest.json: $.images[2]: must be a string, found a number",
+            "Error: manifest.json: $.images[3]: \"a.tar.gz\" is listed twice",
+            "Error: manifest.json: $.files_to_save[0]: \"/etc/x\" is absolute; it must be relative to the extension directory",
+            "Warning: manifest.json: $.udev_rules: \"x.rule\" does not end in .rules",
+            "Warning: manifest.json: $.extension_target: unknown key; did you mean \"installation_target\"?",
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn missing_version_name_fallback_and_duplicates() {
+        let got = run(r#"{"description": "d", "description": "e"}"#, true);
+        assert_eq!(
+            got,
+            [
+                "Error: manifest.json: $.description: duplicate key",
+                "Error: manifest.json: $.version: missing (required)",
+                "Error: manifest.json: $.extension_name: not set, so the robot names the extension after the file my ext.spx, and \"my ext\" contains ' '; extension names may only contain letters, digits, '-' and '_'",
+                "Warning: manifest.json: $.installation_target: not set; the robot assumes \"spot\"",
+            ]
+        );
+        assert_eq!(run("[1]", false), ["Error: manifest.json: $: must be a JSON object, found an array"]);
+        let e = run("{\"version\": \"1.0\",}", false);
+        assert!(e[0].contains("invalid JSON at line 1 column 19: trailing comma"), "{e:?}");
+        assert_eq!(
+            run(r#"{"version": "1.0", "extension_name": "ok-name_1"}"#, false),
+            ["Warning: manifest.json: $.version: \"1.0\" is not in X.Y.Z form"]
+        );
+    }
+
+    #[test]
+    fn defaults_keep_positions() {
+        let mut m: Map<String, Value> =
+            serde_json::from_str(r#"{"installation_target": "", "version": "1.0.0"}"#).unwrap();
+        assert!(set_default(&mut m, "installation_target", "spot".into()));
+        assert!(set_default(&mut m, "date", date_from_epoch(0).into()));
+        assert!(!set_default(&mut m, "version", "x".into()));
+        assert_eq!(
+            json::python_dumps(&Value::Object(m)),
+            r#"{"installation_target": "spot", "version": "1.0.0", "date": "1970-01-01T00:00:00"}"#
+        );
+        assert_eq!(date_from_epoch(1_700_000_000), "2023-11-14T22:13:20");
+        assert_eq!(date_from_epoch(951_782_400), "2000-02-29T00:00:00");
+    }
+
+    #[test]
+    fn iso_dates() {
+        for ok in [
+            "2025-05-12",
+            "2025-05-12T22:10:15.123456",
+            "2025-05-12 22:10",
+            "2024-02-29T00:00:00+02:00",
+            "2025-05-12T22:10:15Z",
+        ] {
+            assert!(parse_iso8601(ok).is_ok(), "{ok}");
+        }
+        for bad in ["2025-13-01", "2023-02-29", "2025-05-12T25:00", "12/05/2025", "2025-05-12T22:10:15.1234567", ""] {
+            assert!(parse_iso8601(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! `spxpack verify`: an offline check of an existing SPX — ours or one made by the SDK script or
+//! by hand (`tar czf`) — read as a single stream (multi-member gzip, PAX and GNU headers are
+//! fine): safe entry names, the manifest rules, compose checks, compose `image:` ↔ bundled
+//! `RepoTags`, icon/udev/images ↔ entries, and every image archive replayed through
+//! `docker load`'s checks ([`super::image_check`]). Duplicate entries are an error, except
+//! byte-identical ones (which the SDK script writes), which are a warning.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::image_check::{self, ArchiveInfo, CheckOptions};
+use super::{COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, compose, manifest};
+use crate::compress::{self, Compression};
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, Result};
+use crate::platform::Platform;
+use crate::tar_index::normalize;
+
+/// How to verify.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Recompute every layer's diff_id and blob digest (reads and decompresses everything).
+    pub full: bool,
+    /// Overrides the platform implied by `installation_target`.
+    pub platform: Option<Platform>,
+}
+
+/// One SPX member.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryInfo {
+    pub name: String,
+    /// `file`, `dir`, `symlink`, `hardlink`.
+    pub kind: &'static str,
+    pub size: u64,
+    pub mode: u32,
+}
+
+/// An image archive inside the SPX.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamedArchive {
+    pub name: String,
+    pub size: u64,
+    #[serde(flatten)]
+    pub info: ArchiveInfo,
+}
+
+/// A compose service and where its image comes from.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub image: Option<String>,
+    /// `bundled in X.tar.gz`, `provided on the robot`, `pulled by the robot`.
+    pub status: String,
+}
+
+/// Everything `verify` and `inspect` learn about an SPX.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpxReport {
+    pub file: String,
+    pub compression: &'static str,
+    pub entries: Vec<EntryInfo>,
+    pub manifest: Option<Value>,
+    pub extension_name: Option<String>,
+    pub target: Option<Target>,
+    pub platform: String,
+    pub archives: Vec<NamedArchive>,
+    pub services: Vec<ServiceInfo>,
+    pub findings: Findings,
+}
+
+impl SpxReport {
+    pub fn ok(&self) -> bool {
+        !self.findings.has_errors()
+    }
+}
+
+/// Verifies the SPX at `path`.
+pub fn verify_file(path: &Path, opts: &VerifyOptions) -> Result<SpxReport> {
+    let mut f = std::fs::File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => {
+            Error::not_found(format!("{}: no such file", path.display())).with_hint("give the path of an .spx file")
+        }
+        _ => Error::io("cannot open", path, e),
+    })?;
+    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    verify_stream(&mut f, &name, opts)
+}
+
+struct Top {
+    size: u64,
+    head: Vec<u8>,
+    data: Option<Vec<u8>>,
+    sha: Option<Digest>,
+    kind: &'static str,
+    archive: Option<ArchiveInfo>,
+}
+
+/// Verifies an SPX read from `r` (rewound first); `file` is its file name (the extension name
+/// falls back to its stem).
+pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions) -> Result<SpxReport> {
+    let mut findings = Findings::new();
+    let stem = file.strip_suffix(".spx").unwrap_or(file).to_string();
+    let mut report = SpxReport {
+        file: file.to_string(),
+        compression: "none",
+        entries: Vec::new(),
+        manifest: None,
+        extension_name: None,
+        target: None,
+        platform: String::new(),
+        archives: Vec::new(),
+        services: Vec::new(),
+        findings: Findings::new(),
+    };
+    let mut tops: BTreeMap<String, Top> = BTreeMap::new();
+    let mut manifest_map: Option<Map<String, Value>> = None;
+    let mut want_images: Option<Vec<String>> = None;
+    let io_err = |e: io::Error| Error::from_io("cannot read", file, e);
+
+    r.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    let mut br = BufReader::with_capacity(1 << 20, &mut *r);
+    let outer = compress::sniff(br.fill_buf().map_err(io_err)?);
+    report.compression = outer.name();
+    match outer {
+        Compression::Gzip => {}
+        Compression::Zstd => {
+            findings.error(format!("{file}: zstd-compressed; an SPX is a gzip-compressed tar"), Some(GZ_HINT));
+            report.findings = findings;
+            return Ok(report);
+        }
+        other => findings.error(format!("{file}: {}; an SPX is a gzip-compressed tar", describe(other)), Some(GZ_HINT)),
+    }
+    let dec = decoder(outer, br);
+    let walked = walk(dec, &mut |name, kind, size, mode, reader| {
+        report.entries.push(EntryInfo { name: name.to_string(), kind, size, mode });
+        if kind != "file" {
+            if let Some(prev) = tops.get(name) {
+                if !(kind == "dir" && prev.kind == "dir") {
+                    findings.error(format!("{file}: contains {name:?} twice ({} and {kind})", prev.kind), None);
+                }
+                return Ok(());
+            }
+            tops.insert(name.to_string(), Top { size, head: vec![], data: None, sha: None, kind, archive: None });
+            if kind == "symlink" || kind == "hardlink" {
+                findings.warn(
+                    format!("{file}: {name} is a {kind}"),
+                    Some("links in an extension are fragile; package the file itself"),
+                );
+            }
+            return Ok(());
+        }
+        let top_level = !name.contains('/');
+        let is_candidate = top_level
+            && match &want_images {
+                Some(list) => list.iter().any(|n| n == name),
+                None => super::is_archive_name(name),
+            };
+        let mut top = Top { size, head: vec![], data: None, sha: None, kind, archive: None };
+        if is_candidate {
+            let label = format!("{file}: {name}");
+            let platform = opts
+                .platform
+                .clone()
+                .or_else(|| manifest_map.as_ref().and_then(manifest::target).map(|t| t.platform()));
+            let copts = CheckOptions { full: opts.full, platform: platform.as_ref() };
+            top.archive = image_check::check(reader, &label, &copts, &mut findings);
+            io::copy(reader, &mut io::sink())?;
+        } else {
+            let keep = top_level && (name == MANIFEST || COMPOSE_NAMES.contains(&name));
+            let limit: u64 = if name == MANIFEST { manifest::MAX_SIZE as u64 } else { 4 << 20 };
+            let mut h = Hasher::new();
+            let mut data = Vec::new();
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = reader.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                if (data.len() as u64) < if keep { limit } else { 64 } {
+                    data.extend_from_slice(&buf[..n]);
+                }
+            }
+            top.head = data[..data.len().min(64)].to_vec();
+            if keep && size <= limit {
+                top.data = Some(data);
+            }
+            top.sha = Some(h.finish());
+        }
+        if let Some(prev) = tops.get(name) {
+            let same = prev.size == top.size && prev.sha.is_some() && prev.sha == top.sha;
+            if same {
+                findings.warn(
+                    format!("{file}: contains {name:?} twice with the same content"),
+                    Some("harmless, but the SDK script only does it by mistake"),
+                );
+            } else {
+                findings.error(
+                    format!("{file}: contains {name:?} twice with different content"),
+                    Some("the robot gets whichever is extracted last; rebuild the SPX"),
+                );
+            }
+            return Ok(());
+        }
+        if name == MANIFEST {
+            let mut f = Findings::new();
+            if let Some(data) = &top.data {
+                manifest_map = manifest::parse(data, &format!("{file}: {MANIFEST}"), &mut f);
+            } else {
+                f.error(format!("{file}: {MANIFEST} is larger than {} bytes", manifest::MAX_SIZE), None);
+            }
+            findings.extend(f);
+            want_images = manifest_map.as_ref().map(manifest::images);
+        }
+        tops.insert(name.to_string(), top);
+        Ok(())
+    });
+    if let Err(e) = walked {
+        findings.error(format!("{file}: {e}"), Some("the file is damaged or not an SPX; build or download it again"));
+    }
+
+    // Second pass for archives listed in the manifest that the first pass could not recognise.
+    let images = manifest_map.as_ref().map(manifest::images).unwrap_or_default();
+    let missed: Vec<String> = images
+        .iter()
+        .filter(|n| tops.get(*n).is_some_and(|t| t.archive.is_none() && t.kind == "file"))
+        .cloned()
+        .collect();
+    if !missed.is_empty() && !matches!(outer, Compression::Zstd) {
+        let target = manifest_map.as_ref().and_then(manifest::target).map(|t| t.platform());
+        let platform = opts.platform.clone().or(target);
+        r.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        let br = BufReader::with_capacity(1 << 20, &mut *r);
+        let _ = walk(decoder(outer, br), &mut |name, _, _, _, reader| {
+            if missed.iter().any(|m| m == name)
+                && let Some(t) = tops.get_mut(name)
+                && t.archive.is_none()
+            {
+                let copts = CheckOptions { full: opts.full, platform: platform.as_ref() };
+                t.archive = image_check::check(reader, &format!("{file}: {name}"), &copts, &mut findings);
+            }
+            Ok(())
+        });
+    }
+
+    cross_check(&mut report, &tops, manifest_map.as_ref(), &stem, file, opts, &mut findings);
+    report.manifest = manifest_map.map(Value::Object);
+    report.findings = findings;
+    Ok(report)
+}
+
+const GZ_HINT: &str = "create it with spxpack build, or tar czf";
+
+fn describe(c: Compression) -> String {
+    match c {
+        Compression::None => "not compressed".into(),
+        other => format!("{}-compressed", other.name()),
+    }
+}
+
+fn decoder<'a>(c: Compression, br: BufReader<&'a mut (impl Read + ?Sized)>) -> Box<dyn Read + 'a> {
+    match c {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(br)),
+        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(br)),
+        _ => Box::new(br),
+    }
+}
+
+type Visit<'v> = dyn FnMut(&str, &'static str, u64, u32, &mut dyn Read) -> io::Result<()> + 'v;
+
+/// Reads every entry; the visitor gets (name, kind, size, mode, content reader).
+fn walk(r: Box<dyn Read + '_>, visit: &mut Visit) -> std::result::Result<(), String> {
+    let consumed = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    struct Counting<'a> {
+        inner: Box<dyn Read + 'a>,
+        n: std::rc::Rc<std::cell::Cell<u64>>,
+    }
+    impl Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let k = self.inner.read(buf)?;
+            self.n.set(self.n.get() + k as u64);
+            Ok(k)
+        }
+    }
+    let mut ar = tar::Archive::new(Counting { inner: r, n: consumed.clone() });
+    let mut end = 0u64;
+    let mut count = 0;
+    for entry in ar.entries().map_err(|e| format!("not a tar archive: {e}"))? {
+        let mut entry = entry.map_err(|e| format!("not a valid tar archive: {e}"))?;
+        count += 1;
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let name = std::str::from_utf8(&raw).map_err(|_| format!("entry name {shown:?} is not valid UTF-8"))?;
+        let name = match normalize(name) {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(why) => return Err(format!("unsafe entry {shown:?}: {why}; the SPX may be malicious")),
+        };
+        let h = entry.header();
+        let kind = h.entry_type();
+        let mode = h.mode().unwrap_or(0);
+        let size = entry.size();
+        end = entry.raw_file_position() + size.div_ceil(512) * 512;
+        let kind = if kind.is_file() || kind == tar::EntryType::Continuous {
+            "file"
+        } else if kind.is_dir() {
+            "dir"
+        } else if kind.is_symlink() {
+            let t = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            let base = name.rsplit_once('/').map_or("", |(d, _)| d);
+            if t.starts_with('/') || !stays_inside(&format!("{base}/{t}")) {
+                return Err(format!("symlink {name:?} points outside the extension ({t:?}); the SPX may be malicious"));
+            }
+            "symlink"
+        } else if kind.is_hard_link() {
+            "hardlink"
+        } else if kind == tar::EntryType::XGlobalHeader {
+            continue;
+        } else {
+            return Err(format!("entry {name:?} is a {kind:?}; an SPX holds only files and directories"));
+        };
+        if mode & 0o6000 != 0 {
+            return Err(format!("entry {name:?} has the setuid/setgid bit; the SPX may be malicious"));
+        }
+        visit(&name, kind, size, mode, &mut entry).map_err(|e| format!("{name}: {e}"))?;
+    }
+    if count == 0 {
+        return Err("it holds no entries".into());
+    }
+    if consumed.get() < end + 512 {
+        return Err("it ends without the end-of-archive marker (truncated)".into());
+    }
+    Ok(())
+}
+
+/// Whether a relative path resolved lexically stays inside the root.
+fn stays_inside(p: &str) -> bool {
+    let mut depth = 0i32;
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
+fn cross_check(
+    report: &mut SpxReport,
+    tops: &BTreeMap<String, Top>,
+    m: Option<&Map<String, Value>>,
+    stem: &str,
+    file: &str,
+    opts: &VerifyOptions,
+    findings: &mut Findings,
+) {
+    let Some(m) = m else {
+        if !tops.contains_key(MANIFEST) {
+            findings.error(format!("{file}: no {MANIFEST} at the root"), Some("every SPX needs one"));
+        }
+        return;
+    };
+    let shown = file.to_string();
+    manifest::check(
+        m,
+        &manifest::Rules { file: &format!("{file}: {MANIFEST}"), spx_name: Some((stem, &shown)), packaged: true },
+        findings,
+    );
+    report.extension_name = Some(manifest::get_str(m, "extension_name").unwrap_or(stem).to_string());
+    let target = manifest::target(m);
+    report.target = target;
+    let platform = opts.platform.clone().unwrap_or_else(|| target.unwrap_or(Target::Spot).platform());
+    report.platform = platform.normalized().to_string();
+    for key in ["icon", "udev_rules"] {
+        if let Some(n) = manifest::get_str(m, key) {
+            match tops.get(n) {
+                Some(t) if t.kind == "file" => {
+                    if key == "icon" {
+                        assets::check_icon(&format!("{file}: {n}"), &t.head, t.size, findings);
+                    }
+                }
+                _ => findings.error(
+                    format!("{file}: {MANIFEST}: $.{key}: {n:?} is not in the SPX"),
+                    Some("the file named in the manifest must be packaged"),
+                ),
+            }
+        }
+    }
+    let images = manifest::images(m);
+    for (i, n) in images.iter().enumerate() {
+        match tops.get(n) {
+            Some(t) if t.kind == "file" => {
+                if let Some(info) = &t.archive {
+                    report.archives.push(NamedArchive { name: n.clone(), size: t.size, info: info.clone() });
+                }
+            }
+            _ => findings.error(
+                format!("{file}: {MANIFEST}: $.images[{i}]: {n:?} is not in the SPX"),
+                Some("every archive named in images must be packaged"),
+            ),
+        }
+    }
+    for (n, t) in tops {
+        if t.archive.is_some() && !images.contains(n) {
+            findings.warn(
+                format!("{file}: {n} looks like an image archive but {MANIFEST} images does not list it"),
+                Some("the robot loads only the archives listed in images"),
+            );
+        }
+    }
+    let compose_top = tops.get(COMPOSE);
+    let Some(data) = compose_top.and_then(|t| t.data.as_ref()) else {
+        let other = COMPOSE_NAMES.iter().find(|n| tops.contains_key(**n));
+        let hint = match other {
+            Some(o) => format!("rename {o} to {COMPOSE}; the robot reads no other name"),
+            None => "every SPX needs one".into(),
+        };
+        findings.error(format!("{file}: no {COMPOSE} at the root"), Some(&hint));
+        return;
+    };
+    let rules = compose::Rules {
+        file: &format!("{file}: {COMPOSE}"),
+        target: target.unwrap_or(Target::Spot),
+        platform: &platform,
+    };
+    let Some(c) = compose::check(data, &rules, findings) else { return };
+    for s in &c.services {
+        let Some(img) = &s.image else { continue };
+        let holder = report.archives.iter().find(|a| a.info.tags().any(|t| compose::same_image(t, img)));
+        let status = match holder {
+            Some(a) => format!("bundled in {}", a.name),
+            None if s.provided => "provided on the robot".to_string(),
+            None => {
+                let registry = crate::reference::Reference::parse(img).map(|r| r.registry).unwrap_or_default();
+                findings.warn(
+                    format!(
+                        "{file}: {COMPOSE}: services.{}.image: {img} is in no image archive; the robot will try to pull it from {registry}",
+                        s.name
+                    ),
+                    Some("bundle it, or make sure the robot can reach that registry"),
+                );
+                "pulled by the robot".to_string()
+            }
+        };
+        report.services.push(ServiceInfo { name: s.name.clone(), image: Some(img.clone()), status });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn spx(files: &[(&str, &[u8])], gzip: bool) -> std::io::Cursor<Vec<u8>> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (n, d) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(d.len() as u64);
+            h.set_mode(0o644);
+            // raw name: the tar crate refuses to write hostile names itself
+            h.as_old_mut().name[..n.len()].copy_from_slice(n.as_bytes());
+            h.set_cksum();
+            b.append(&h, *d).unwrap();
+        }
+        let t = b.into_inner().unwrap();
+        if !gzip {
+            return std::io::Cursor::new(t);
+        }
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&t).unwrap();
+        std::io::Cursor::new(e.finish().unwrap())
+    }
+
+    fn msgs(r: &SpxReport) -> Vec<String> {
+        r.findings.0.iter().map(|f| format!("{:?}: {}", f.severity, f.message)).collect()
+    }
+
+    #[test]
+    fn reports_missing_members_and_duplicates() {
+        let m = br#"{"version":"1.0.0","extension_name":"x","installation_target":"spot","icon":"icon.png","images":["x.tar.gz"]}"#;
+        let c = b"services:\n  a:\n    image: x:1\n";
+        let mut s = spx(&[("manifest.json", m), ("docker-compose.yml", c), ("u.rules", b"a"), ("u.rules", b"a")], true);
+        let r = verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None }).unwrap();
+        assert_eq!(
+            msgs(&r),
+            [
+                "Warning: x.spx: contains \"u.rules\" twice with the same content",
+                "Error: x.spx: manifest.json: $.icon: \"icon.png\" is not in the SPX",
+                "Error: x.spx: manifest.json: $.images[0]: \"x.tar.gz\" is not in the SPX",
+                "Warning: x.spx: docker-compose.yml: services.a.image: x:1 is in no image archive; the robot will try to pull it from docker.io",
+            ]
+        );
+        let mut s = spx(&[("manifest.json", m)], false);
+        let r = verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None }).unwrap();
+        assert!(msgs(&r)[0].contains("not compressed; an SPX is a gzip-compressed tar"), "{:?}", msgs(&r));
+        let mut s = spx(&[("../evil", b"x")], true);
+        let r = verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None }).unwrap();
+        assert!(msgs(&r)[0].contains("unsafe entry"), "{:?}", msgs(&r));
+    }
+}
