@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/bench/spx-build.sh [SIZE_MB] — how fast `spxpack build` packages a large image, next to
+# bench/spx-build-sdk.sh [SIZE_MB] — how fast `spxpack build` packages a large image, next to
 # the alternatives it replaces, in the same run:
 #   1. spxpack build (default: quick re-check of the written SPX)
 #   2. spxpack build --verify off
