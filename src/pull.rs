@@ -93,11 +93,12 @@ pub fn resolve_all(
     for s in sources {
         let img = resolver.resolve(s, platform)?;
         reporter.message(&format!(
-            "resolved {} → {} ({}, {} layers, {})",
+            "resolved {} → {} ({}, {} layer{}, {})",
             s,
             img.id().short(),
             img.platform(),
             img.manifest.layers.len(),
+            if img.manifest.layers.len() == 1 { "" } else { "s" },
             human_size(img.layers_size())
         ));
         images.push(img);
