@@ -244,18 +244,7 @@ fn deflate_chunk(input: &[u8], level: u32) -> Vec<u8> {
 /// Returns (uncompressed bytes, compressed bytes written).
 pub fn gzip_stream<W: Write>(r: &mut dyn Read, w: W, level: u32, threads: usize) -> io::Result<(u64, W)> {
     let mut gz = GzipWriter::new(w, level, threads)?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut n = 0u64;
-    loop {
-        let k = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(k) => k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        gz.write_compressible(&buf[..k])?;
-        n += k as u64;
-    }
+    let n = crate::digest::for_each_chunk(r, CHUNK, |b| gz.write_compressible(b))?;
     Ok((n, gz.finish()?))
 }
 

@@ -162,22 +162,30 @@ impl<R: Read> Read for VerifyingReader<R> {
     }
 }
 
-/// Copies `r` to `w` and returns (bytes, sha256) of what was copied.
-pub fn copy_hashed(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<(u64, Digest)> {
-    let mut h = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
+/// Reads `r` to the end in pieces of at most `chunk` bytes, handing each to `f`; returns the
+/// number of bytes read.
+pub fn for_each_chunk(r: &mut dyn Read, chunk: usize, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<u64> {
+    let mut buf = vec![0u8; chunk];
     let mut n = 0u64;
     loop {
         let k = match r.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return Ok(n),
             Ok(k) => k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        h.update(&buf[..k]);
-        w.write_all(&buf[..k])?;
+        f(&buf[..k])?;
         n += k as u64;
     }
+}
+
+/// Copies `r` to `w` and returns (bytes, sha256) of what was copied.
+pub fn copy_hashed(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<(u64, Digest)> {
+    let mut h = Hasher::new();
+    let n = for_each_chunk(r, 1 << 20, |b| {
+        h.update(b);
+        w.write_all(b)
+    })?;
     Ok((n, h.finish()))
 }
 
