@@ -19,6 +19,7 @@ pub mod progress;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+pub mod sandbox;
 pub mod source;
 pub mod tar_index;
 

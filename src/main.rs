@@ -3,6 +3,12 @@
 use clap::Parser;
 
 fn main() {
+    // the RUN sandbox re-executes spxpack; it must not start threads (signal handler) first
+    if let Some(a) = std::env::args().nth(1)
+        && a.starts_with("__sandbox-")
+    {
+        spxpack::sandbox::internal_main(&std::env::args().skip(1).collect::<Vec<_>>());
+    }
     let cli = spxpack::cli::Cli::parse();
     let level = match cli.verbose {
         0 => "warn",

@@ -2,6 +2,7 @@
 //! below this module knows about clap.
 
 mod output;
+mod sandbox_cmd;
 
 use std::path::PathBuf;
 
@@ -41,6 +42,9 @@ pub enum Command {
     Pull(PullArgs),
     /// Show tags, platform, image ID and layers of an archive, OCI layout or registry image.
     Inspect(InspectArgs),
+    /// Run shell steps on an image in the RUN sandbox (development tool).
+    #[command(hide = true)]
+    SandboxRun(sandbox_cmd::SandboxRunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +139,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pull(a) => pull(a, &term),
         Command::Inspect(a) => inspect(a, &term),
+        Command::SandboxRun(a) => sandbox_cmd::run(a, &term),
     }
 }
 
