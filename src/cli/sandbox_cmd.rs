@@ -102,7 +102,7 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
     let image = resolver.resolve(&src, &platform)?;
     let rcache = RootfsCache::in_blob_cache(&cache)?;
     let t = Instant::now();
-    let rootfs = Rootfs::extract(&image, runner.ownership(), &rcache)?;
+    let rootfs = Rootfs::extract(&image, &runner, &rcache)?;
     let extract_s = t.elapsed().as_secs_f64();
     if !rootfs.skipped().is_empty() {
         eprintln!(

@@ -130,6 +130,12 @@ pub fn detect(platform: &Platform, opts: &Options) -> Result<Runner, Report> {
         report.facts.push(("kernel".into(), format!("{a}.{b}")));
     }
     report.facts.push(("host".into(), facts.host.map(|h| h.qemu).unwrap_or("unknown").into()));
+    if let Some(n) = facts.max_userns {
+        report.facts.push(("user.max_user_namespaces".into(), n.to_string()));
+    }
+    if let Some(n) = facts.apparmor_restrict {
+        report.facts.push(("kernel.apparmor_restrict_unprivileged_userns".into(), n.to_string()));
+    }
     let native = facts.host == Some(target);
     let sandboxes: Vec<Sandbox> = match opts.isolation {
         Isolation::Auto => {
@@ -185,7 +191,7 @@ pub fn detect(platform: &Platform, opts: &Options) -> Result<Runner, Report> {
             }
         }
         for emu in emulations {
-            if let Err(why) = precheck(&facts, sb, emu) {
+            if let Err(why) = precheck(&facts, emu) {
                 report.attempts.push(Attempt { sandbox: sb, emulation: Some(emu), ok: false, detail: why });
                 continue;
             }
@@ -219,10 +225,7 @@ pub fn detect(platform: &Platform, opts: &Options) -> Result<Runner, Report> {
     Err(report)
 }
 
-fn precheck(f: &Facts, sb: Sandbox, emu: Emulation) -> Result<(), String> {
-    if sb == Sandbox::Userns && f.max_userns == Some(0) {
-        return Err("user.max_user_namespaces is 0".into());
-    }
+fn precheck(f: &Facts, emu: Emulation) -> Result<(), String> {
     match emu {
         Emulation::Native => Ok(()),
         Emulation::KernelBinfmt => match &f.binfmt {

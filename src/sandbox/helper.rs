@@ -304,6 +304,20 @@ fn attach(fd: &OwnedFd, target: &str) -> std::io::Result<()> {
     Ok(rustix::mount::move_mount(fd.as_fd(), "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)?)
 }
 
+/// A detached procfs for the current PID namespace (`fsopen`/`fsmount`).
+fn new_proc() -> Result<OwnedFd, String> {
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
+    let fs = rustix::mount::fsopen("proc", FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(|e| format!("fsopen proc: {}", errno_text(e)))?;
+    rustix::mount::fsconfig_create(&fs).map_err(|e| format!("mount proc: {}", errno_text(e)))?;
+    rustix::mount::fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )
+    .map_err(|e| format!("mount proc: {}", errno_text(e)))
+}
+
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 fn init_main(plan_path: &str) -> ! {
@@ -329,6 +343,7 @@ fn init_main(plan_path: &str) -> ! {
         }
         None => None,
     };
+    let fresh_proc = new_proc();
     let sys = clone_tree(Path::new("/sys"), true);
     let host_proc = clone_tree(Path::new("/proc"), true);
     let mut devs = Vec::new();
@@ -362,23 +377,21 @@ fn init_main(plan_path: &str) -> ! {
         }
     }
     let _ = std::env::set_current_dir("/");
-    // /proc: fresh in our PID namespace, else the host's (inside containers with masked /proc)
-    let fresh = rustix::mount::mount(
-        "proc",
-        "/proc",
-        "proc",
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        None,
-    );
-    if let Err(e) = fresh {
+    // /proc: fresh in our PID namespace (created before pivoting: in a user namespace the
+    // kernel only allows a new procfs while a fully visible one is mounted), else the host's
+    let attached = match fresh_proc {
+        Ok(fd) => attach(&fd, "/proc").map_err(|e| format!("attach proc: {}", errno_text(e))),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = attached {
         match &host_proc {
             Ok(fd) => {
-                st.line(&format!("note mount proc: {}; bound the host's /proc", errno_text(e)));
+                st.line(&format!("note {e}; bound the host's /proc"));
                 if let Err(e) = attach(fd, "/proc") {
                     st.fail(&format!("bind /proc: {}", errno_text(e)));
                 }
             }
-            Err(e2) => st.fail(&format!("mount proc: {}; clone /proc: {}", errno_text(e), errno_text(e2))),
+            Err(e2) => st.fail(&format!("{e}; clone /proc: {}", errno_text(e2))),
         }
     }
     drop(host_proc);
@@ -485,7 +498,6 @@ fn setup_dev(st: &mut Status, devs: Vec<(&str, OwnedFd)>, guest: &OwnedFd) {
     if let Err(e) = attach(guest, GUEST_AUX) {
         st.fail(&format!("bind the auxiliary files at {GUEST_AUX}: {}", errno_text(e)));
     }
-    let _ = rustix::mount::mount_remount(GUEST_AUX, MountFlags::BIND | MountFlags::RDONLY, "");
 }
 
 fn register_binfmt(st: &mut Status, qemu: &File, machine: u16) {

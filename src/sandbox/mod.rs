@@ -4,7 +4,7 @@
 //! ```text
 //! let runner = sandbox::detect(&platform, &Options::default())?;     // tries every rung for real
 //! let cache  = RootfsCache::in_blob_cache(&blob_cache)?;
-//! let rootfs = Rootfs::extract(&base_image, runner.ownership(), &cache)?;   // cached per base
+//! let rootfs = Rootfs::extract(&base_image, &runner, &cache)?;   // cached per base
 //! let snap   = Snapshot::take(&rootfs)?;                                   // metadata + ctime fence
 //! runner.run(&rootfs, &RunSpec::shell("apt-get update"), &mut |out| ...)?.check()?;
 //! let layer  = diff::layer(&snap, &rootfs, &runner.layer_options(&spec, epoch, out_dir))?;

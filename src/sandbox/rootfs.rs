@@ -116,9 +116,20 @@ pub const MOUNT_DIRS: [&str; 3] = ["proc", "sys", "dev"];
 pub const MOUNT_FILES: [&str; 2] = ["etc/resolv.conf", "etc/hosts"];
 
 impl Rootfs {
-    /// A working copy of `image`'s root filesystem, extracted with `ownership` (use
-    /// [`super::Runner::ownership`] so it matches the sandbox that will run the steps).
-    pub fn extract(image: &Image, ownership: Ownership, cache: &RootfsCache) -> Result<Rootfs> {
+    /// A working copy of `image`'s root filesystem, prepared for the steps `runner` will run
+    /// (ownership mode, mount points).
+    pub fn extract(image: &Image, runner: &super::Runner, cache: &RootfsCache) -> Result<Rootfs> {
+        let r = Self::extract_with(image, runner.ownership(), cache)?;
+        if runner.sandbox == super::Sandbox::Proot {
+            // proot -q binds /dev/null over /etc/ld.so.preload and would otherwise create and
+            // delete it, changing /etc in every layer
+            ensure_files(&r.root, &["etc/ld.so.preload"])?;
+        }
+        Ok(r)
+    }
+
+    /// A working copy of `image`'s root filesystem, extracted with `ownership`.
+    pub fn extract_with(image: &Image, ownership: Ownership, cache: &RootfsCache) -> Result<Rootfs> {
         let key = extract::base_key(image, ownership);
         let base = cache.base(key.hex());
         let t = Instant::now();
@@ -213,7 +224,13 @@ pub fn ensure_mount_points(root: &Path) -> Result<()> {
             Err(e) => return Err(Error::io("cannot stat", &root.join(d), e.into())),
         }
     }
-    for f in MOUNT_FILES {
+    ensure_files(root, &MOUNT_FILES)
+}
+
+/// Creates missing empty files (mode 0644) inside `root`; parents must exist.
+fn ensure_files(root: &Path, files: &[&str]) -> Result<()> {
+    let r = fsutil::open_root(root).map_err(|e| Error::io("cannot open", root, e))?;
+    for f in files {
         let (parent, name) = fsutil::split_parent(f);
         let Ok(pfd) = fsutil::open_dir_in(&r, parent) else { continue };
         match rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW) {
