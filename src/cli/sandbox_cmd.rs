@@ -140,11 +140,14 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
                 let _ = std::io::stderr().write_all(b);
             }
         })?;
+        if quiet && out.code != 0 {
+            println!("{}", serde_json::json!({"run": cmd, "code": out.code, "output": out.tail}));
+        }
         out.check()?;
         let layer = sandbox::diff::layer(&snap, &rootfs, &runner.layer_options(&spec, Some(epoch), &layer_dir))?;
         steps_json.push(serde_json::json!({
             "run": cmd, "code": out.code, "elapsed_s": out.elapsed.as_secs_f64(),
-            "notes": out.notes, "user_emulated": out.user_emulated,
+            "notes": out.notes, "user_emulated": out.user_emulated, "output": out.tail,
             "layer": {"digest": layer.digest.to_string(), "diff_id": layer.diff_id.to_string(), "size": layer.size,
                       "entries": layer.entries, "whiteouts": layer.whiteouts},
         }));

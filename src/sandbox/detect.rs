@@ -138,14 +138,7 @@ pub fn detect(platform: &Platform, opts: &Options) -> Result<Runner, Report> {
     }
     let native = facts.host == Some(target);
     let sandboxes: Vec<Sandbox> = match opts.isolation {
-        Isolation::Auto => {
-            let mut v = Vec::new();
-            if facts.euid == 0 {
-                v.push(Sandbox::Root);
-            }
-            v.extend([Sandbox::Userns, Sandbox::Proot]);
-            v
-        }
+        Isolation::Auto => vec![Sandbox::Root, Sandbox::Userns, Sandbox::Proot],
         Isolation::Root => vec![Sandbox::Root],
         Isolation::Userns => vec![Sandbox::Userns],
         Isolation::Proot => vec![Sandbox::Proot],
@@ -346,6 +339,10 @@ pub fn statx_main(args: &[String]) -> ! {
 fn fixes(f: &Facts, report: &Report, native: bool) -> Vec<String> {
     let mut v = Vec::new();
     let tried = |sb: Sandbox| report.attempts.iter().any(|a| a.sandbox == sb);
+    let denied = report.attempts.iter().any(|a| {
+        a.sandbox != Sandbox::Proot
+            && (a.detail.contains("operation not permitted") || a.detail.contains("permission denied"))
+    });
     if tried(Sandbox::Userns) {
         if f.apparmor_restrict == Some(1) {
             v.push("allow unprivileged user namespaces (Ubuntu 23.10+/24.04 AppArmor restriction):".to_string());
@@ -354,7 +351,7 @@ fn fixes(f: &Facts, report: &Report, native: bool) -> Vec<String> {
         if f.max_userns == Some(0) {
             v.push("enable user namespaces:  sudo sysctl -w user.max_user_namespaces=15000".to_string());
         }
-        if f.in_container {
+        if f.in_container && denied {
             v.push("spxpack runs in a container: give it --security-opt seccomp=unconfined --security-opt apparmor=unconfined (or --privileged)".to_string());
         }
     }

@@ -8,3 +8,4 @@ mod archive_input;
 mod bad_input;
 mod faults;
 mod pull;
+mod sandbox_rungs;
