@@ -8,4 +8,5 @@ mod archive_input;
 mod bad_input;
 mod faults;
 mod pull;
+mod sandbox_diff;
 mod sandbox_rungs;
