@@ -13,6 +13,14 @@ use crate::error::{Error, Result};
 
 static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the process is being interrupted: the signal handler is cleaning up and will exit
+/// with 130; other threads should stop and leave the cleanup to it.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 type Hook = Box<dyn Fn() + Send>;
 static HOOKS: Mutex<Vec<(u64, Hook)>> = Mutex::new(Vec::new());
 static NEXT_HOOK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -38,6 +46,7 @@ pub fn unregister_hook(id: u64) {
 /// Call once from `main`.
 pub fn install_signal_cleanup() {
     let _ = ctrlc::set_handler(|| {
+        INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
         remove_pending();
         eprintln!("spxpack: interrupted; removed partial output");
         std::process::exit(130);

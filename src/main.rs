@@ -26,6 +26,12 @@ fn main() {
     spxpack::atomic::install_signal_cleanup();
     match spxpack::cli::run(cli) {
         Ok(()) => {}
+        Err(_) if spxpack::atomic::interrupted() => {
+            // the signal handler is removing partial output and exits with 130
+            loop {
+                std::thread::park();
+            }
+        }
         Err(e) => {
             eprintln!("error: {e}");
             if let Some(h) = e.hint() {

@@ -91,7 +91,8 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if !self.keep {
+        // when interrupted, the signal handler removes it (and may be doing so right now)
+        if !self.keep && !crate::atomic::interrupted() {
             if let Err(e) = fsutil::remove_tree(&self.path) {
                 tracing::warn!("cannot remove {}: {e}", self.path.display());
             }

@@ -10,3 +10,4 @@ mod faults;
 mod pull;
 mod sandbox_diff;
 mod sandbox_rungs;
+mod sandbox_safety;
