@@ -43,7 +43,7 @@ fn uname_in(iso: Isolation) -> (Runner, String, Duration) {
 
 #[test]
 fn sandbox_root_runs_arm64_busybox_with_the_kernel_binfmt_handler() {
-    assert_eq!(env().busybox_oci.exists(), true);
+    assert!(env().busybox_oci.exists());
     let (r, out, took) = uname_in(Isolation::Root);
     assert_eq!((r.sandbox, r.emulation), (Sandbox::Root, Emulation::KernelBinfmt));
     assert_eq!(out, "aarch64\n0\n");
