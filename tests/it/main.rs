@@ -9,5 +9,6 @@ mod bad_input;
 mod faults;
 mod pull;
 mod sandbox_diff;
+mod sandbox_python;
 mod sandbox_rungs;
 mod sandbox_safety;
