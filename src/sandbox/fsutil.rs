@@ -55,25 +55,17 @@ pub fn mkdir_all_in(root: impl AsFd, rel: &str, mode: u32) -> io::Result<OwnedFd
         Err(e) => return Err(e),
     }
     let mut dir = open_dir_in(root, "")?;
+    let mut sofar = String::new();
     for comp in rel.split('/').filter(|c| !c.is_empty()) {
         match rustix::fs::mkdirat(&dir, comp, Mode::from_raw_mode(mode)) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::EXIST) => {}
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
         }
-        // resolve again from the root so a symlink placed here is clamped inside it
-        let sofar = rel_join(&path_of(&dir, root)?, comp);
+        // resolve from the root again: a symlink found here is followed, clamped inside it
+        sofar = rel_join(&sofar, comp);
         dir = open_dir_in(root, &sofar)?;
     }
     Ok(dir)
-}
-
-/// The path of directory `dir` relative to `root` ("" for the root), from /proc.
-fn path_of(dir: impl AsFd, root: impl AsFd) -> io::Result<String> {
-    let d = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir.as_fd())))?;
-    let r = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&root.as_fd())))?;
-    let rel = d.strip_prefix(&r).map_err(|_| io::Error::other("directory left the root"))?;
-    Ok(rel.to_string_lossy().into_owned())
 }
 
 /// `a` + `/` + `b`, with `""` meaning the root.

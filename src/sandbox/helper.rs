@@ -474,7 +474,7 @@ fn setup_dev(st: &mut Status, devs: Vec<(&str, OwnedFd)>, guest: &OwnedFd) {
     ] {
         let _ = std::os::unix::fs::symlink(t, l);
     }
-    for d in ["/dev/pts", "/dev/shm", "/dev/mqueue", GUEST_AUX] {
+    for d in ["/dev/pts", "/dev/shm", GUEST_AUX] {
         let _ = std::fs::create_dir(d);
     }
     if let Err(e) = rustix::mount::mount(

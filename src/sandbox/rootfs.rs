@@ -169,17 +169,6 @@ impl Rootfs {
         Ok(Rootfs { work, root, report, ownership, from_cache })
     }
 
-    /// Uses an existing directory (already extracted by the caller) as the rootfs; it is copied
-    /// into a work directory of `cache` so steps never modify the original.
-    pub fn from_dir(dir: &Path, ownership: Ownership, side: SideTable, cache: &RootfsCache) -> Result<Rootfs> {
-        let work = cache.work_dir()?;
-        let root = work.path().join("rootfs");
-        copy_tree(dir, &root)?;
-        ensure_mount_points(&root)?;
-        let report = ExtractReport { side, ..Default::default() };
-        Ok(Rootfs { work, root, report, ownership, from_cache: false })
-    }
-
     pub(crate) fn from_parts(work: WorkDir, root: PathBuf, ownership: Ownership) -> Rootfs {
         Rootfs { work, root, report: ExtractReport::default(), ownership, from_cache: false }
     }

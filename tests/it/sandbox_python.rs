@@ -143,7 +143,11 @@ fn sandbox_pip_and_apt_work_for_an_unprivileged_user() {
     // apt's _apt sandbox is switched off through APT_CONFIG (setgroups is impossible here)
     assert_eq!(v["steps"][3]["output"], serde_json::json!(["APT::Sandbox::User \"root\";", "0"]), "{v}");
     eprintln!("pip + apt as {user}: {:?}", t.elapsed());
-    let got = load_and_run(&archive, &tag, "python3 -c 'import six; print(six.__version__)'; jq --version; ls -ln /usr/bin/jq");
+    let got = load_and_run(
+        &archive,
+        &tag,
+        "python3 -c 'import six; print(six.__version__)'; jq --version; ls -ln /usr/bin/jq",
+    );
     let lines: Vec<&str> = got.lines().collect();
     assert_eq!(&lines[..2], &["1.16.0", "jq-1.6"], "{got}");
     assert!(lines[2].contains(" 0 0 "), "owned by root in the image: {got}");
