@@ -175,6 +175,12 @@ pub fn detect(platform: &Platform, opts: &Options) -> Result<Runner, Report> {
                 });
                 continue;
             };
+            if facts.euid == 0 {
+                warnings.push(
+                    "proot runs the steps as the real root with the host's /proc, /sys and /dev; prefer --isolation root"
+                        .to_string(),
+                );
+            }
             if let Err(why) = proot_statx_ok(proot, &helper, opts) {
                 if !forced {
                     report.attempts.push(Attempt { sandbox: sb, emulation: None, ok: false, detail: why });

@@ -318,6 +318,27 @@ fn new_proc() -> Result<OwnedFd, String> {
     .map_err(|e| format!("mount proc: {}", errno_text(e)))
 }
 
+/// Makes the mount at `p` read-only, keeping its other flags (in a user namespace the
+/// kernel refuses a remount that would clear the locked nosuid/nodev/noexec flags).
+fn remount_ro(p: &str) -> std::io::Result<()> {
+    use rustix::fs::StatVfsMountFlags as V;
+    let f = rustix::fs::statvfs(p)?.f_flag;
+    let mut flags = MountFlags::BIND | MountFlags::RDONLY;
+    for (v, m) in [
+        (V::NOSUID, MountFlags::NOSUID),
+        (V::NODEV, MountFlags::NODEV),
+        (V::NOEXEC, MountFlags::NOEXEC),
+        (V::NOATIME, MountFlags::NOATIME),
+        (V::NODIRATIME, MountFlags::NODIRATIME),
+        (V::RELATIME, MountFlags::RELATIME),
+    ] {
+        if f.contains(v) {
+            flags |= m;
+        }
+    }
+    Ok(rustix::mount::mount_remount(p, flags, "")?)
+}
+
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 fn init_main(plan_path: &str) -> ! {
@@ -344,7 +365,9 @@ fn init_main(plan_path: &str) -> ! {
         None => None,
     };
     let fresh_proc = new_proc();
-    let sys = clone_tree(Path::new("/sys"), true);
+    // sysfs alone, without the host's cgroup mounts below it (a user namespace may not
+    // separate a mount from its locked submounts: then all of it); read-only once attached
+    let sys = clone_tree(Path::new("/sys"), false).or_else(|_| clone_tree(Path::new("/sys"), true));
     let host_proc = clone_tree(Path::new("/proc"), true);
     let mut devs = Vec::new();
     for d in DEVICES {
@@ -401,13 +424,35 @@ fn init_main(plan_path: &str) -> ! {
             if let Err(e) = attach(fd, "/sys") {
                 st.line(&format!("note bind /sys: {}", errno_text(e)));
             } else {
-                let _ = rustix::mount::mount_remount("/sys", MountFlags::BIND | MountFlags::RDONLY, "");
+                // /sys and whatever came with it (cgroups writable by a caller that is real root)
+                let mut points = vec!["/sys".to_string()];
+                let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+                points.extend(
+                    mi.lines()
+                        .filter_map(|l| l.split(' ').nth(4))
+                        .filter(|p| p.starts_with("/sys/"))
+                        .map(str::to_string),
+                );
+                for p in points {
+                    if let Err(e) = remount_ro(&p) {
+                        st.line(&format!("note read-only {p}: {}", errno_text(e)));
+                    }
+                }
             }
         }
         Err(e) => st.line(&format!("note clone /sys: {}", errno_text(e))),
     }
     if let (Some(q), Some((_, machine))) = (&qemu_fd, binfmt) {
         register_binfmt(&mut st, q, *machine);
+    }
+    // as in Docker: kernel tunables are read-only for the step (root could change the host's)
+    for p in ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"] {
+        if Path::new(p).exists()
+            && let Err(e) =
+                rustix::mount::mount_bind_recursive(p, p).map_err(std::io::Error::from).and_then(|()| remount_ro(p))
+        {
+            st.line(&format!("note read-only {p}: {}", errno_text(e)));
+        }
     }
     for f in ["resolv.conf", "hosts"] {
         let src = format!("{GUEST_AUX}/{f}");

@@ -338,3 +338,39 @@ fn sandbox_ctrl_c_leaves_no_process_mount_or_directory_in_userns() {
 fn sandbox_ctrl_c_leaves_no_process_mount_or_directory_with_proot() {
     interrupt("proot");
 }
+
+#[test]
+fn sandbox_steps_cannot_change_kernel_settings_or_see_host_cgroups() {
+    let s = Scratch::new();
+    for iso in [Isolation::Root, Isolation::Userns] {
+        let r = runner(iso);
+        let cache = RootfsCache::new(s.path(&format!("c-{iso:?}"))).unwrap();
+        let rootfs = Rootfs::extract(&busybox_arm64(), &r, &cache).unwrap();
+        let before = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let (code, out) = crate::sandbox_rungs::sh(
+            &r,
+            &rootfs,
+            "echo spxpack-it > /proc/sys/kernel/hostname; echo sys=$?; touch /sys/x 2>/dev/null; echo touch=$?; \
+             ls /sys/fs/cgroup 2>/dev/null | wc -l; mkdir /sys/fs/cgroup/pids/spxpack-it 2>/dev/null; echo cg=$?; \
+             ps -o pid= | wc -l",
+        );
+        assert_eq!(code, 0, "{iso:?}: {out}");
+        let lines: Vec<&str> = out.lines().filter(|l| !l.contains("Read-only file system")).collect();
+        assert_eq!(lines[..2], ["sys=1", "touch=1"], "{iso:?}: {out}");
+        // root: sysfs without the host's cgroup mounts; userns: the kernel keeps them attached
+        // (locked), but they belong to the real root and cannot be changed
+        if iso == Isolation::Root {
+            assert_eq!(lines[2], "0", "{out}");
+        }
+        let leaked = Path::new("/sys/fs/cgroup/pids/spxpack-it");
+        if leaked.exists() {
+            let _ = std::fs::remove_dir(leaked);
+            panic!("{iso:?}: the step created a cgroup on the host: {out}");
+        }
+        assert_eq!(lines[3], "cg=1", "{iso:?}: {out}");
+        // a PID namespace: only the sandbox's own processes (init, sh, ps, wc)
+        let procs: u32 = lines[4].trim().parse().unwrap();
+        assert!(procs <= 5, "{iso:?}: {procs} processes visible: {out}");
+        assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), before);
+    }
+}
