@@ -248,10 +248,18 @@ pub fn tar_names(archive: &Path) -> Vec<String> {
 pub fn sandbox_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("spxpack-it-bin-").tempdir().unwrap().keep();
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        // one copy per binary content, reused by later runs
+        let bytes = std::fs::read(env!("CARGO_BIN_EXE_spxpack")).unwrap();
+        let dir = std::env::temp_dir().join(format!("spxpack-it-bin-{}", &sha256_hex(&bytes)[..16]));
         let dst = dir.join("spxpack");
-        std::fs::copy(env!("CARGO_BIN_EXE_spxpack"), &dst).unwrap();
+        if !dst.exists() {
+            let tmp = tempfile::Builder::new().prefix(".spxpack-it-bin-").tempdir().unwrap();
+            std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            std::fs::write(tmp.path().join("spxpack"), &bytes).unwrap();
+            std::fs::set_permissions(tmp.path().join("spxpack"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            let _ = std::fs::rename(tmp.keep(), &dir); // a concurrent run may have won: fine
+        }
         // another test thread may fork while the copy is open for writing: ETXTBSY until its
         // child execs, so retry briefly
         let mut tries = 0;
@@ -323,13 +331,17 @@ pub fn python_oci() -> &'static Path {
         {
             return PathBuf::from(p);
         }
-        let dir = tempfile::Builder::new().prefix("spxpack-it-python-").tempdir().unwrap().keep();
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let dir = std::env::temp_dir().join("spxpack-it-python");
         let out = dir.join("python-oci");
+        if out.join("index.json").exists() {
+            return out;
+        }
+        let tmp = tempfile::Builder::new().prefix(".spxpack-it-python-").tempdir().unwrap();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testenv/make-python-oci.sh");
-        let r = run(script, &[out.to_str().unwrap()], &[]);
+        let r = run(script, &[tmp.path().join("python-oci").to_str().unwrap()], &[]);
         assert_eq!(r.code, 0, "{script} failed (needs mmdebstrap and the Debian mirror):\n{}\n{}", r.stdout, r.stderr);
-        run("chmod", &["-R", "a+rX", dir.to_str().unwrap()], &[]).ok();
+        run("chmod", &["-R", "a+rX", tmp.path().to_str().unwrap()], &[]).ok();
+        let _ = std::fs::rename(tmp.keep(), &dir); // a concurrent run may have won: fine
         out
     })
 }
