@@ -1,7 +1,8 @@
 //! Atomic outputs: a file is written under a temporary name next to its destination, fsynced,
 //! then renamed into place. Until then it is registered for removal, so an error, a panic or a
 //! signal (SIGINT, SIGTERM, SIGHUP) never leaves a partial file at — or next to — the
-//! destination.
+//! destination. Other modules register cleanup hooks the same way (the RUN sandbox kills its
+//! process group and removes its work directories), run before the files are removed.
 
 use std::fs::{self, File};
 use std::io;
@@ -12,10 +13,40 @@ use crate::error::{Error, Result};
 
 static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the process is being interrupted: the signal handler is cleaning up and will exit
+/// with 130; other threads should stop and leave the cleanup to it.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+type Hook = Box<dyn Fn() + Send>;
+static HOOKS: Mutex<Vec<(u64, Hook)>> = Mutex::new(Vec::new());
+static NEXT_HOOK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Registers a cleanup action for interruption; returns its id for [`unregister_hook`].
+/// Hooks run newest first, before the registered files are removed.
+pub fn register_hook(f: impl Fn() + Send + 'static) -> u64 {
+    let id = NEXT_HOOK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Ok(mut v) = HOOKS.lock() {
+        v.push((id, Box::new(f)));
+    }
+    id
+}
+
+/// Forgets a cleanup action (its work was done normally).
+pub fn unregister_hook(id: u64) {
+    if let Ok(mut v) = HOOKS.lock() {
+        v.retain(|(i, _)| *i != id);
+    }
+}
+
 /// Removes registered temporary files and exits with 130 on SIGINT/SIGTERM/SIGHUP.
 /// Call once from `main`.
 pub fn install_signal_cleanup() {
     let _ = ctrlc::set_handler(|| {
+        INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
         remove_pending();
         eprintln!("spxpack: interrupted; removed partial output");
         std::process::exit(130);
@@ -24,6 +55,10 @@ pub fn install_signal_cleanup() {
 
 /// Removes every registered temporary file (signal handler and tests).
 pub fn remove_pending() {
+    let hooks: Vec<(u64, Hook)> = HOOKS.lock().map(|mut v| v.drain(..).collect()).unwrap_or_default();
+    for (_, h) in hooks.iter().rev() {
+        h();
+    }
     if let Ok(mut v) = PENDING.lock() {
         for p in v.drain(..) {
             let _ = fs::remove_file(&p);

@@ -20,6 +20,7 @@ pub mod progress;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+pub mod sandbox;
 pub mod source;
 pub mod spx;
 pub mod tar_index;

@@ -3,6 +3,12 @@
 use clap::Parser;
 
 fn main() {
+    // the RUN sandbox re-executes spxpack; it must not start threads (signal handler) first
+    if let Some(a) = std::env::args().nth(1)
+        && a.starts_with("__sandbox-")
+    {
+        spxpack::sandbox::internal_main(&std::env::args().skip(1).collect::<Vec<_>>());
+    }
     let cli = spxpack::cli::Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
@@ -20,6 +26,12 @@ fn main() {
     spxpack::atomic::install_signal_cleanup();
     match spxpack::cli::run(cli) {
         Ok(()) => {}
+        Err(_) if spxpack::atomic::interrupted() => {
+            // the signal handler is removing partial output and exits with 130
+            loop {
+                std::thread::park();
+            }
+        }
         Err(e) => {
             eprintln!("error: {e}");
             if let Some(h) = e.hint() {

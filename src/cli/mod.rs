@@ -2,6 +2,7 @@
 //! below this module knows about clap.
 
 mod output;
+mod sandbox_cmd;
 mod spx;
 
 use std::path::PathBuf;
@@ -55,6 +56,9 @@ pub enum Command {
     /// Check an existing .spx offline: manifest rules, compose file, and every image archive
     /// replayed through docker load's checks (layer diff_ids, tags, platform, compression).
     Verify(spx::VerifyArgs),
+    /// Run shell steps on an image in the RUN sandbox (development tool).
+    #[command(hide = true)]
+    SandboxRun(sandbox_cmd::SandboxRunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +161,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Build(a) => spx::build(*a, &term),
         Command::Init(a) => spx::init(a, &term),
         Command::Verify(a) => spx::verify(a, &term),
+        Command::SandboxRun(a) => sandbox_cmd::run(a, &term),
     }
 }
 

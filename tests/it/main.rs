@@ -21,4 +21,8 @@ mod spx_verify;
 // spxpack init, then build
 mod spx_init;
 // compose-driven build features (provided images, derived names, prebuilt archives, dates)
+mod sandbox_diff;
+mod sandbox_python;
+mod sandbox_rungs;
+mod sandbox_safety;
 mod spx_build;

@@ -258,3 +258,106 @@ pub fn tar_names(archive: &Path) -> Vec<String> {
     let mut a = tar::Archive::new(f);
     a.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect()
 }
+
+/// A private copy of the spxpack binary (the shared target directory may be rebuilt by another
+/// checkout while the tests run). The RUN sandbox re-executes it as its helper.
+pub fn sandbox_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // one copy per binary content, reused by later runs
+        let bytes = std::fs::read(env!("CARGO_BIN_EXE_spxpack")).unwrap();
+        let dir = std::env::temp_dir().join(format!("spxpack-it-bin-{}", &sha256_hex(&bytes)[..16]));
+        let dst = dir.join("spxpack");
+        if !dst.exists() {
+            let tmp = tempfile::Builder::new().prefix(".spxpack-it-bin-").tempdir().unwrap();
+            std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            std::fs::write(tmp.path().join("spxpack"), &bytes).unwrap();
+            std::fs::set_permissions(tmp.path().join("spxpack"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            let _ = std::fs::rename(tmp.keep(), &dir); // a concurrent run may have won: fine
+        }
+        // another test thread may fork while the copy is open for writing: ETXTBSY until its
+        // child execs, so retry briefly
+        let mut tries = 0;
+        let help = loop {
+            match Command::new(&dst).args(["sandbox-run", "--help"]).output() {
+                Ok(o) => break o,
+                Err(e) if e.raw_os_error() == Some(26) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot run {}: {e}", dst.display()),
+            }
+        };
+        assert!(
+            help.status.success(),
+            "{} is not this checkout's spxpack (another build replaced it); rerun the tests",
+            env!("CARGO_BIN_EXE_spxpack")
+        );
+        dst
+    })
+}
+
+/// An unprivileged user for rootless tests (created with useradd once; the tests run as root).
+pub fn test_user() -> &'static str {
+    static USER: OnceLock<&'static str> = OnceLock::new();
+    USER.get_or_init(|| {
+        assert!(rustix_euid_is_root(), "the rootless tests create a user with useradd and must run as root");
+        let name = "spxpack-it";
+        if run("id", &["-u", name], &[]).code != 0 {
+            let r = run("useradd", &["--create-home", "--shell", "/bin/sh", name], &[]);
+            assert!(r.code == 0 || run("id", &["-u", name], &[]).code == 0, "useradd failed: {}", r.stderr);
+        }
+        name
+    })
+}
+
+fn rustix_euid_is_root() -> bool {
+    run("id", &["-u"], &[]).stdout.trim() == "0"
+}
+
+/// A scratch directory owned by `user` (mode 0755 up the chain) for rootless runs.
+pub fn user_scratch(user: &str) -> tempfile::TempDir {
+    let d = tempfile::Builder::new().prefix("spxpack-it-user-").tempdir().unwrap();
+    run("chown", &[user, d.path().to_str().unwrap()], &[]).ok();
+    std::fs::set_permissions(d.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    d
+}
+
+/// Runs `argv` as `user` via runuser, with exactly `envs` in the environment (plus PATH).
+pub fn run_as(user: &str, argv: &[&str], envs: &[(&str, &str)]) -> Run {
+    let mut args: Vec<String> = vec!["-u".into(), user.into(), "--".into(), "env".into(), "-i".into()];
+    args.push(format!("PATH={}", std::env::var("PATH").unwrap_or_default()));
+    for (k, v) in envs {
+        args.push(format!("{k}={v}"));
+    }
+    args.extend(argv.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("runuser", &a, &[])
+}
+
+/// The python stand-in (Debian bookworm python3 + pip, arm64 + amd64) as an OCI layout:
+/// `$SPXPACK_TEST_PYTHON_OCI` when setup made it, else built once per test run with
+/// scripts/testenv/make-python-oci.sh (cached in /var/cache/spxpack-testenv).
+pub fn python_oci() -> &'static Path {
+    static OCI: OnceLock<PathBuf> = OnceLock::new();
+    OCI.get_or_init(|| {
+        if let Ok(p) = std::env::var("SPXPACK_TEST_PYTHON_OCI")
+            && Path::new(&p).join("index.json").exists()
+        {
+            return PathBuf::from(p);
+        }
+        let dir = std::env::temp_dir().join("spxpack-it-python");
+        let out = dir.join("python-oci");
+        if out.join("index.json").exists() {
+            return out;
+        }
+        let tmp = tempfile::Builder::new().prefix(".spxpack-it-python-").tempdir().unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testenv/make-python-oci.sh");
+        let r = run(script, &[tmp.path().join("python-oci").to_str().unwrap()], &[]);
+        assert_eq!(r.code, 0, "{script} failed (needs mmdebstrap and the Debian mirror):\n{}\n{}", r.stdout, r.stderr);
+        run("chmod", &["-R", "a+rX", tmp.path().to_str().unwrap()], &[]).ok();
+        let _ = std::fs::rename(tmp.keep(), &dir); // a concurrent run may have won: fine
+        out
+    })
+}

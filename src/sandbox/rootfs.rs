@@ -1,0 +1,261 @@
+//! [`Rootfs`]: a working copy of an image's root filesystem, in which RUN steps execute.
+//!
+//! Extracted bases are cached per image (keyed by the layer digests and the ownership mode) in
+//! a [`RootfsCache`]; a build gets its own copy (`cp -a --reflink=auto`, which clones extents on
+//! btrfs/XFS and copies elsewhere), so the next build of the same base starts without
+//! decompressing anything. The copy lives in `<cache>/work/<id>/rootfs`; `<cache>/work/<id>` is
+//! private to the build and holds the sandbox's auxiliary files and the diff's ctime markers
+//! (which must be on the rootfs' filesystem but outside the rootfs). Both are removed on drop and
+//! on Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+
+use super::extract::{self, ExtractReport, Ownership, SideTable, Skipped};
+use super::fsutil;
+use crate::blob_cache::BlobCache;
+use crate::error::{Error, Result};
+use crate::image::Image;
+
+/// Where extracted bases and working copies live.
+#[derive(Debug, Clone)]
+pub struct RootfsCache {
+    dir: PathBuf,
+}
+
+impl RootfsCache {
+    /// Opens (creating) a cache at `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        for sub in ["bases", "work"] {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d).map_err(|e| {
+                Error::io("cannot create the rootfs cache directory", &d, e)
+                    .with_hint("pass --cache-dir with a writable directory")
+            })?;
+        }
+        Ok(RootfsCache { dir })
+    }
+    /// The cache next to the blob cache (`<cache>/rootfs`).
+    pub fn in_blob_cache(cache: &BlobCache) -> Result<Self> {
+        Self::new(cache.root().join("rootfs"))
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    fn base(&self, key: &str) -> PathBuf {
+        self.dir.join("bases").join(key)
+    }
+    /// A fresh private directory under `work/`, removed on drop and on Ctrl-C.
+    pub fn work_dir(&self) -> Result<WorkDir> {
+        WorkDir::new_in(&self.dir.join("work"), "build-")
+    }
+}
+
+/// A temporary directory that is removed (also when the tree inside has read-only directories)
+/// on drop and when the process is interrupted.
+#[derive(Debug)]
+pub struct WorkDir {
+    path: PathBuf,
+    hook: u64,
+    keep: bool,
+}
+
+impl WorkDir {
+    pub fn new_in(parent: &Path, prefix: &str) -> Result<Self> {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+        let t = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(parent)
+            .map_err(|e| Error::io("cannot create a temporary directory in", parent, e))?;
+        let path = t.keep();
+        let p = path.clone();
+        let hook = crate::atomic::register_hook(move || {
+            let _ = fsutil::remove_tree(&p);
+        });
+        Ok(WorkDir { path, hook, keep: false })
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Keeps the directory (debugging).
+    pub fn keep(mut self) -> PathBuf {
+        self.keep = true;
+        crate::atomic::unregister_hook(self.hook);
+        self.path.clone()
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        // when interrupted, the signal handler removes it (and may be doing so right now)
+        if !self.keep && !crate::atomic::interrupted() {
+            if let Err(e) = fsutil::remove_tree(&self.path) {
+                tracing::warn!("cannot remove {}: {e}", self.path.display());
+            }
+            crate::atomic::unregister_hook(self.hook);
+        }
+    }
+}
+
+/// A root filesystem to run steps in.
+#[derive(Debug)]
+pub struct Rootfs {
+    work: WorkDir,
+    root: PathBuf,
+    report: ExtractReport,
+    ownership: Ownership,
+    from_cache: bool,
+}
+
+/// Paths the sandbox mounts over; created empty when the image lacks them, so that mounting
+/// never has to create anything in the rootfs during a step.
+pub const MOUNT_DIRS: [&str; 3] = ["proc", "sys", "dev"];
+pub const MOUNT_FILES: [&str; 2] = ["etc/resolv.conf", "etc/hosts"];
+
+impl Rootfs {
+    /// A working copy of `image`'s root filesystem, prepared for the steps `runner` will run
+    /// (ownership mode, mount points).
+    pub fn extract(image: &Image, runner: &super::Runner, cache: &RootfsCache) -> Result<Rootfs> {
+        let r = Self::extract_with(image, runner.ownership(), cache)?;
+        if runner.sandbox == super::Sandbox::Proot {
+            // proot -q binds /dev/null over /etc/ld.so.preload and would otherwise create and
+            // delete it, changing /etc in every layer
+            ensure_files(&r.root, &["etc/ld.so.preload"])?;
+        }
+        Ok(r)
+    }
+
+    /// A working copy of `image`'s root filesystem, extracted with `ownership`.
+    pub fn extract_with(image: &Image, ownership: Ownership, cache: &RootfsCache) -> Result<Rootfs> {
+        let key = extract::base_key(image, ownership);
+        let base = cache.base(key.hex());
+        let t = Instant::now();
+        let mut from_cache = true;
+        if !base.join("complete").exists() {
+            from_cache = false;
+            let tmp = WorkDir::new_in(&cache.dir.join("bases"), ".tmp-")?;
+            let tree = tmp.path().join("tree");
+            std::fs::create_dir(&tree).map_err(|e| Error::io("cannot create", &tree, e))?;
+            let report = extract::extract_image(image, &tree, ownership)?;
+            ensure_mount_points(&tree)?;
+            let json = serde_json::to_vec(&report).map_err(|e| Error::internal(e.to_string()))?;
+            std::fs::write(tmp.path().join("report.json"), json)
+                .map_err(|e| Error::io("cannot write", &tmp.path().join("report.json"), e))?;
+            std::fs::write(tmp.path().join("complete"), b"")
+                .map_err(|e| Error::io("cannot write", &tmp.path().join("complete"), e))?;
+            match std::fs::rename(tmp.path(), &base) {
+                Ok(()) => {
+                    let _ = tmp.keep();
+                }
+                // another build extracted the same base meanwhile: use theirs, drop ours
+                Err(_) if base.join("complete").exists() => {}
+                Err(e) => return Err(Error::io("cannot move the extracted base into", &base, e)),
+            }
+            tracing::info!("extracted {} into {} in {:.2}s", image.origin, base.display(), t.elapsed().as_secs_f64());
+        }
+        let report: ExtractReport = serde_json::from_slice(
+            &std::fs::read(base.join("report.json"))
+                .map_err(|e| Error::io("cannot read", &base.join("report.json"), e))?,
+        )
+        .map_err(|e| Error::internal(format!("corrupt {}: {e}", base.join("report.json").display())))?;
+        let work = cache.work_dir()?;
+        let root = work.path().join("rootfs");
+        copy_tree(&base.join("tree"), &root)?;
+        tracing::info!("rootfs for {} ready at {} in {:.2}s", image.origin, root.display(), t.elapsed().as_secs_f64());
+        Ok(Rootfs { work, root, report, ownership, from_cache })
+    }
+
+    pub(crate) fn from_parts(work: WorkDir, root: PathBuf, ownership: Ownership) -> Rootfs {
+        Rootfs { work, root, report: ExtractReport::default(), ownership, from_cache: false }
+    }
+
+    /// The root directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+    /// The private directory that contains the rootfs (aux files, markers).
+    pub fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
+    pub fn side_table(&self) -> &SideTable {
+        &self.report.side
+    }
+    /// Base-layer entries that were not extracted.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.report.skipped
+    }
+    pub fn ownership(&self) -> Ownership {
+        self.ownership
+    }
+    /// Whether the base came from the cache.
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
+    }
+    /// Keeps the work directory after drop (debugging); returns its path.
+    pub fn keep(self) -> PathBuf {
+        self.work.keep()
+    }
+}
+
+/// Creates missing mount points (empty directories and files) inside `root`.
+pub fn ensure_mount_points(root: &Path) -> Result<()> {
+    let r = fsutil::open_root(root).map_err(|e| Error::io("cannot open", root, e))?;
+    for d in MOUNT_DIRS.iter().chain(["etc"].iter()) {
+        match rustix::fs::statat(&r, *d, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::NOENT) => {
+                rustix::fs::mkdirat(&r, *d, Mode::from_raw_mode(0o755))
+                    .map_err(|e| Error::io("cannot create", &root.join(d), e.into()))?;
+            }
+            Err(e) => return Err(Error::io("cannot stat", &root.join(d), e.into())),
+        }
+    }
+    ensure_files(root, &MOUNT_FILES)
+}
+
+/// Creates missing empty files (mode 0644) inside `root`; parents must exist.
+fn ensure_files(root: &Path, files: &[&str]) -> Result<()> {
+    let r = fsutil::open_root(root).map_err(|e| Error::io("cannot open", root, e))?;
+    for f in files {
+        let (parent, name) = fsutil::split_parent(f);
+        let Ok(pfd) = fsutil::open_dir_in(&r, parent) else { continue };
+        match rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::NOENT) => {
+                rustix::fs::openat(
+                    &pfd,
+                    name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o644),
+                )
+                .map_err(|e| Error::io("cannot create", &root.join(f), e.into()))?;
+            }
+            Err(e) => return Err(Error::io("cannot stat", &root.join(f), e.into())),
+        }
+    }
+    Ok(())
+}
+
+/// `cp -a --reflink=auto SRC DST` (DST must not exist).
+pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let out = Command::new("cp").args(["-a", "--reflink=auto", "--"]).arg(src).arg(dst).output().map_err(|e| {
+        Error::io("cannot run cp to copy", src, e).with_hint("install GNU coreutils (cp with --reflink)")
+    })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::new(
+            crate::error::Kind::Io,
+            format!(
+                "cannot copy {} to {}: {}",
+                src.display(),
+                dst.display(),
+                err.lines().next().unwrap_or("cp failed").trim()
+            ),
+        ));
+    }
+    Ok(())
+}
