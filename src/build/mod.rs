@@ -1,0 +1,5 @@
+//! The daemonless Dockerfile builder.
+
+pub mod dockerfile;
+pub mod dockerignore;
+pub mod lex;
