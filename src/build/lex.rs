@@ -392,7 +392,7 @@ pub fn parse_name_val(rest: &str, instruction: &str, escape: char) -> Result<Vec
         return Err(format!("{instruction} requires at least one argument"));
     }
     if !words[0].contains('=') {
-        let mut parts = rest.splitn(2, |c: char| matches!(c, ' ' | '\t' | '\r' | '\x0b' | '\x0c'));
+        let mut parts = rest.splitn(2, [' ', '\t', '\r', '\x0b', '\x0c']);
         let key = parts.next().unwrap_or_default().to_string();
         let value = parts.next().map(|v| v.trim_start_matches([' ', '\t', '\r', '\x0b', '\x0c'])).unwrap_or("");
         if value.is_empty() && !rest.contains(char::is_whitespace) {
