@@ -1,6 +1,7 @@
 //! The command line: clap types, settings from flags and environment, and printing. Nothing
 //! below this module knows about clap.
 
+mod image;
 mod output;
 
 use std::path::PathBuf;
@@ -41,6 +42,9 @@ pub enum Command {
     Pull(PullArgs),
     /// Show tags, platform, image ID and layers of an archive, OCI layout or registry image.
     Inspect(InspectArgs),
+    /// Build images from Dockerfiles without a Docker daemon.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
 }
 
 #[derive(Debug, Args)]
@@ -74,7 +78,7 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn client_options(&self) -> Result<ClientOptions> {
+    pub(crate) fn client_options(&self) -> Result<ClientOptions> {
         let mut creds =
             CredentialOptions { authfile: self.authfile.clone(), anonymous: self.no_creds, ..Default::default() };
         for c in &self.creds {
@@ -135,6 +139,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pull(a) => pull(a, &term),
         Command::Inspect(a) => inspect(a, &term),
+        Command::Image(image::ImageCommand::Build(a)) => image::build(a, &term),
     }
 }
 
