@@ -6,5 +6,7 @@ mod support;
 
 mod archive_input;
 mod bad_input;
+mod build_oracle;
+mod build_util;
 mod faults;
 mod pull;
