@@ -28,9 +28,11 @@ impl fmt::Display for Loc {
 }
 
 impl Loc {
-    /// An input error located here.
+    /// An input error located here, with a pointer to the Dockerfile reference as the hint
+    /// (call sites with a better hint replace it).
     pub fn error(&self, msg: impl fmt::Display) -> Error {
         Error::input(format!("{self}: {msg}"))
+            .with_hint("see the Dockerfile reference: https://docs.docker.com/reference/dockerfile/")
     }
 }
 
@@ -255,7 +257,7 @@ fn parse_error(lines: &Lines, e: &pd::Error) -> Error {
     loc.error(msg)
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
+pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -145,6 +145,8 @@ pub(crate) struct Ctx<'a> {
     pub created: String,
     pub escape: char,
     global_args: Vec<(String, String)>,
+    /// `AS` names of all stages, in order.
+    stage_names: Vec<Option<String>>,
     used_args: Mutex<BTreeSet<String>>,
     pub stats: Mutex<Stats>,
 }
@@ -201,8 +203,8 @@ impl Ctx<'_> {
         }
     }
 
-    fn resolve_image(&self, src: &Source, platform: &Platform, loc: &Loc) -> Result<Image> {
-        let img = self.resolver.resolve(src, platform).map_err(|e| e.context(loc))?;
+    fn resolve_image(&self, src: &Source, platform: &Platform, loc: &Loc, what: &str) -> Result<Image> {
+        let img = self.resolver.resolve(src, platform).map_err(|e| e.context(format!("{loc}: {what}")))?;
         if !img.platform().satisfies(platform) {
             self.reporter.warn(&format!(
                 "warning: {loc}: {} is {}, not the requested {}",
@@ -238,7 +240,7 @@ impl Ctx<'_> {
         platform: &Platform,
     ) -> Result<Arc<dyn Tree>> {
         let lower = from.to_lowercase();
-        let by_name = stages.iter().position(|s| s.as_ref().is_some_and(|s| s.name == lower));
+        let by_name = self.stage_names.iter().position(|n| n.as_deref() == Some(lower.as_str()));
         let by_index = from.parse::<usize>().ok();
         let stage_index = by_name.or(by_index);
         if let Some(i) = stage_index {
@@ -259,17 +261,33 @@ impl Ctx<'_> {
         if by_index.is_some() {
             return Err(loc.error(format!("invalid stage index {from}")));
         }
+        let names: Vec<&str> = self.stage_names.iter().flatten().map(String::as_str).collect();
         let src = match self.named.get(from) {
             Some(Named::Dir(d)) => return Ok(d.clone()),
             Some(Named::Image(s)) => s.clone(),
-            None => Source::parse(from).map_err(|e| {
-                loc.error(format!(
-                    "COPY --from={from}: not a stage, build context or image reference ({})",
-                    e.message()
-                ))
-            })?,
+            None => {
+                // a bare name one typo away from a stage is a mistake, not Docker Hub's image
+                let bare = !from.contains(['/', ':', '@', '.']);
+                if let Some(near) = names.iter().find(|n| bare && dockerfile::edit_distance(n, &lower) <= 2) {
+                    return Err(loc
+                        .error(format!("COPY --from={from}: no stage named {from:?} before this one"))
+                        .with_hint(format!(
+                            "did you mean --from={near}? (the stages are: {}); for an image, write its full reference such as {from}:latest",
+                            names.join(", ")
+                        )));
+                }
+                Source::parse(from).map_err(|e| {
+                    loc.error(format!(
+                        "COPY --from={from}: not a stage, build context or image reference ({})",
+                        e.message()
+                    ))
+                })?
+            }
         };
-        let img = self.resolve_image(&src, platform, loc)?;
+        let what = format!("COPY --from={from} (not a stage, so read as an image)");
+        let img = self.resolve_image(&src, platform, loc, &what).map_err(|e| {
+            if names.is_empty() { e } else { e.with_hint(format!("the stages are: {}", names.join(", "))) }
+        })?;
         Ok(Arc::new(ViewTree { view: self.image_view(&img)?, name: format!("image {from}") }))
     }
 }
@@ -375,6 +393,7 @@ pub fn build(opts: &BuildOptions, resolver: &Resolver, reporter: &dyn Reporter) 
         created: config::rfc3339(epoch),
         escape: df.escape,
         global_args: platform_args(&opts.platform, &target_name),
+        stage_names: stage_names.clone(),
         used_args: Mutex::new(BTreeSet::new()),
         stats: Mutex::new(Stats::default()),
     };
@@ -387,7 +406,7 @@ pub fn build(opts: &BuildOptions, resolver: &Resolver, reporter: &dyn Reporter) 
             let v = match (ctx.build_arg(k), default) {
                 (Some(v), _) => Some(v),
                 (None, Some(d)) => {
-                    Some(Lex::new(df.escape).word(d, &|n| ctx.global_arg(n)).map_err(|e| a.loc.error(e))?)
+                    Some(Lex::new(df.escape).word(d, &|n| ctx.global_arg(n)).map_err(|e| stage::lex_error(&a.loc, e))?)
                 }
                 (None, None) => None,
             };
@@ -470,7 +489,7 @@ fn plan_stages(df: &Dockerfile, ctx: &Ctx) -> Result<(Vec<Base>, Vec<Platform>)>
     let mut platforms = Vec::new();
     for (i, s) in df.stages.iter().enumerate() {
         let f = &s.from;
-        let image = lex.word(&f.image, &|k| ctx.global_arg(k)).map_err(|e| f.loc.error(e))?;
+        let image = lex.word(&f.image, &|k| ctx.global_arg(k)).map_err(|e| stage::lex_error(&f.loc, e))?;
         if image.is_empty() {
             return Err(f.loc.error(format!("base name ({}) should not be blank", f.image)).with_hint(
                 "the variable is not set where FROM reads it: declare it with ARG (and a default) before the first FROM, or pass --build-arg",
@@ -479,7 +498,7 @@ fn plan_stages(df: &Dockerfile, ctx: &Ctx) -> Result<(Vec<Base>, Vec<Platform>)>
         let platform = match &f.platform {
             None => ctx.opts.platform.clone(),
             Some(p) => {
-                let v = lex.word(p, &|k| ctx.global_arg(k)).map_err(|e| f.loc.error(e))?;
+                let v = lex.word(p, &|k| ctx.global_arg(k)).map_err(|e| stage::lex_error(&f.loc, e))?;
                 Platform::parse(&v).map_err(|e| f.loc.error(format!("FROM --platform={p}: {}", e.message())))?
             }
         };
@@ -596,7 +615,7 @@ fn run_stage(
             }
         }
         Base::Image(src) => {
-            let img = ctx.resolve_image(src, platform, loc)?;
+            let img = ctx.resolve_image(src, platform, loc, &format!("FROM {src}"))?;
             ctx.reporter.message(&format!(
                 "[{name}] {loc} FROM {src}: {} ({}, {} layers)",
                 img.id().short(),

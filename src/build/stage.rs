@@ -42,11 +42,11 @@ impl<'c> State<'c> {
     }
 
     fn word(&self, s: &str, loc: &Loc) -> Result<String> {
-        Lex::new(self.ctx.escape).word(s, &|k| self.lookup(k)).map_err(|e| loc.error(e))
+        Lex::new(self.ctx.escape).word(s, &|k| self.lookup(k)).map_err(|e| lex_error(loc, e))
     }
 
     fn words(&self, s: &str, loc: &Loc) -> Result<Vec<String>> {
-        Lex::new(self.ctx.escape).words(s, &|k| self.lookup(k)).map_err(|e| loc.error(e))
+        Lex::new(self.ctx.escape).words(s, &|k| self.lookup(k)).map_err(|e| lex_error(loc, e))
     }
 
     fn commit(&mut self, created_by: &str, layer: Option<&crate::digest::Digest>) {
@@ -157,7 +157,10 @@ impl<'c> State<'c> {
                 let mut ports = Vec::new();
                 for p in list {
                     for w in self.words(p, loc)? {
-                        ports.extend(parse_ports(&w).map_err(|e| loc.error(e))?);
+                        ports.extend(parse_ports(&w).map_err(|e| {
+                            loc.error(e)
+                                .with_hint("EXPOSE takes PORT, PORT/PROTO or FROM-TO[/PROTO], e.g. 8080 or 53/udp")
+                        })?);
                     }
                 }
                 for p in &ports {
@@ -204,7 +207,8 @@ impl<'c> State<'c> {
             }
             Op::StopSignal(s) => {
                 let s = self.word(s, loc)?;
-                check_signal(&s).map_err(|e| loc.error(e))?;
+                check_signal(&s)
+                    .map_err(|e| loc.error(e).with_hint("use a signal name such as SIGTERM or a number"))?;
                 self.config.set("StopSignal", json!(s));
                 self.commit(&format!("STOPSIGNAL {s}"), None);
             }
@@ -396,7 +400,11 @@ impl<'c> State<'c> {
                 let passwd = self.ctx.read_text(&view, "/etc/passwd")?;
                 let group = self.ctx.read_text(&view, "/etc/group")?;
                 copy::parse_chown(spec, passwd.as_deref(), group.as_deref())
-                    .map_err(|e| loc.error(format!("{name} --chown={spec}: {e}")))?
+                    .map_err(|e| {
+                        loc.error(format!("{name} --chown={spec}: {e}")).with_hint(
+                            "use numeric ids (--chown=1000:1000), or add the user and group to /etc/passwd and /etc/group in an earlier step",
+                        )
+                    })?
             }
         };
         let tree: Arc<dyn Tree> = match &c.from {
@@ -426,6 +434,11 @@ impl<'c> State<'c> {
         created_by.push_str(&format!(" {} {dest}", shown.join(" ")));
         self.layer_step(plan, &created_by, loc)
     }
+}
+
+/// A variable-substitution error at `loc`.
+pub(super) fn lex_error(loc: &Loc, e: String) -> crate::error::Error {
+    loc.error(e).with_hint("check the quotes and the ${VAR}, ${VAR:-default}, ${VAR:?message} forms on that line")
 }
 
 /// `--link` plans against an empty filesystem; directories it only had to create that
