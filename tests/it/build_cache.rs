@@ -25,7 +25,7 @@ fn write_context(ctx: &Path) {
     while big.len() < 5 << 20 {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         big.push_str(["alpha ", "beta ", "gamma\n", "delta "][(x >> 60) as usize % 4]);
-        if x % 13 == 0 {
+        if x.is_multiple_of(13) {
             big.push_str(&format!("{x:x}\n"));
         }
     }
