@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::image::Descriptor;
 
 /// Changes whenever the bytes written for a plan change.
-const FORMAT: &str = "spxpack-layer-v1";
+const FORMAT: &str = "spxpack-layer-v2";
 
 /// How layers are written.
 #[derive(Debug, Clone)]
@@ -220,15 +220,25 @@ impl<W: Write> TarOut<W> {
         self.put(h.as_bytes()).map_err(io_err)?;
         if typeflag == b'0' {
             let Kind::File(c) = &n.kind else { unreachable!() };
-            let mut r: Box<dyn Read> = match &c.src {
-                ContentSrc::Inline(b) => Box::new(io::Cursor::new(b.to_vec())),
+            let file = match &c.src {
+                ContentSrc::Inline(_) => None,
                 ContentSrc::Local(p) => {
-                    Box::new(std::fs::File::open(p.as_ref()).map_err(|x| Error::io("cannot read", p.as_ref(), x))?)
+                    Some(std::fs::File::open(p.as_ref()).map_err(|x| Error::io("cannot read", p.as_ref(), x))?)
                 }
                 ContentSrc::Layer { blob, path, .. } => {
                     let p = staging.get(blob, path).ok_or_else(|| Error::internal(format!("{path} was not staged")))?;
-                    Box::new(std::fs::File::open(&p).map_err(|x| Error::io("cannot read", &p, x))?)
+                    Some(std::fs::File::open(&p).map_err(|x| Error::io("cannot read", &p, x))?)
                 }
+            };
+            // large files that do not compress (weights, media, archives) are stored, not deflated
+            let stored = match &file {
+                Some(f) => looks_incompressible(f, size),
+                None => false,
+            };
+            let mut r: Box<dyn Read> = match (file, &c.src) {
+                (Some(f), _) => Box::new(f),
+                (None, ContentSrc::Inline(b)) => Box::new(io::Cursor::new(b.to_vec())),
+                (None, _) => unreachable!("files have a source"),
             };
             let mut buf = vec![0u8; 1 << 20];
             let mut left = size;
@@ -239,7 +249,12 @@ impl<W: Write> TarOut<W> {
                     return Err(Error::input(format!("/{path} changed while the layer was written (it shrank)"))
                         .with_hint("do not modify the build context during a build"));
                 }
-                self.put(&buf[..k]).map_err(io_err)?;
+                if stored {
+                    self.diff.update(&buf[..k]);
+                    self.gz.write_stored(&buf[..k]).map_err(io_err)?;
+                } else {
+                    self.put(&buf[..k]).map_err(io_err)?;
+                }
                 left -= k as u64;
             }
             self.pad(size).map_err(io_err)?;
@@ -254,6 +269,31 @@ impl<W: Write> TarOut<W> {
         }
         Ok(())
     }
+}
+
+/// Whether a file of at least 256 KiB looks incompressible: three 16 KiB samples (start,
+/// middle, end) deflated at level 1 shrink by less than 3%. The answer depends only on the
+/// bytes, so the layer stays deterministic.
+fn looks_incompressible(f: &std::fs::File, size: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    const SAMPLE: u64 = 16 << 10;
+    if size < 256 << 10 {
+        return false;
+    }
+    let mut sample = Vec::with_capacity(3 * SAMPLE as usize);
+    for off in [0, size / 2, size - SAMPLE] {
+        let mut b = vec![0u8; SAMPLE as usize];
+        match f.read_exact_at(&mut b, off) {
+            Ok(()) => sample.extend_from_slice(&b),
+            Err(_) => return false,
+        }
+    }
+    let mut c = flate2::Compress::new(flate2::Compression::new(1), false);
+    let mut out = Vec::with_capacity(2 * sample.len() + 1024);
+    if c.compress_vec(&sample, &mut out, flate2::FlushCompress::Finish).is_err() {
+        return false;
+    }
+    c.total_in() < sample.len() as u64 || out.len() as u64 * 100 >= sample.len() as u64 * 97
 }
 
 /// Puts a path into ustar name/prefix; false when it does not fit.
@@ -300,5 +340,27 @@ mod tests {
         let long = format!("{}/{}", "a".repeat(120), "b".repeat(90));
         assert!(split_name(&long, &mut n, &mut p));
         assert!(!split_name(&"c".repeat(300), &mut [0u8; 100], &mut [0u8; 155]));
+    }
+
+    #[test]
+    fn incompressible_files_are_detected_from_their_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let mut x: u64 = 1;
+        let random: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let text = "the quick brown fox jumps over the lazy dog\n".repeat(8000);
+        for (name, data, want) in
+            [("r", &random[..], true), ("t", text.as_bytes(), false), ("s", &random[..1000], false)]
+        {
+            std::fs::write(d.path().join(name), data).unwrap();
+            let f = std::fs::File::open(d.path().join(name)).unwrap();
+            assert_eq!(looks_incompressible(&f, data.len() as u64), want, "{name}");
+        }
     }
 }

@@ -416,7 +416,9 @@ impl<'c> State<'c> {
             CopyRequest { name, loc, sources, dest: dest.clone(), workdir: &workdir, owner, chmod, unpack: c.add };
         let empty = FsView::new();
         let target_view: &FsView = if c.link { &empty } else { &view };
+        let started = std::time::Instant::now();
         let plan = copy::plan(&req, target_view, tree.as_ref(), &self.ctx.staging)?;
+        tracing::info!("{loc}: planned {} entries in {:.2}s", plan.entries.len(), started.elapsed().as_secs_f64());
         let plan = if c.link { drop_existing_parents(plan, &view) } else { plan };
         let mut created_by = name.to_string();
         if let Some(s) = &chown {

@@ -112,6 +112,7 @@ pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
     let cache = crate::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
     let resolver = Resolver::new(cache, a.registry.client_options()?);
     let out = build::build(&opts, &resolver, term)?;
+    tracing::info!("build: {:.2}s", started.elapsed().as_secs_f64());
     let img = &out.image;
     match &oci {
         Some((dir, tag)) => {
