@@ -132,6 +132,19 @@ pub fn write_atomic(dir: &Path, file: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Removes staging directories of builds that were killed more than a day ago.
+fn sweep_stale(tmp: &Path) {
+    let Ok(rd) = std::fs::read_dir(tmp) else { return };
+    let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
+    for e in rd.flatten() {
+        if e.file_name().to_string_lossy().starts_with("build-")
+            && e.metadata().is_ok_and(|m| m.is_dir() && m.modified().is_ok_and(|t| t < cutoff))
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Files extracted from layer blobs for this build, keyed by (blob, path).
 pub struct Staging {
     dir: tempfile::TempDir,
@@ -142,6 +155,7 @@ pub struct Staging {
 impl Staging {
     pub fn new(cache: &BlobCache) -> Result<Self> {
         let base = cache.root().join("tmp");
+        sweep_stale(&base);
         let dir = tempfile::Builder::new()
             .prefix("build-")
             .tempdir_in(&base)

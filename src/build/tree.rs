@@ -88,6 +88,8 @@ pub struct DirTree {
     pub shown: String,
     pub ignore: Matcher,
     hashes: Mutex<HashMap<String, HashRec>>,
+    /// Paths hashed or confirmed in this build; only these are saved.
+    seen: Mutex<std::collections::HashSet<String>>,
     hash_file: Option<PathBuf>,
     started: i64,
 }
@@ -110,7 +112,15 @@ impl DirTree {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        Ok(DirTree { root, shown: shown.to_string(), ignore, hashes: Mutex::new(hashes), hash_file, started })
+        Ok(DirTree {
+            root,
+            shown: shown.to_string(),
+            ignore,
+            hashes: Mutex::new(hashes),
+            seen: Mutex::new(Default::default()),
+            hash_file,
+            started,
+        })
     }
 
     fn abs(&self, p: &str) -> PathBuf {
@@ -128,8 +138,11 @@ impl DirTree {
     pub fn save_hashes(&self) -> Result<()> {
         let Some(file) = &self.hash_file else { return Ok(()) };
         let map = self.hashes.lock().expect("poisoned");
-        let keep: HashMap<&String, &HashRec> =
-            map.iter().filter(|(_, r)| r.mtime < self.started - 1 && r.ctime < self.started - 1).collect();
+        let seen = self.seen.lock().expect("poisoned");
+        let keep: HashMap<&String, &HashRec> = map
+            .iter()
+            .filter(|(k, r)| seen.contains(*k) && r.mtime < self.started - 1 && r.ctime < self.started - 1)
+            .collect();
         let data = serde_json::to_vec(&keep).expect("json");
         write_atomic(file.parent().expect("has parent"), file, &data)
     }
@@ -144,6 +157,7 @@ impl DirTree {
             ino: m.ino(),
             hash,
         };
+        self.seen.lock().expect("poisoned").insert(p.to_string());
         if let Some(r) = self.hashes.lock().expect("poisoned").get(p) {
             let now = rec(String::new());
             if (r.size, r.mtime, r.mtime_ns, r.ctime, r.ctime_ns, r.ino)
@@ -220,7 +234,7 @@ impl Tree for DirTree {
             } else if ft.is_block_device() {
                 b'4'
             } else {
-                return Err(Error::input(format!("{} is a socket; it cannot be copied into an image", abs.display())));
+                return Ok(None); // sockets are left out, as Docker's context upload does
             };
             let rdev = m.rdev();
             Kind::Other(t, ((rdev >> 8) & 0xfff) as u32, ((rdev & 0xff) | ((rdev >> 12) & 0xfff00)) as u32)

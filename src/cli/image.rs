@@ -109,6 +109,19 @@ pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
         Some((d, t)) if !t.contains('/') && !d.is_empty() => (PathBuf::from(d), Some(t.to_string())),
         _ => (PathBuf::from(r), None),
     });
+    if oci.is_none() {
+        // fail before the build, not after it
+        let out = std::path::Path::new(&a.output);
+        let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(Error::not_found(format!("output directory {} does not exist", dir.display()))
+                .with_hint("create it first, or choose another -o path"));
+        }
+        if out.is_dir() {
+            return Err(Error::input(format!("output {} is a directory", out.display()))
+                .with_hint("give a file name (image.tar, image.tar.gz), or oci:DIR for an OCI layout"));
+        }
+    }
     let cache = crate::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
     let resolver = Resolver::new(cache, a.registry.client_options()?);
     let out = build::build(&opts, &resolver, term)?;

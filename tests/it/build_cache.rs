@@ -146,3 +146,32 @@ fn build_cache_layers_keep_hard_links_and_sorted_entries() {
     }
     assert_eq!(names, vec!["app/lib/", "app/lib/util-link.sh", "app/lib/util.sh", "app/main.sh"]);
 }
+
+/// A Dockerfile that changes nothing gives the base image itself (same config bytes, same ID);
+/// any instruction gives a new config that keeps the base's key order.
+#[test]
+fn build_cache_unchanged_base_keeps_its_config_bytes() {
+    let s = Scratch::new();
+    let ctx = s.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let base = format!("{}/busybox:multi", env().plain);
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {base}\n")).unwrap();
+    let same = build(&s, &ctx, "same.tar", &[]);
+    let base_id = s.spx(&["inspect", "--json", &base]).ok().stdout;
+    let base_id: serde_json::Value = serde_json::from_str(&base_id).unwrap();
+    assert_eq!(same.json["id"], base_id["images"][0]["id"], "FROM alone is the base image");
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {base}\nLABEL x=y\n")).unwrap();
+    let edited = build(&s, &ctx, "edited.tar", &[]);
+    assert_ne!(edited.json["id"], same.json["id"]);
+    let cfg = |b: &Built, out: &str| -> String {
+        let id = b.json["id"].as_str().unwrap()[7..].to_string();
+        String::from_utf8(tar_member(&s.path(out), &format!("blobs/sha256/{id}"))).unwrap()
+    };
+    let keys = |j: &str| -> Vec<String> {
+        let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(j).unwrap();
+        v.keys().cloned().collect()
+    };
+    let (before, after) = (cfg(&same, "same.tar"), cfg(&edited, "edited.tar"));
+    assert_eq!(keys(&before), keys(&after), "top-level key order is kept");
+    assert!(after.contains(r#""Labels":{"x":"y"}"#), "{after}");
+}
