@@ -10,13 +10,14 @@ pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 #[derive(Debug, Clone, Copy)]
 pub struct Lex {
     pub escape: char,
-    /// Keep quote characters in the output (heredoc bodies are expanded this way).
-    pub raw_quotes: bool,
+    /// Quotes are ordinary characters (BuildKit's `SkipProcessQuotes`, used for heredoc bodies:
+    /// `$VAR` is expanded everywhere, quotes stay as written).
+    pub skip_quotes: bool,
 }
 
 impl Lex {
     pub fn new(escape: char) -> Self {
-        Lex { escape, raw_quotes: false }
+        Lex { escape, skip_quotes: false }
     }
 
     /// Expands variables and removes quotes, keeping the whole input as one word.
@@ -30,8 +31,13 @@ impl Lex {
     }
 
     fn run(&self, word: &str, env: Lookup) -> Result<(String, Vec<String>), String> {
-        let mut sw =
-            ShellWord { chars: word.chars().collect(), pos: 0, env, escape: self.escape, raw: self.raw_quotes };
+        let mut sw = ShellWord {
+            chars: word.chars().collect(),
+            pos: 0,
+            env,
+            escape: self.escape,
+            skip_quotes: self.skip_quotes,
+        };
         sw.process_stop_on(None).map_err(|e| format!("failed to process {word:?}: {e}"))
     }
 }
@@ -41,7 +47,7 @@ struct ShellWord<'a> {
     pos: usize,
     env: Lookup<'a>,
     escape: char,
-    raw: bool,
+    skip_quotes: bool,
 }
 
 #[derive(Default)]
@@ -104,7 +110,7 @@ impl ShellWord<'_> {
                 return Ok((result, words.finish()));
             }
             match ch {
-                '\'' | '"' | '$' => {
+                '\'' | '"' | '$' if ch == '$' || !self.skip_quotes => {
                     let tmp = match ch {
                         '\'' => self.single_quote()?,
                         '"' => self.double_quote()?,
@@ -140,19 +146,11 @@ impl ShellWord<'_> {
 
     fn single_quote(&mut self) -> Result<String, String> {
         let mut out = String::new();
-        let q = self.next().expect("peeked");
-        if self.raw {
-            out.push(q);
-        }
+        self.next(); // the quote
         loop {
             match self.next() {
                 None => return Err("unexpected end of statement while looking for matching single-quote".into()),
-                Some('\'') => {
-                    if self.raw {
-                        out.push('\'');
-                    }
-                    return Ok(out);
-                }
+                Some('\'') => return Ok(out),
                 Some(c) => out.push(c),
             }
         }
@@ -160,18 +158,12 @@ impl ShellWord<'_> {
 
     fn double_quote(&mut self) -> Result<String, String> {
         let mut out = String::new();
-        let q = self.next().expect("peeked");
-        if self.raw {
-            out.push(q);
-        }
+        self.next(); // the quote
         loop {
             match self.peek() {
                 None => return Err("unexpected end of statement while looking for matching double-quote".into()),
                 Some('"') => {
                     self.next();
-                    if self.raw {
-                        out.push('"');
-                    }
                     return Ok(out);
                 }
                 Some('$') => out.push_str(&self.dollar()?),
@@ -474,8 +466,8 @@ mod tests {
         assert!(w("\"open").unwrap_err().contains("double-quote"));
         let tick = Lex::new('`');
         assert_eq!(tick.word("a`$A C:\\dir", &env).unwrap(), "a$A C:\\dir");
-        let raw = Lex { escape: '\\', raw_quotes: true };
-        assert_eq!(raw.word(r#"say "$A" 'x'"#, &env).unwrap(), r#"say "a" 'x'"#);
+        let heredoc = Lex { escape: '\\', skip_quotes: true };
+        assert_eq!(heredoc.word(r#"say "$A" '$A' \$A"#, &env).unwrap(), r#"say "a" 'a' $A"#);
     }
 
     #[test]

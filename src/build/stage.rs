@@ -373,7 +373,7 @@ impl<'c> State<'c> {
                 }
                 Src::Heredoc { name: n, body, expand } => {
                     let body = if *expand {
-                        Lex { escape: '\\', raw_quotes: true }
+                        Lex { escape: '\\', skip_quotes: true }
                             .word(body, &|k| self.lookup(k))
                             .map_err(|e| loc.error(e))?
                     } else {
