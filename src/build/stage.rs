@@ -8,15 +8,16 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::StageResult;
 use super::config::{Config, DEFAULT_PATH};
 use super::copy::{self, CopyRequest, Plan, PlanEntry, Source};
+use super::ctx::Ctx;
 use super::dockerfile::{CmdLine, Instr, Loc, Op, Src};
 use super::executor::{RootLayer, RunRequest, run_unsupported};
 use super::fsview::{FsView, LayerEntry, Node, normalize};
 use super::layer;
 use super::lex::Lex;
 use super::tree::Tree;
-use super::{Ctx, StageResult};
 use crate::error::Result;
 use crate::image::{Descriptor, Image, media};
 use crate::platform::Platform;
