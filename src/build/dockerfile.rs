@@ -94,6 +94,16 @@ pub struct Copy {
     pub link: bool,
 }
 
+/// A RUN step, kept whole for the executor.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub cmd: CmdLine,
+    /// `--mount`, `--network`, `--security`, `--device`, as written (name, value).
+    pub flags: Vec<(String, String)>,
+    /// Heredoc bodies (`RUN <<EOF`), with whether variables are expanded in them.
+    pub heredocs: Vec<(String, bool)>,
+}
+
 /// HEALTHCHECK CMD …; durations in nanoseconds (0 = not set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
@@ -123,7 +133,7 @@ pub enum Op {
     Healthcheck(Option<Health>),
     Onbuild(String),
     Maintainer(String),
-    Run(CmdLine),
+    Run(Run),
 }
 
 impl Op {

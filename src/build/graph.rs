@@ -171,7 +171,7 @@ pub(super) fn check_run(df: &Dockerfile, needed: &BTreeSet<usize>, opts: &BuildO
     }
     for i in needed {
         for ins in &df.stages[*i].instrs {
-            if matches!(ins.op, dockerfile::Op::Run(_)) {
+            if matches!(ins.op, dockerfile::Op::Run(..)) {
                 return Err(executor::run_unsupported(&ins.loc));
             }
         }

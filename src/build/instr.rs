@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use parse_dockerfile as pd;
 
-use super::dockerfile::{CmdLine, Copy, From, Health, Instr, Lines, Loc, Op, Src};
+use super::dockerfile::{CmdLine, Copy, From, Health, Instr, Lines, Loc, Op, Run, Src};
 use super::lex;
 use crate::error::{Error, Result};
 
@@ -241,7 +241,7 @@ pub(super) fn convert(ins: &pd::Instruction, lines: &Lines, escape: char) -> Res
             Op::Onbuild(inner.text)
         }
         I::Run(r) => {
-            flags(
+            let fl = flags(
                 &r.options,
                 &[
                     ("mount", FlagKind::Str),
@@ -252,7 +252,11 @@ pub(super) fn convert(ins: &pd::Instruction, lines: &Lines, escape: char) -> Res
                 "RUN",
                 lines,
             )?;
-            Op::Run(cmdline(&r.arguments, escape))
+            Op::Run(Run {
+                cmd: cmdline(&r.arguments, escape),
+                flags: fl.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+                heredocs: r.here_docs.iter().map(|h| (h.value.to_string(), h.expand)).collect(),
+            })
         }
         I::From(_) => unreachable!("FROM is handled by the caller"),
         _ => return Err(loc.error("unsupported instruction")),

@@ -306,7 +306,7 @@ fn run_stage(
             st.changed = true;
             for t in &triggers {
                 let ins = dockerfile::parse_trigger(t, loc, df.escape)?;
-                if matches!(ins.op, dockerfile::Op::Run(_)) && ctx.opts.executor.is_none() {
+                if matches!(ins.op, dockerfile::Op::Run(..)) && ctx.opts.executor.is_none() {
                     return Err(
                         executor::run_unsupported(loc).context(format!("ONBUILD trigger {t:?} of the base image"))
                     );

@@ -229,7 +229,7 @@ impl<'c> State<'c> {
             }
             Op::Workdir(w) => self.workdir_step(w, loc)?,
             Op::Copy(c) => self.copy_step(ins, c, stages, index)?,
-            Op::Run(c) => {
+            Op::Run(run) => {
                 let Some(exec) = self.ctx.opts.executor.clone() else { return Err(run_unsupported(loc)) };
                 let view = self.view()?;
                 let env: Vec<String> = {
@@ -243,14 +243,17 @@ impl<'c> State<'c> {
                 };
                 let req = RunRequest {
                     loc,
-                    argv: self.argv(c),
+                    argv: self.argv(&run.cmd),
+                    flags: &run.flags,
+                    heredocs: &run.heredocs,
                     env,
                     user: self.config.string("User"),
                     workdir: self.workdir(),
                     platform: &self.platform,
                     layers: &self.layers,
                     view: &view,
-                    epoch: self.ctx.layer_opts.epoch,
+                    layer_options: &self.ctx.layer_opts,
+                    cache: &self.ctx.cache,
                     reporter: self.ctx.reporter,
                 };
                 let out = exec.run(&req)?;
