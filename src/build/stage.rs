@@ -401,8 +401,9 @@ impl<'c> State<'c> {
         let owner = match &chown {
             None => (0, 0),
             Some(spec) => {
-                let passwd = self.ctx.read_text(&view, "/etc/passwd")?;
-                let group = self.ctx.read_text(&view, "/etc/group")?;
+                let names = spec.contains(|c: char| !c.is_ascii_digit() && c != ':');
+                let read = |p: &str| if names { self.ctx.read_text(&view, p) } else { Ok(None) };
+                let (passwd, group) = (read("/etc/passwd")?, read("/etc/group")?);
                 copy::parse_chown(spec, passwd.as_deref(), group.as_deref())
                     .map_err(|e| {
                         loc.error(format!("{name} --chown={spec}: {e}")).with_hint(
