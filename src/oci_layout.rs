@@ -4,7 +4,7 @@
 //! `blobs/sha256/<hex>` with digest verification.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -221,4 +221,76 @@ impl BlobSource for LayoutBlobs {
     fn describe(&self) -> String {
         self.origin.clone()
     }
+}
+
+/// Writes images into an OCI layout directory (`-o oci:DIR`), creating it if needed. Existing
+/// images stay; an entry with the same `ref.name` is replaced. Blobs already present (same
+/// size) are not rewritten; new ones are written to a temporary name and renamed, and
+/// `index.json` is replaced atomically last, so readers never see a half-written layout.
+pub fn write_dir(dir: &Path, images: &[(&Image, Option<String>)], progress: &dyn Fn(u64)) -> Result<()> {
+    use std::io::Write as _;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(|e| Error::io("cannot create", &blobs, e))?;
+    let put_bytes = |data: &[u8]| -> Result<Digest> {
+        let d = Digest::of(data);
+        let p = blobs.join(d.hex());
+        if !std::fs::metadata(&p).is_ok_and(|m| m.len() == data.len() as u64) {
+            let mut t = crate::atomic::AtomicFile::create(&p)?;
+            t.write_all(data).map_err(|e| Error::io("cannot write", &p, e))?;
+            t.commit()?;
+        }
+        Ok(d)
+    };
+    let mut index: Index = if dir.join("index.json").is_file() {
+        Index::parse(
+            &std::fs::read(dir.join("index.json")).map_err(|e| Error::io("cannot read", dir, e))?,
+            "index.json",
+        )?
+    } else {
+        Index { schema_version: 2, media_type: Some(media::OCI_INDEX.into()), manifests: Vec::new(), annotations: None }
+    };
+    for (img, name) in images {
+        for l in &img.manifest.layers {
+            let p = blobs.join(l.digest.hex());
+            if std::fs::metadata(&p).is_ok_and(|m| m.len() == l.size) {
+                continue;
+            }
+            let mut r = img.source.open(l).map_err(|e| e.context(&img.origin))?;
+            let mut t = crate::atomic::AtomicFile::create(&p)?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = r.read(&mut buf).map_err(|e| Error::from_io("cannot read", &img.origin, e))?;
+                if n == 0 {
+                    break;
+                }
+                t.write_all(&buf[..n]).map_err(|e| Error::io("cannot write", &p, e))?;
+                progress(n as u64);
+            }
+            t.commit()?;
+        }
+        put_bytes(&img.config_raw)?;
+        let manifest = crate::docker_archive::write::oci_manifest_bytes(img);
+        let md = put_bytes(&manifest)?;
+        let mut desc = Descriptor::new(media::OCI_MANIFEST, md, manifest.len() as u64);
+        desc.platform = Some(img.platform());
+        if let Some(n) = name {
+            let (full, tag) = match crate::reference::Reference::parse(n) {
+                Ok(r) if r.tag.is_some() => (r.qualified_tagged(), r.tag.clone().unwrap_or_default()),
+                _ => (None, n.clone()),
+            };
+            index.manifests.retain(|m| m.annotation(REF_NAME) != Some(tag.as_str()));
+            let mut ann = std::collections::BTreeMap::from([(REF_NAME.to_string(), tag)]);
+            if let Some(f) = full {
+                ann.insert(CONTAINERD_NAME.to_string(), f);
+            }
+            desc.annotations = Some(ann);
+        }
+        index.manifests.push(desc);
+    }
+    let mut t = crate::atomic::AtomicFile::create(&dir.join("oci-layout"))?;
+    t.write_all(br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(|e| Error::io("cannot write", dir, e))?;
+    t.commit()?;
+    let mut t = crate::atomic::AtomicFile::create(&dir.join("index.json"))?;
+    t.write_all(&serde_json::to_vec(&index).expect("json")).map_err(|e| Error::io("cannot write", dir, e))?;
+    t.commit()
 }

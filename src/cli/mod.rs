@@ -1,6 +1,7 @@
 //! The command line: clap types, settings from flags and environment, and printing. Nothing
 //! below this module knows about clap.
 
+mod image;
 mod output;
 mod sandbox_cmd;
 mod spx;
@@ -59,6 +60,9 @@ pub enum Command {
     /// Run shell steps on an image in the RUN sandbox (development tool).
     #[command(hide = true)]
     SandboxRun(sandbox_cmd::SandboxRunArgs),
+    /// Build images from Dockerfiles without a Docker daemon.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
 }
 
 #[derive(Debug, Args)]
@@ -96,7 +100,7 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn client_options(&self) -> Result<ClientOptions> {
+    pub(crate) fn client_options(&self) -> Result<ClientOptions> {
         let mut creds =
             CredentialOptions { authfile: self.authfile.clone(), anonymous: self.no_creds, ..Default::default() };
         for c in &self.creds {
@@ -162,6 +166,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Init(a) => spx::init(a, &term),
         Command::Verify(a) => spx::verify(a, &term),
         Command::SandboxRun(a) => sandbox_cmd::run(a, &term),
+        Command::Image(image::ImageCommand::Build(a)) => image::build(a, &term),
     }
 }
 

@@ -6,6 +6,11 @@ mod support;
 
 mod archive_input;
 mod bad_input;
+mod build_cache;
+mod build_errors;
+mod build_oracle;
+mod build_sources;
+mod build_util;
 mod faults;
 mod pull;
 // the bundled example extension (README's first command)

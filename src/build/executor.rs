@@ -1,0 +1,130 @@
+//! The seam where RUN plugs in. The builder hands a [`RunRequest`] (the stage's layers so far,
+//! the command, environment, user, working directory and platform) to a [`StepExecutor`];
+//! the executor returns the layer it produced (already in the blob cache) and the entries of
+//! that layer, so the builder can keep tracking the stage's filesystem. Without an executor a
+//! RUN step is an error that names its `file:line:col`, reported before any work starts.
+
+use std::sync::Arc;
+
+use super::dockerfile::Loc;
+use super::fsview::{FsView, LayerEntry};
+use super::layer::{Layer, LayerOptions};
+use crate::blob_cache::BlobCache;
+use crate::error::{Error, Result};
+use crate::image::{BlobSource, Descriptor};
+use crate::platform::Platform;
+use crate::progress::Reporter;
+
+/// One layer of the stage's root filesystem, bottom first.
+#[derive(Clone)]
+pub struct RootLayer {
+    pub desc: Descriptor,
+    pub diff_id: String,
+    pub source: Arc<dyn BlobSource>,
+}
+
+/// Everything needed to execute one RUN step.
+pub struct RunRequest<'a> {
+    pub loc: &'a Loc,
+    /// The argv to execute (the shell form already wrapped in SHELL / `/bin/sh -c`).
+    pub argv: Vec<String>,
+    /// `--mount`, `--network`, `--security`, `--device` as written.
+    pub flags: &'a [(String, String)],
+    /// `RUN <<EOF` bodies (not yet expanded) and whether to expand them.
+    pub heredocs: &'a [(String, bool)],
+    /// `KEY=value` environment: image ENV plus the stage's build args.
+    pub env: Vec<String>,
+    pub user: String,
+    pub workdir: String,
+    pub platform: &'a Platform,
+    pub layers: &'a [RootLayer],
+    /// The merged view of those layers (paths, modes, owners; no contents).
+    pub view: &'a FsView,
+    /// How layers are written (epoch for mtimes, gzip level, threads): pass them to
+    /// [`super::layer::write`] with a [`super::copy::Plan`] of the changes.
+    pub layer_options: &'a LayerOptions,
+    /// The blob cache new layers go to (and [`super::layer::remember`] records in).
+    pub cache: &'a Arc<BlobCache>,
+    pub reporter: &'a dyn Reporter,
+}
+
+/// What a RUN step produced.
+pub struct RunOutcome {
+    /// `None` when the command changed nothing (an empty layer).
+    pub layer: Option<(Layer, Vec<LayerEntry>)>,
+}
+
+/// Executes RUN steps; implemented by the sandbox in `build/run/`.
+pub trait StepExecutor: Send + Sync {
+    fn run(&self, req: &RunRequest) -> Result<RunOutcome>;
+}
+
+/// The error for a RUN step when no executor is configured.
+pub fn run_unsupported(loc: &Loc) -> Error {
+    Error::unsupported(format!("{loc}: RUN is not supported yet; spxpack builds Dockerfiles without RUN steps"))
+        .with_hint("move the RUN steps into a base image built elsewhere (FROM it), or build with docker buildx")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::build::copy::{Plan, PlanEntry};
+    use crate::build::fsview::{Content, ContentSrc, Kind, Node, PathKey};
+    use crate::build::{BuildOptions, build, layer};
+    use crate::source::Resolver;
+
+    /// Pretends to run the command: the layer gets `/ran` holding the argv, env and workdir.
+    struct Fake;
+
+    impl StepExecutor for Fake {
+        fn run(&self, req: &RunRequest) -> Result<RunOutcome> {
+            let body = format!("{:?} {:?} {} {:?}\n", req.argv, req.env, req.workdir, req.flags).into_bytes();
+            let node = Node {
+                kind: Kind::File(Content {
+                    id: crate::digest::Digest::of(&body).to_string(),
+                    src: ContentSrc::Inline(Arc::new(body.clone())),
+                }),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                size: body.len() as u64,
+            };
+            let mut entries = BTreeMap::new();
+            entries.insert(PathKey("ran".into()), PlanEntry { node: node.clone(), hardlink: None, implied: false });
+            let plan = Plan { entries };
+            let staging = crate::build::layers::Staging::new(req.cache)?;
+            let l = layer::write(&plan, req.layer_options, req.cache, &staging)?;
+            Ok(RunOutcome {
+                layer: Some((l, vec![LayerEntry { path: "ran".into(), node: Some(node), hardlink: None }])),
+            })
+        }
+    }
+
+    #[test]
+    fn run_steps_plug_in_through_the_executor() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), "FROM scratch AS a\nARG V=1\nWORKDIR /w\nRUN --network=none make $V\nFROM scratch\nCOPY --from=a /ran /copied\n").unwrap();
+        let cache = crate::blob_cache::BlobCache::open(Some(dir.path().join("cache")), true).unwrap();
+        let resolver = Resolver::new(cache, Default::default());
+        let mut opts = BuildOptions::new(ctx.join("Dockerfile"), &ctx);
+        assert!(
+            build(&opts, &resolver, &crate::progress::Silent)
+                .is_err_and(|e| e.to_string().contains("Dockerfile:4:1: RUN"))
+        );
+        opts.executor = Some(Arc::new(Fake));
+        let last = build(&opts, &resolver, &crate::progress::Silent).unwrap();
+        assert_eq!(last.image.manifest.layers.len(), 1, "the RUN output was copied from stage a");
+        opts.target = Some("a".into());
+        let a = build(&opts, &resolver, &crate::progress::Silent).unwrap();
+        assert_eq!(a.image.manifest.layers.len(), 2, "WORKDIR and RUN");
+        let cfg: serde_json::Value = serde_json::from_slice(&a.image.config_raw).unwrap();
+        let hist: Vec<&str> =
+            cfg["history"].as_array().unwrap().iter().map(|h| h["created_by"].as_str().unwrap()).collect();
+        assert_eq!(hist, vec!["ARG V=1", "WORKDIR /w", "RUN --network=none make $V"]);
+    }
+}

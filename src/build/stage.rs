@@ -1,0 +1,526 @@
+//! Running one stage: the base (scratch, an earlier stage, or an image with its ONBUILD
+//! triggers), then each instruction with BuildKit's variable rules (ENV wins over ARG, a stage
+//! sees only the ARGs it declares) and the classic builder's results: metadata instructions
+//! edit the config and add an `empty_layer` history entry; COPY, ADD and WORKDIR plan a layer,
+//! look it up in the build cache and write it only when it is new.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::StageResult;
+use super::config::{Config, DEFAULT_PATH};
+use super::copy::{self, CopyRequest, Plan, PlanEntry, Source};
+use super::ctx::Ctx;
+use super::dockerfile::{CmdLine, Instr, Loc, Op, Src};
+use super::executor::{RootLayer, RunRequest, run_unsupported};
+use super::fsview::{FsView, LayerEntry, Node, normalize};
+use super::layer;
+use super::lex::Lex;
+use super::tree::Tree;
+use crate::error::Result;
+use crate::image::{Descriptor, Image, media};
+use crate::platform::Platform;
+
+pub(super) struct State<'c> {
+    pub ctx: &'c Ctx<'c>,
+    pub name: String,
+    pub platform: Platform,
+    pub config: Config,
+    pub changed: bool,
+    pub base: Option<Image>,
+    pub layers: Vec<RootLayer>,
+    pub view: Option<Arc<FsView>>,
+    /// Declared ARGs with values, in order.
+    pub args: Vec<(String, String)>,
+    pub cmd_set: bool,
+    pub docker_style: bool,
+}
+
+impl<'c> State<'c> {
+    pub fn lookup(&self, k: &str) -> Option<String> {
+        self.config.env_get(k).or_else(|| self.args.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    fn word(&self, s: &str, loc: &Loc) -> Result<String> {
+        Lex::new(self.ctx.escape).word(s, &|k| self.lookup(k)).map_err(|e| lex_error(loc, e))
+    }
+
+    fn words(&self, s: &str, loc: &Loc) -> Result<Vec<String>> {
+        Lex::new(self.ctx.escape).words(s, &|k| self.lookup(k)).map_err(|e| lex_error(loc, e))
+    }
+
+    fn commit(&mut self, created_by: &str, layer: Option<&crate::digest::Digest>) {
+        self.config.commit(&self.ctx.created, created_by, layer);
+        self.changed = true;
+    }
+
+    pub fn view(&mut self) -> Result<Arc<FsView>> {
+        if self.view.is_none() {
+            self.view = Some(Arc::new(self.ctx.build_view(&self.layers)?));
+        }
+        Ok(self.view.clone().expect("set"))
+    }
+
+    pub fn workdir(&self) -> String {
+        let w = self.config.string("WorkingDir");
+        if w.is_empty() { "/".into() } else { w }
+    }
+
+    fn shell(&self) -> Vec<String> {
+        let s = self.config.strings("Shell");
+        if s.is_empty() { vec!["/bin/sh".into(), "-c".into()] } else { s }
+    }
+
+    fn argv(&self, c: &CmdLine) -> Vec<String> {
+        match c {
+            CmdLine::Exec(v) => v.clone(),
+            CmdLine::Shell(s) => {
+                let mut v = self.shell();
+                v.push(s.clone());
+                v
+            }
+        }
+    }
+
+    /// Starts from `FROM` with the default PATH added when the base has none.
+    pub fn begin(&mut self) {
+        if self.config.env_get("PATH").is_none() {
+            self.config.set_env("PATH", DEFAULT_PATH);
+        }
+    }
+
+    pub fn finish(self) -> StageResult {
+        StageResult {
+            name: self.name,
+            platform: self.platform,
+            config: self.config,
+            changed: self.changed,
+            base: self.base,
+            layers: self.layers,
+            view: self.view,
+            docker_style: self.docker_style,
+        }
+    }
+
+    /// Runs one instruction. `stages` are the stages finished so far (for COPY --from).
+    pub fn dispatch(&mut self, ins: &Instr, stages: &[Option<StageResult>], index: usize) -> Result<()> {
+        let loc = &ins.loc;
+        match &ins.op {
+            Op::Arg(list) => {
+                let mut parts = Vec::new();
+                for (k, default) in list {
+                    let value = match (self.ctx.build_arg(k), default) {
+                        (Some(v), _) => Some(v),
+                        (None, Some(d)) => Some(self.word(d, loc)?),
+                        (None, None) => self.ctx.global_arg(k),
+                    };
+                    parts.push(match &value {
+                        Some(v) => format!("{k}={v}"),
+                        None => k.clone(),
+                    });
+                    if let Some(v) = value {
+                        self.args.push((k.clone(), v));
+                    }
+                }
+                self.commit(&format!("ARG {}", parts.join(" ")), None);
+            }
+            Op::Env(kvs) => {
+                let mut done = Vec::new();
+                for kv in kvs {
+                    done.push((self.word(&kv.key, loc)?, self.word(&kv.value, loc)?));
+                }
+                for (k, v) in &done {
+                    self.config.set_env(k, v);
+                }
+                let msg: Vec<String> = done.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                self.commit(&format!("ENV {}", msg.join(" ")), None);
+            }
+            Op::Label(kvs) => {
+                let mut msg = Vec::new();
+                for kv in kvs {
+                    let (k, v) = (self.word(&kv.key, loc)?, self.word(&kv.value, loc)?);
+                    self.config.map_insert("Labels", &k, json!(v));
+                    msg.push(format!("{k}={v}"));
+                }
+                self.commit(&format!("LABEL {}", msg.join(" ")), None);
+            }
+            Op::Maintainer(m) => {
+                self.config.set_top("author", json!(m));
+                self.commit(&format!("MAINTAINER {m}"), None);
+            }
+            Op::User(u) => {
+                let u = self.word(u, loc)?;
+                self.config.set("User", json!(u));
+                self.commit(&format!("USER {u}"), None);
+            }
+            Op::Expose(list) => {
+                let mut ports = Vec::new();
+                for p in list {
+                    for w in self.words(p, loc)? {
+                        ports.extend(parse_ports(&w).map_err(|e| {
+                            loc.error(e)
+                                .with_hint("EXPOSE takes PORT, PORT/PROTO or FROM-TO[/PROTO], e.g. 8080 or 53/udp")
+                        })?);
+                    }
+                }
+                for p in &ports {
+                    self.config.map_insert("ExposedPorts", p, json!({}));
+                }
+                self.commit(&format!("EXPOSE [{}]", ports.join(" ")), None);
+            }
+            Op::Volume(list) => {
+                let mut vols = Vec::new();
+                for v in list {
+                    let v = self.word(v, loc)?;
+                    if v.trim().is_empty() {
+                        return Err(loc.error("VOLUME specified can not be an empty string"));
+                    }
+                    self.config.map_insert("Volumes", &v, json!({}));
+                    vols.push(v);
+                }
+                self.commit(&format!("VOLUME [{}]", vols.join(" ")), None);
+            }
+            Op::Cmd(c) => {
+                let argv = self.argv(c);
+                self.config.set("Cmd", json!(argv));
+                self.cmd_set = true;
+                self.commit(&format!("CMD {}", quoted(&argv)), None);
+            }
+            Op::Entrypoint(c) => {
+                let argv = match c {
+                    CmdLine::Exec(v) if v.is_empty() => Value::Null,
+                    _ => json!(self.argv(c)),
+                };
+                self.config.set("Entrypoint", argv.clone());
+                if !self.cmd_set {
+                    self.config.remove("Cmd");
+                }
+                let shown: Vec<String> = argv
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                self.commit(&format!("ENTRYPOINT {}", quoted(&shown)), None);
+            }
+            Op::Shell(s) => {
+                self.config.set("Shell", json!(s));
+                self.commit(&format!("SHELL [{}]", s.join(" ")), None);
+            }
+            Op::StopSignal(s) => {
+                let s = self.word(s, loc)?;
+                check_signal(&s)
+                    .map_err(|e| loc.error(e).with_hint("use a signal name such as SIGTERM or a number"))?;
+                self.config.set("StopSignal", json!(s));
+                self.commit(&format!("STOPSIGNAL {s}"), None);
+            }
+            Op::Healthcheck(h) => {
+                self.config.set_health(h.as_ref());
+                let shown = match h {
+                    None => "NONE".to_string(),
+                    Some(h) => h.test.join(" "),
+                };
+                self.commit(&format!("HEALTHCHECK {shown}"), None);
+            }
+            Op::Onbuild(expr) => {
+                let mut list = self.config.strings("OnBuild");
+                list.push(expr.clone());
+                self.config.set("OnBuild", json!(list));
+                self.changed = true;
+            }
+            Op::Workdir(w) => self.workdir_step(w, loc)?,
+            Op::Copy(c) => self.copy_step(ins, c, stages, index)?,
+            Op::Run(run) => {
+                let Some(exec) = self.ctx.opts.executor.clone() else { return Err(run_unsupported(loc)) };
+                let view = self.view()?;
+                let env: Vec<String> = {
+                    let mut e: Vec<String> = self.config.strings("Env");
+                    for (k, v) in &self.args {
+                        if self.config.env_get(k).is_none() {
+                            e.push(format!("{k}={v}"));
+                        }
+                    }
+                    e
+                };
+                let req = RunRequest {
+                    loc,
+                    argv: self.argv(&run.cmd),
+                    flags: &run.flags,
+                    heredocs: &run.heredocs,
+                    env,
+                    user: self.config.string("User"),
+                    workdir: self.workdir(),
+                    platform: &self.platform,
+                    layers: &self.layers,
+                    view: &view,
+                    layer_options: &self.ctx.layer_opts,
+                    cache: &self.ctx.cache,
+                    reporter: self.ctx.reporter,
+                };
+                let out = exec.run(&req)?;
+                match out.layer {
+                    Some((l, entries)) => {
+                        let mut v = (*view).clone();
+                        v.apply(&entries);
+                        self.view = Some(Arc::new(v));
+                        self.push_layer(&l);
+                        self.commit(&ins.text, Some(&l.diff_id));
+                    }
+                    None => self.commit(&ins.text, None),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn workdir_step(&mut self, w: &str, loc: &Loc) -> Result<()> {
+        let w = self.word(w, loc)?;
+        let abs = if w.starts_with('/') { w.clone() } else { format!("{}/{w}", self.workdir()) };
+        let wd = format!("/{}", normalize(&abs));
+        self.config.set("WorkingDir", json!(wd));
+        let view = self.view()?;
+        let target = view.resolve(&wd, true).path;
+        let mut plan = Plan::default();
+        let mut missing = Vec::new();
+        let mut cur = Some(target.as_str());
+        while let Some(d) = cur.filter(|d| !d.is_empty()) {
+            match view.get(d) {
+                Some(n) if n.is_dir() => break,
+                Some(_) => return Err(loc.error(format!("WORKDIR {wd}: /{d} exists and is not a directory"))),
+                None => missing.push(d.to_string()),
+            }
+            cur = super::fsview::parent(d);
+        }
+        for d in missing {
+            plan.entries.insert(
+                super::fsview::PathKey(d),
+                PlanEntry { node: Node::dir(0o755, 0, 0, 0), hardlink: None, implied: true },
+            );
+        }
+        self.layer_step(plan, &format!("WORKDIR {wd}"), loc)
+    }
+
+    fn push_layer(&mut self, l: &layer::Layer) {
+        let mt = if self.docker_style { media::DOCKER_LAYER_GZIP } else { media::OCI_LAYER_GZIP };
+        let desc = Descriptor::new(mt, l.digest.clone(), l.size);
+        let source = self.ctx.cache_source();
+        self.ctx.register(&desc, source.clone());
+        self.layers.push(RootLayer { desc, diff_id: l.diff_id.to_string(), source });
+    }
+
+    /// Commits a planned layer: from the build cache when possible, else written now.
+    fn layer_step(&mut self, plan: Plan, created_by: &str, loc: &Loc) -> Result<()> {
+        if plan.is_empty() {
+            self.commit(created_by, None);
+            self.ctx.report_step(&self.name, loc, created_by, "no changes");
+            return Ok(());
+        }
+        let key = layer::key(&plan, &self.ctx.layer_opts);
+        let cached = if self.ctx.opts.no_cache { None } else { layer::lookup(&self.ctx.cache, &key) };
+        let (l, how) = match cached {
+            Some(l) => {
+                self.ctx.stats.lock().expect("poisoned").cached += 1;
+                (l, "CACHED".to_string())
+            }
+            None => {
+                let started = std::time::Instant::now();
+                layer::stage_contents(&plan, &self.ctx.staging, &|d| self.ctx.source_of(d))?;
+                let l = layer::write(&plan, &self.ctx.layer_opts, &self.ctx.cache, &self.ctx.staging)?;
+                layer::remember(&self.ctx.cache, &key, &l)?;
+                self.ctx.stats.lock().expect("poisoned").built += 1;
+                let how = format!(
+                    "layer {} ({}) in {:.2}s",
+                    l.digest.short(),
+                    crate::progress::human_size(l.size),
+                    started.elapsed().as_secs_f64()
+                );
+                (l, how)
+            }
+        };
+        let entries: Vec<LayerEntry> = plan
+            .entries
+            .into_iter()
+            .map(|(k, e)| LayerEntry { path: k.0, node: Some(e.node), hardlink: e.hardlink })
+            .collect();
+        let mut v = (*self.view()?).clone();
+        v.apply(&entries);
+        self.view = Some(Arc::new(v));
+        self.push_layer(&l);
+        self.commit(created_by, Some(&l.diff_id));
+        self.ctx.report_step(&self.name, loc, created_by, &how);
+        Ok(())
+    }
+
+    fn copy_step(
+        &mut self,
+        ins: &Instr,
+        c: &super::dockerfile::Copy,
+        stages: &[Option<StageResult>],
+        index: usize,
+    ) -> Result<()> {
+        let loc = &ins.loc;
+        let name = if c.add { "ADD" } else { "COPY" };
+        let mut sources = Vec::new();
+        let mut shown = Vec::new();
+        for s in &c.srcs {
+            match s {
+                Src::Path(p) => {
+                    let p = self.word(p, loc)?;
+                    shown.push(p.clone());
+                    if c.add && super::fetch::is_url(&p) {
+                        sources.push(Source::Url(p));
+                    } else {
+                        if !c.add && super::fetch::is_url(&p) {
+                            return Err(loc.error("source can't be a URL for COPY").with_hint("use ADD for URLs"));
+                        }
+                        sources.push(Source::Path(p));
+                    }
+                }
+                Src::Heredoc { name: n, body, expand } => {
+                    let body = if *expand {
+                        Lex { escape: '\\', skip_quotes: true }
+                            .word(body, &|k| self.lookup(k))
+                            .map_err(|e| loc.error(e))?
+                    } else {
+                        body.clone()
+                    };
+                    shown.push(format!("<<{n}"));
+                    sources.push(Source::Inline { name: n.clone(), body: body.into_bytes() });
+                }
+            }
+        }
+        let dest = self.word(&c.dest, loc)?;
+        let chown = match &c.chown {
+            Some(s) => Some(self.word(s, loc)?),
+            None => None,
+        };
+        let chmod = match &c.chmod {
+            Some((s, floc)) => Some(copy::parse_chmod(&self.word(s, floc)?, floc)?),
+            None => None,
+        };
+        let view = self.view()?;
+        let owner = match &chown {
+            None => (0, 0),
+            Some(spec) => {
+                let names = spec.contains(|c: char| !c.is_ascii_digit() && c != ':');
+                let read = |p: &str| if names { self.ctx.read_text(&view, p) } else { Ok(None) };
+                let (passwd, group) = (read("/etc/passwd")?, read("/etc/group")?);
+                copy::parse_chown(spec, passwd.as_deref(), group.as_deref())
+                    .map_err(|e| {
+                        loc.error(format!("{name} --chown={spec}: {e}")).with_hint(
+                            "use numeric ids (--chown=1000:1000), or add the user and group to /etc/passwd and /etc/group in an earlier step",
+                        )
+                    })?
+            }
+        };
+        let tree: Arc<dyn Tree> = match &c.from {
+            None => self.ctx.context.clone(),
+            Some((from, floc)) => self.ctx.copy_source(from, floc, stages, index, &self.platform)?,
+        };
+        let workdir = self.workdir();
+        let req =
+            CopyRequest { name, loc, sources, dest: dest.clone(), workdir: &workdir, owner, chmod, unpack: c.add };
+        let empty = FsView::new();
+        let target_view: &FsView = if c.link { &empty } else { &view };
+        let started = std::time::Instant::now();
+        let plan = copy::plan(&req, target_view, tree.as_ref(), &self.ctx.staging)?;
+        tracing::info!("{loc}: planned {} entries in {:.2}s", plan.entries.len(), started.elapsed().as_secs_f64());
+        let plan = if c.link { drop_existing_parents(plan, &view) } else { plan };
+        let mut created_by = name.to_string();
+        if let Some(s) = &chown {
+            created_by.push_str(&format!(" --chown={s}"));
+        }
+        if let Some((s, _)) = &c.chmod {
+            created_by.push_str(&format!(" --chmod={s}"));
+        }
+        if let Some((f, _)) = &c.from {
+            created_by.push_str(&format!(" --from={f}"));
+        }
+        if c.link {
+            created_by.push_str(" --link");
+        }
+        created_by.push_str(&format!(" {} {dest}", shown.join(" ")));
+        self.layer_step(plan, &created_by, loc)
+    }
+}
+
+/// A variable-substitution error at `loc`.
+pub(super) fn lex_error(loc: &Loc, e: String) -> crate::error::Error {
+    loc.error(e).with_hint("check the quotes and the ${VAR}, ${VAR:-default}, ${VAR:?message} forms on that line")
+}
+
+/// `--link` plans against an empty filesystem; directories it only had to create that
+/// already exist in the image are not rewritten (their modes and owners stay as they are).
+fn drop_existing_parents(mut plan: Plan, view: &FsView) -> Plan {
+    plan.entries.retain(|k, e| !(e.implied && view.is_dir(&k.0)));
+    plan
+}
+
+/// Go's `%q` of a string slice: `["a" "b"]`.
+fn quoted(v: &[String]) -> String {
+    let items: Vec<String> = v.iter().map(|s| serde_json::to_string(s).expect("json")).collect();
+    format!("[{}]", items.join(" "))
+}
+
+/// EXPOSE port specs: `80`, `80/tcp`, `53/udp`, `8000-8002`, `[ip:]host:container[/proto]`.
+pub fn parse_ports(raw: &str) -> std::result::Result<Vec<String>, String> {
+    let bad = |why: &str| format!("invalid port {raw:?}: {why}");
+    let container = raw.rsplit(':').next().unwrap_or(raw);
+    let (port, proto) = match container.split_once('/') {
+        Some((p, pr)) => (p, pr.to_lowercase()),
+        None => (container, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(bad(&format!("unknown protocol {proto:?} (use tcp, udp or sctp)")));
+    }
+    let num =
+        |s: &str| s.parse::<u32>().ok().filter(|n| *n <= 65535).ok_or_else(|| bad("ports are numbers from 0 to 65535"));
+    let (a, b) = match port.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(port)?, num(port)?),
+    };
+    if b < a {
+        return Err(bad("the range ends before it starts"));
+    }
+    Ok((a..=b).map(|p| format!("{p}/{proto}")).collect())
+}
+
+const SIGNALS: [&str; 31] = [
+    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM", "TERM",
+    "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO",
+    "PWR", "SYS",
+];
+
+/// Docker's `signal.ParseSignal`: a number, `NAME` or `SIGNAME` (also `RTMIN+n`).
+pub fn check_signal(s: &str) -> std::result::Result<(), String> {
+    if let Ok(n) = s.parse::<u32>() {
+        return if n == 0 || n > 64 { Err(format!("invalid signal: {s}")) } else { Ok(()) };
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    if SIGNALS.contains(&name)
+        || name == "IOT"
+        || name == "POLL"
+        || name.starts_with("RTMIN")
+        || name.starts_with("RTMAX")
+    {
+        Ok(())
+    } else {
+        Err(format!("invalid signal: {s}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_and_signals() {
+        assert_eq!(parse_ports("80").unwrap(), vec!["80/tcp"]);
+        assert_eq!(parse_ports("53/UDP").unwrap(), vec!["53/udp"]);
+        assert_eq!(parse_ports("8000-8002").unwrap(), vec!["8000/tcp", "8001/tcp", "8002/tcp"]);
+        assert_eq!(parse_ports("127.0.0.1:80:8080/tcp").unwrap(), vec!["8080/tcp"]);
+        assert!(parse_ports("70000").is_err() && parse_ports("80/xyz").is_err() && parse_ports("x").is_err());
+        assert!(check_signal("SIGTERM").is_ok() && check_signal("KILL").is_ok() && check_signal("9").is_ok());
+        assert!(check_signal("SIGFOO").is_err() && check_signal("0").is_err());
+        assert_eq!(quoted(&["/bin/sh".into(), "-c".into(), "echo \"x\"".into()]), r#"["/bin/sh" "-c" "echo \"x\""]"#);
+    }
+}

@@ -1,0 +1,173 @@
+//! `spxpack image build`: flags → `build::BuildOptions`, the build, and the output (a
+//! docker-save archive or an OCI layout directory).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::RegistryArgs;
+use super::output::Term;
+use crate::build::{self, BuildOptions};
+use crate::docker_archive::{self, ArchiveImage, WriteOptions};
+use crate::error::{Error, Result};
+use crate::platform::Platform;
+use crate::progress::{Reporter, human_size};
+use crate::source::Resolver;
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build an image from a Dockerfile (every instruction but RUN) and write it as a
+    /// docker-save archive (.tar, .tar.gz) or into an OCI layout (-o oci:DIR).
+    ///
+    /// FROM accepts registry references, `scratch`, earlier stages, and the local sources
+    /// oci:DIR[:TAG], oci-archive:FILE[:TAG] and docker-archive:FILE[:TAG]. Layers are cached
+    /// in the blob cache: a rebuild with nothing changed writes no layer.
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The build context directory.
+    #[arg(value_name = "CONTEXT")]
+    pub context: PathBuf,
+    /// The Dockerfile [default: CONTEXT/Dockerfile].
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Name and tag of the image (NAME:TAG). Repeatable.
+    #[arg(short = 't', long = "tag", value_name = "NAME:TAG")]
+    pub tags: Vec<String>,
+    /// Output: FILE.tar, FILE.tar.gz / .tgz (docker-save archive) or oci:DIR[:TAG] (OCI layout).
+    #[arg(short, long, value_name = "FILE|oci:DIR")]
+    pub output: String,
+    /// Target platform: linux/arm64 (CORE I/O) or linux/amd64 (Orbit).
+    #[arg(long, default_value = "linux/arm64", env = "SPXPACK_PLATFORM")]
+    pub platform: String,
+    /// Build-time variable KEY=VALUE (KEY alone takes the value from the environment). Repeatable.
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// Build this stage instead of the last one.
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// Named context NAME=SOURCE for FROM NAME / COPY --from=NAME: a directory,
+    /// docker-image://REF, oci-layout://DIR[:TAG], oci:DIR[:TAG] or docker-archive:FILE. Repeatable.
+    #[arg(long = "build-context", value_name = "NAME=SOURCE")]
+    pub build_contexts: Vec<String>,
+    /// Do not use layers from the build cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Threads for compressing new layers (the output bytes do not depend on it).
+    #[arg(long, env = "SPXPACK_THREADS", value_name = "N")]
+    pub threads: Option<usize>,
+    /// Parallel base-layer downloads.
+    #[arg(short, long, default_value_t = 4)]
+    pub jobs: usize,
+    /// Gzip level of new layers (1-9).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compression_level: u32,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+fn split_kv(s: &str, flag: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(Error::input(format!("{flag} {s:?}: expected NAME=VALUE"))),
+    }
+}
+
+pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
+    let started = std::time::Instant::now();
+    let platform = Platform::parse(&a.platform)?;
+    for t in &a.tags {
+        docker_archive::write::check_tag(t)?;
+    }
+    let mut opts = BuildOptions::new(a.file.clone().unwrap_or_else(|| a.context.join("Dockerfile")), &a.context);
+    opts.platform = platform;
+    for b in &a.build_args {
+        opts.build_args.push(match b.split_once('=') {
+            Some(_) => split_kv(b, "--build-arg")?,
+            None => match std::env::var(b) {
+                Ok(v) => (b.clone(), v),
+                Err(_) => continue,
+            },
+        });
+    }
+    for c in &a.build_contexts {
+        opts.build_contexts.push(split_kv(c, "--build-context")?);
+    }
+    opts.target = a.target.clone();
+    opts.no_cache = a.no_cache;
+    if let Some(t) = a.threads {
+        opts.threads = t.max(1);
+    }
+    opts.jobs = a.jobs;
+    opts.compression_level = a.compression_level;
+    let oci = a.output.strip_prefix("oci:").map(|r| match r.rsplit_once(':') {
+        Some((d, t)) if !t.contains('/') && !d.is_empty() => (PathBuf::from(d), Some(t.to_string())),
+        _ => (PathBuf::from(r), None),
+    });
+    if oci.is_none() {
+        // fail before the build, not after it
+        let out = std::path::Path::new(&a.output);
+        let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(Error::not_found(format!("output directory {} does not exist", dir.display()))
+                .with_hint("create it first, or choose another -o path"));
+        }
+        if out.is_dir() {
+            return Err(Error::input(format!("output {} is a directory", out.display()))
+                .with_hint("give a file name (image.tar, image.tar.gz), or oci:DIR for an OCI layout"));
+        }
+    }
+    let cache = crate::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
+    let resolver = Resolver::new(cache, a.registry.client_options()?);
+    let out = build::build(&opts, &resolver, term)?;
+    tracing::info!("build: {:.2}s", started.elapsed().as_secs_f64());
+    let img = &out.image;
+    match &oci {
+        Some((dir, tag)) => {
+            let name = tag.clone().or_else(|| a.tags.first().cloned());
+            crate::oci_layout::write_dir(dir, &[(img, name)], &|n| term.bytes(n))?;
+        }
+        None => {
+            if a.tags.is_empty() {
+                term.warn("warning: no -t NAME:TAG given; the image will load untagged");
+            }
+            let mut w = WriteOptions::for_path(std::path::Path::new(&a.output));
+            w.mtime = opts.epoch;
+            w.threads = opts.threads;
+            let list = [ArchiveImage { image: img, tags: a.tags.clone() }];
+            docker_archive::write_file(std::path::Path::new(&a.output), &list, &w, &|n| term.bytes(n))?;
+        }
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "output": a.output,
+            "id": img.id().to_string(),
+            "manifest_digest": img.manifest_digest().to_string(),
+            "tags": a.tags,
+            "target": out.target,
+            "platform": img.platform().to_string(),
+            "layers": img.manifest.layers.len(),
+            "layers_built": out.layers_built,
+            "layers_cached": out.layers_cached,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        term.done(&format!(
+            "built {} ({}, {} layers: {} new, {} cached, {}) → {} in {:.1}s",
+            a.tags.first().map(String::as_str).unwrap_or("image"),
+            img.id().short(),
+            img.manifest.layers.len(),
+            out.layers_built,
+            out.layers_cached,
+            human_size(img.layers_size()),
+            a.output,
+            started.elapsed().as_secs_f32()
+        ));
+    }
+    Ok(())
+}
