@@ -103,12 +103,19 @@ pub fn resolve_all(
         ));
         images.push(img);
     }
+    check_images(&images, platform)?;
+    Ok(images)
+}
+
+/// Checks images against what Docker 20.10 loads and the target platform, reporting every
+/// problem together.
+pub fn check_images(images: &[Image], platform: &Platform) -> Result<()> {
     let mut problems = Vec::new();
-    for img in &images {
+    for img in images {
         problems.extend(validate::check(img, Some(platform)));
     }
     match problems.len() {
-        0 => Ok(images),
+        0 => Ok(()),
         1 => {
             let p = problems.remove(0);
             let mut e = Error::input(p.message);

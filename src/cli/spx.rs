@@ -58,7 +58,7 @@ pub struct BuildArgs {
     /// archive, which is also written at this path. Its name must be in manifest.json images.
     #[arg(short = 'i', long, value_name = "FILE", help_heading = SDK)]
     pub image_archive: Option<PathBuf>,
-    /// Dockerfiles to build (not supported yet).
+    /// Dockerfiles to build (context: each file's directory), one per --build-image-tags.
     #[arg(short = 'f', long, num_args = 1.., value_name = "DOCKERFILE", help_heading = SDK)]
     pub dockerfile_paths: Vec<PathBuf>,
     /// Tags for the --dockerfile-paths images.

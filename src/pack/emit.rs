@@ -8,6 +8,7 @@
 use std::io::{self, BufWriter, Write};
 use std::sync::Arc;
 
+use super::plan::ImageFrom;
 use super::plan::{ArchiveKind, Plan};
 use super::{ArchiveSummary, BuildOptions, BuildSummary, VerifyLevel};
 use crate::atomic::AtomicFile;
@@ -30,8 +31,27 @@ pub fn emit(opts: &BuildOptions, mut plan: Plan, reporter: &dyn Reporter) -> Res
     } else {
         let cache = BlobCache::open(opts.cache_dir.clone(), opts.offline)?;
         let resolver = Resolver::new(cache, opts.client.clone());
-        let sources: Vec<_> = plan.images.iter().map(|r| r.source.clone()).collect();
-        let images = pull::resolve_all(&resolver, &sources, &plan.platform, reporter)?;
+        let mut images = Vec::with_capacity(plan.images.len());
+        for req in &plan.images {
+            let image = match &req.from {
+                ImageFrom::Source(src) => {
+                    pull::resolve_all(&resolver, std::slice::from_ref(src), &plan.platform, reporter)?.remove(0)
+                }
+                ImageFrom::Build(b) => {
+                    let mut bo = crate::build::BuildOptions::new(b.dockerfile.clone(), &b.context);
+                    bo.platform = plan.platform.clone();
+                    bo.build_args = b.args.clone();
+                    bo.target = b.target.clone();
+                    bo.epoch = opts.epoch;
+                    bo.compression_level = opts.level;
+                    bo.jobs = opts.jobs;
+                    let img = crate::build::build_image(&bo, &resolver, reporter).map_err(|e| e.context(&req.shown))?;
+                    pull::check_images(std::slice::from_ref(&img), &plan.platform)?;
+                    img
+                }
+            };
+            images.push(image);
+        }
         pull::prefetch(&images, opts.jobs, reporter)?;
         images
     };

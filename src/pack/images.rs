@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::BuildOptions;
-use super::plan::{ArchiveKind, ArchivePlan, ImageReq};
+use super::plan::{ArchiveKind, ArchivePlan, DockerBuild, ImageFrom, ImageReq};
 use crate::platform::Platform;
 use crate::progress::Reporter;
 use crate::reference::Reference;
@@ -34,7 +34,7 @@ pub fn registry_req(image: &str, opts: &BuildOptions, what: &str, f: &mut Findin
         Some(mirrored) => (mirrored.clone(), format!("{image} (from {mirrored})")),
         None => (r, image.to_string()),
     };
-    Some(ImageReq { tag: repo_tag(image), source: Source::Registry(pull), shown, archive: 0 })
+    Some(ImageReq { tag: repo_tag(image), from: ImageFrom::Source(Source::Registry(pull)), shown, archive: 0 })
 }
 
 /// An image from `x-spxpack.source`, relative paths taken from the extension directory.
@@ -61,7 +61,36 @@ pub fn source_req(
         Source::DockerArchive { path, selector } => Source::DockerArchive { path: rel(&path), selector },
         Source::Registry(r) => Source::Registry(opts.mirrors.iter().find_map(|m| m.apply(&r)).unwrap_or(r)),
     };
-    Some(ImageReq { tag: repo_tag(image), shown: format!("{image} (from {src})"), source, archive: 0 })
+    Some(ImageReq {
+        tag: repo_tag(image),
+        shown: format!("{image} (from {src})"),
+        from: ImageFrom::Source(source),
+        archive: 0,
+    })
+}
+
+/// An image built from a Dockerfile and saved as `image`.
+pub fn build_req(image: &str, build: DockerBuild, what: &str, f: &mut Findings) -> Option<ImageReq> {
+    if let Err(e) = Reference::parse(image) {
+        f.error(format!("{what}: {}", e.message()), e.hint());
+        return None;
+    }
+    if !build.context.is_dir() {
+        f.error(
+            format!("{what}: build context {} is not a directory", build.context.display()),
+            Some("the context is relative to the extension directory"),
+        );
+        return None;
+    }
+    if !build.dockerfile.is_file() {
+        f.error(
+            format!("{what}: Dockerfile {} does not exist", build.dockerfile.display()),
+            Some("add a Dockerfile to the build context, or name it with build.dockerfile (-f for the SDK flags)"),
+        );
+        return None;
+    }
+    let shown = format!("{image} (built from {})", build.dockerfile.display());
+    Some(ImageReq { tag: repo_tag(image), from: ImageFrom::Build(build), shown, archive: 0 })
 }
 
 pub fn prebuilt(

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::BuildOptions;
 use super::files::{asset, dedupe};
-use super::images::{pick_archive, prebuilt, registry_req, source_req};
+use super::images::{build_req, pick_archive, prebuilt, registry_req, source_req};
 use crate::error::{Error, Result};
 use crate::platform::Platform;
 use crate::progress::Reporter;
@@ -19,18 +19,36 @@ use crate::source::Source;
 use crate::spx::compose::{self, Compose, same_image};
 use crate::spx::image_check::ArchiveInfo;
 use crate::spx::writer::{Body, Entry};
-use crate::spx::{self, COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, json, manifest};
+use crate::spx::{COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, json, manifest};
 
 /// One image to bundle.
 #[derive(Debug, Clone)]
 pub struct ImageReq {
     /// The `RepoTags` entry (the compose `image:` string, with `:latest` when it has no tag).
     pub tag: String,
-    pub source: Source,
+    pub from: ImageFrom,
     /// For messages: what the user wrote and where it is pulled from.
     pub shown: String,
     /// Index into [`Plan::archives`].
     pub archive: usize,
+}
+
+/// Where a bundled image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageFrom {
+    /// Pulled or read: a registry reference, an OCI layout, an archive.
+    Source(Source),
+    /// Built from a Dockerfile by spxpack's builder.
+    Build(DockerBuild),
+}
+
+/// A Dockerfile build: compose `build:` or the SDK script's `-f/-t`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerBuild {
+    pub dockerfile: PathBuf,
+    pub context: PathBuf,
+    pub args: Vec<(String, String)>,
+    pub target: Option<String>,
 }
 
 /// An `images[]` archive.
@@ -163,16 +181,21 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
         }
     });
 
-    // Dockerfile builds (a later release)
-    for (i, df) in opts.dockerfiles.iter().enumerate() {
-        let tag = opts.build_tags.get(i).map_or_else(|| "no tag".to_string(), |t| format!("image {t}"));
-        f.0.push(spx::Finding {
-            severity: spx::Severity::Error,
-            message: format!("--dockerfile-paths {} ({tag}): Dockerfile builds are not supported yet", df.display()),
-            hint: Some(DOCKERFILE_HINT.into()),
-        });
+    // the SDK script's Dockerfile builds: -f DOCKERFILE… -t TAG…, context = the Dockerfile's directory
+    let mut dockerfile_reqs: Vec<ImageReq> = Vec::new();
+    if opts.build_tags.len() == opts.dockerfiles.len() {
+        for (df, tag) in opts.dockerfiles.iter().zip(&opts.build_tags) {
+            let dockerfile = opts.cwd.join(df);
+            let context = dockerfile.parent().map(std::path::Path::to_path_buf).unwrap_or_else(|| opts.cwd.clone());
+            let b = DockerBuild { dockerfile, context, args: Vec::new(), target: None };
+            if let Some(r) =
+                build_req(tag, b, &format!("--dockerfile-paths {} (--build-image-tags {tag})", df.display()), &mut f)
+            {
+                dockerfile_reqs.push(r);
+            }
+        }
     }
-    if !opts.build_tags.is_empty() && opts.build_tags.len() != opts.dockerfiles.len() {
+    if opts.build_tags.len() != opts.dockerfiles.len() {
         f.error(
             format!(
                 "--build-image-tags has {} tags for {} --dockerfile-paths",
@@ -213,7 +236,10 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
         }
         let idx = images_list.as_ref().and_then(|l| l.iter().position(|n| *n == name)).unwrap_or(0);
         tee = Some((idx, opts.cwd.join(ia)));
-        for t in opts.extra_images.iter().chain(&opts.build_tags) {
+        for r in &dockerfile_reqs {
+            reqs.push((r.clone(), Some(name.clone())));
+        }
+        for t in &opts.extra_images {
             if let Some(r) = registry_req(t, opts, "--extra-image-tags", &mut f) {
                 reqs.push((r, Some(name.clone())));
             }
@@ -225,6 +251,9 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
             );
         }
     } else {
+        for r in &dockerfile_reqs {
+            reqs.push((r.clone(), None));
+        }
         for t in &opts.extra_images {
             if let Some(r) = registry_req(t, opts, "--extra-image-tags", &mut f) {
                 reqs.push((r, None));
@@ -235,8 +264,12 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
                 uncertain = true;
                 if s.has_build && !s.provided {
                     f.error(
-                        format!("{}: services.{}: build: {DOCKERFILE_MSG}", compose_label(&compose_path), s.name),
-                        Some(DOCKERFILE_HINT),
+                        format!(
+                            "{}: services.{}: build: needs an image: NAME:TAG to save the built image under",
+                            compose_label(&compose_path),
+                            s.name
+                        ),
+                        Some("the robot runs the service by that name; add e.g. image: my_service:1.0"),
                     );
                 }
                 continue;
@@ -244,12 +277,31 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
             if s.provided || provided.iter().any(|p| same_image(p, image)) {
                 continue;
             }
+            if dockerfile_reqs.iter().any(|r| same_image(&r.tag, image)) {
+                continue; // built from -f/-t
+            }
             if s.has_build && s.source.is_none() {
-                uncertain = true;
-                f.error(
-                    format!("{}: services.{}: build: {DOCKERFILE_MSG}", compose_label(&compose_path), s.name),
-                    Some(DOCKERFILE_HINT),
-                );
+                let label = compose_label(&compose_path);
+                let what = format!("{label}: services.{}.build", s.name);
+                let Some(b) = &s.build else {
+                    uncertain = true;
+                    f.error(format!("{what}: must be a directory or a map with context"), None);
+                    continue;
+                };
+                let context = if b.context == "." { dir.clone() } else { dir.join(&b.context) };
+                let dockerfile = context.join(b.dockerfile.as_deref().unwrap_or("Dockerfile"));
+                let mut args = Vec::new();
+                for (k, v) in &b.args {
+                    // unset in the environment: the Dockerfile's default applies, as in compose
+                    if let Some(v) = v.clone().or_else(|| std::env::var(k).ok()) {
+                        args.push((k.clone(), v));
+                    }
+                }
+                let spec = DockerBuild { dockerfile, context, args, target: b.target.clone() };
+                match build_req(image, spec, &what, &mut f) {
+                    Some(r) => reqs.push((r, s.archive.clone())),
+                    None => uncertain = true,
+                }
                 continue;
             }
             if Reference::parse(image).is_err() {
@@ -286,7 +338,7 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
     let mut images: Vec<ImageReq> = Vec::new();
     for (mut req, wanted) in reqs {
         if let Some(prev) = images.iter().find(|x| same_image(&x.tag, &req.tag)) {
-            if prev.source != req.source {
+            if prev.from != req.from {
                 f.error(format!("{} comes from two sources: {} and {}", req.tag, prev.shown, req.shown), None);
             }
             continue;
@@ -462,9 +514,6 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
     }
     Ok(Plan { output, extension_name, version, target, platform, manifest_added, images, archives, entries, tee })
 }
-
-const DOCKERFILE_MSG: &str = "Dockerfile builds are not supported yet";
-const DOCKERFILE_HINT: &str = "build and push the image elsewhere, then name it with image: (or x-spxpack.source: oci:DIR:TAG), or pass it with --extra-image-tags";
 
 fn compose_label(p: &Option<PathBuf>) -> String {
     p.as_ref().map_or_else(|| COMPOSE.to_string(), |p| p.display().to_string())

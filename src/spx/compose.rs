@@ -24,12 +24,26 @@ pub struct Service {
     /// The `image:` string exactly as written.
     pub image: Option<String>,
     pub has_build: bool,
+    /// The `build:` section, when it could be read.
+    pub build: Option<BuildSection>,
     /// `x-spxpack.provided`
     pub provided: bool,
     /// `x-spxpack.source`
     pub source: Option<String>,
     /// `x-spxpack.archive`
     pub archive: Option<String>,
+}
+
+/// A service's `build:` section: `build: DIR` or `build: {context, dockerfile, args, target}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildSection {
+    /// Relative to the compose file's directory; `.` when not given.
+    pub context: String,
+    /// Relative to the context; `Dockerfile` when not given.
+    pub dockerfile: Option<String>,
+    /// `args:` as a map or a `K=V` list; a key without a value takes it from the environment.
+    pub args: Vec<(String, Option<String>)>,
+    pub target: Option<String>,
 }
 
 /// What the compose file tells the packager.
@@ -332,6 +346,7 @@ fn check_service(name: &str, svc: &Map<String, Value>, path: &str, r: &Rules, fi
         None => {}
     }
     s.has_build = svc.contains_key("build");
+    s.build = svc.get("build").and_then(|b| build_section(b, &format!("{path}.build"), file, findings));
     if let Some(Value::String(restart)) = svc.get("restart") {
         let ok = matches!(restart.as_str(), "no" | "always" | "unless-stopped" | "on-failure")
             || restart.strip_prefix("on-failure:").is_some_and(|n| n.parse::<u32>().is_ok());
@@ -506,6 +521,54 @@ pub fn same_image(a: &str, b: &str) -> bool {
     match (Reference::parse(a), Reference::parse(b)) {
         (Ok(x), Ok(y)) => x.full_name() == y.full_name() && x.effective_tag() == y.effective_tag(),
         _ => a == b,
+    }
+}
+
+/// Reads `build: DIR` or `build: {context, dockerfile, args, target}`; other keys of the map
+/// (cache_from, network, …) do not matter without a daemon and are ignored.
+fn build_section(v: &Value, path: &str, file: &str, findings: &mut Findings) -> Option<BuildSection> {
+    match v {
+        Value::String(ctx) => Some(BuildSection { context: ctx.clone(), ..Default::default() }),
+        Value::Object(m) => {
+            let text = |k: &str| match m.get(k) {
+                Some(Value::String(x)) => Some(x.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            };
+            let mut args = Vec::new();
+            match m.get("args") {
+                Some(Value::Object(a)) => {
+                    for (k, v) in a {
+                        let val = match v {
+                            Value::Null => None,
+                            Value::String(x) => Some(x.clone()),
+                            other => Some(other.to_string()),
+                        };
+                        args.push((k.clone(), val));
+                    }
+                }
+                Some(Value::Array(a)) => {
+                    for item in a {
+                        let Some(x) = item.as_str() else {
+                            findings.error(format!("{file}: {path}.args: list items must be strings"), None);
+                            continue;
+                        };
+                        match x.split_once('=') {
+                            Some((k, v)) => args.push((k.to_string(), Some(v.to_string()))),
+                            None => args.push((x.to_string(), None)),
+                        }
+                    }
+                }
+                _ => {}
+            }
+            Some(BuildSection {
+                context: text("context").unwrap_or_else(|| ".".into()),
+                dockerfile: text("dockerfile"),
+                args,
+                target: text("target"),
+            })
+        }
+        _ => None,
     }
 }
 

@@ -31,3 +31,5 @@ mod sandbox_python;
 mod sandbox_rungs;
 mod sandbox_safety;
 mod spx_build;
+// images built from Dockerfiles (compose build:, -f/-t) inside spxpack build
+mod spx_dockerfile;

@@ -177,12 +177,23 @@ fn misspelt_compose_key() {
 }
 
 #[test]
-fn dockerfile_build_in_compose() {
+fn dockerfile_build_in_compose_without_a_dockerfile() {
     let s = Scratch::new();
     ext(&s);
     edit(&compose(&s), "    x-spxpack:\n      # spxpack", "    build: .\n    x-spxpack-off:\n      # spxpack");
     let r = build(&s, &[]);
-    rejected(&s, &r, &[&["ext/docker-compose.yml: services.hello: build: Dockerfile builds are not supported yet"]]);
+    rejected(&s, &r, &[&["ext/docker-compose.yml: services.hello.build: Dockerfile", "ext/Dockerfile does not exist"]]);
+    assert!(r.stderr.contains("hint: add a Dockerfile"), "{}", r.stderr);
+}
+
+#[test]
+fn dockerfile_build_in_compose_without_an_image_name() {
+    let s = Scratch::new();
+    ext(&s);
+    edit(&compose(&s), "    image: \"hello_extension:1.0.0\"\n", "    build: .\n");
+    std::fs::write(s.path("ext/Dockerfile"), "FROM scratch\nCOPY icon.png /\n").unwrap();
+    let r = build(&s, &[]);
+    rejected(&s, &r, &[&["ext/docker-compose.yml: services.hello: build: needs an image: NAME:TAG"]]);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The SDK script's documented command lines (`build_extension.py … --package-dir … --spx …`,
 //! from the examples' READMEs at v5.1.4) run as `spxpack build` with the same flags, in the same
-//! directory layout. Dockerfile builds are not supported yet, so each is first run verbatim (it
-//! must fail naming the Dockerfile, leaving nothing behind), then with `--dockerfile-paths X
+//! directory layout. The SDK's Dockerfiles all have RUN steps, which spxpack's builder does not
+//! run yet, so each line is first run verbatim with such a Dockerfile (it must fail naming the
+//! Dockerfile's RUN line, leaving nothing behind), then with `--dockerfile-paths X
 //! --build-image-tags T` replaced by `--extra-image-tags T` (served by the test registry through
 //! `--registry-mirror`). The SPX must hold what `spec/spx-format.md` §1.4–1.5 says the script
 //! writes — entries in its order, its `json.dumps` manifest with `installation_target` and `date`
@@ -33,14 +34,20 @@ fn run(s: &Scratch, cwd: &str, args: &[&str]) -> Run {
     s.spx_in(Some(&s.path(cwd)), &all, &[("SOURCE_DATE_EPOCH", "1700000000")])
 }
 
-/// The documented line, verbatim: Dockerfile builds are refused before anything is written.
+/// The documented line, verbatim, with a Dockerfile shaped like the SDK's (FROM, COPY, RUN pip):
+/// the RUN step is refused, naming the Dockerfile and line, before anything is written.
 fn verbatim_refused(s: &Scratch, cwd: &str, args: &[&str], dockerfile: &str, tag: &str, outputs: &[&str]) {
+    let df = s.path(cwd).join(dockerfile);
+    std::fs::write(
+        &df,
+        "FROM python:3.10-slim\nCOPY requirements.txt /app/\nRUN python3 -m pip install -r /app/requirements.txt\nCOPY . /app/\n",
+    )
+    .unwrap();
+    std::fs::write(df.parent().unwrap().join("requirements.txt"), "six==1.16.0\n").unwrap();
     let r = run(s, cwd, args);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert_eq!(
-        r.error_line(),
-        format!("error: --dockerfile-paths {dockerfile} (image {tag}): Dockerfile builds are not supported yet")
-    );
+    let line = r.error_line();
+    assert!(line.contains(&format!("{}:3:1: RUN is not supported yet", df.display())), "{tag}: {line}");
     assert!(r.stderr.contains("hint: "), "{}", r.stderr);
     for o in outputs {
         assert!(!s.path(cwd).join(o).exists(), "{o} was written");
