@@ -71,6 +71,9 @@ pub struct Plan {
     /// Identity inside the sandbox; `None` = root (or emulated, see `Runner`).
     pub user: Option<(u32, u32)>,
     pub network_none: bool,
+    /// `RUN --mount`s, attached after everything else (their targets exist in the rootfs).
+    #[serde(default)]
+    pub mounts: Vec<super::GuestMount>,
 }
 
 /// Where the guest sees the auxiliary files.
@@ -277,6 +280,20 @@ fn run_proot(plan: &Plan, proot: &Path, qemu: Option<&Path>, st: &mut Status) ->
     for f in ["resolv.conf", "hosts"] {
         c.arg("-b").arg(format!("{}:/etc/{f}", guest.join(f).display()));
     }
+    for (i, m) in plan.mounts.iter().enumerate() {
+        let src = match &m.source {
+            Some(s) => s.clone(),
+            None => {
+                // no tmpfs without mounts: an empty directory of the step's own
+                let d = plan.aux.join(format!("tmpfs-{i}"));
+                if let Err(e) = std::fs::create_dir_all(&d) {
+                    st.fail(&format!("create {}: {}", d.display(), errno_text(e)));
+                }
+                d
+            }
+        };
+        c.arg("-b").arg(format!("{}:{}", src.display(), m.target));
+    }
     // proot 5.1 has no `--`; a command never starts with '-' (checked by the runner)
     c.args(&plan.argv);
     c.env_clear().envs(plan.env.iter().map(|(k, v)| (k, v))).env("PROOT_TMP_DIR", &tmp).stdin(Stdio::null());
@@ -380,6 +397,16 @@ fn init_main(plan_path: &str) -> ! {
         Ok(fd) => fd,
         Err(e) => st.fail(&format!("bind {}: {}", plan.aux.join("guest").display(), errno_text(e))),
     };
+    let mut extra = Vec::new();
+    for m in &plan.mounts {
+        extra.push(match &m.source {
+            Some(src) => match clone_tree(src, true) {
+                Ok(fd) => (Some(fd), src.is_file()),
+                Err(e) => st.fail(&format!("bind {} for {}: {}", src.display(), m.target, errno_text(e))),
+            },
+            None => (None, false),
+        });
+    }
     if let Err(e) = rustix::mount::mount_bind_recursive(&plan.rootfs, &plan.rootfs) {
         st.fail(&format!("bind {} onto itself: {}", plan.rootfs.display(), errno_text(e)));
     }
@@ -459,6 +486,33 @@ fn init_main(plan_path: &str) -> ! {
         let dst = format!("/etc/{f}");
         if let Err(e) = rustix::mount::mount_bind(src.as_str(), dst.as_str()) {
             st.line(&format!("note bind {dst}: {}", errno_text(e)));
+        }
+    }
+    for (m, (fd, file)) in plan.mounts.iter().zip(extra) {
+        // the executor made the mount points in the rootfs; on the /dev tmpfs they are made here
+        let t = Path::new(&m.target);
+        if m.target.starts_with("/dev/") && std::fs::symlink_metadata(t).is_err() {
+            let made = t
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| if file { File::create(t).map(drop) } else { std::fs::create_dir(t) });
+            if let Err(e) = made {
+                st.fail(&format!("create the mount point {}: {}", m.target, errno_text(e)));
+            }
+        }
+        let done = match fd {
+            Some(fd) => attach(&fd, &m.target),
+            None => rustix::mount::mount(
+                "tmpfs",
+                m.target.as_str(),
+                "tmpfs",
+                MountFlags::NOSUID | MountFlags::NODEV,
+                Some(c"mode=755"),
+            )
+            .map_err(std::io::Error::from),
+        };
+        if let Err(e) = done.and_then(|()| if m.readonly { remount_ro(&m.target) } else { Ok(()) }) {
+            st.fail(&format!("mount {}: {}", m.target, errno_text(e)));
         }
     }
     if let Err(e) = std::env::set_current_dir(&plan.workdir) {

@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 pub use detect::{Attempt, Options, Report, detect};
 pub use emulation::Emulation;
 pub use extract::{Ownership, SideTable, Skipped};
-pub use rootfs::{Rootfs, RootfsCache};
+pub use rootfs::{MountStubs, Rootfs, RootfsCache};
 pub use snapshot::Snapshot;
 
 use crate::error::{Error, Kind, Result};
@@ -114,6 +114,19 @@ pub struct RunSpec {
     /// `REQUESTS_CA_BUNDLE`, `PIP_CERT`, `CURL_CA_BUNDLE`, `NODE_EXTRA_CA_CERTS`,
     /// `GIT_SSL_CAINFO` and apt's `Acquire::https::CaInfo` point to. Never part of a layer.
     pub ca_bundle: Option<PathBuf>,
+    /// Extra mounts (`RUN --mount`); their mount points must exist (see [`Rootfs::mount_stubs`]).
+    pub mounts: Vec<GuestMount>,
+}
+
+/// A mount for one step: a host directory or file bound at `target`, or a fresh tmpfs. Under
+/// proot, `readonly` is not enforced (bind a copy of anything the step must not change).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestMount {
+    /// The host path; `None` for a tmpfs.
+    pub source: Option<PathBuf>,
+    /// Absolute path inside the rootfs.
+    pub target: String,
+    pub readonly: bool,
 }
 
 impl RunSpec {
@@ -246,6 +259,9 @@ impl Runner {
         if !spec.workdir.starts_with('/') {
             return Err(Error::input(format!("working directory {:?} is not absolute", spec.workdir)));
         }
+        if let Some(m) = spec.mounts.iter().find(|m| !m.target.starts_with('/') || m.target.contains('\0')) {
+            return Err(Error::input(format!("mount target {:?} is not an absolute path", m.target)));
+        }
         if spec.network == Network::None && self.sandbox == Sandbox::Proot {
             return Err(Error::unsupported(
                 "--network none needs the root or userns sandbox; proot shares the host network",
@@ -367,6 +383,7 @@ impl Runner {
             workdir: spec.workdir.clone(),
             user,
             network_none: spec.network == Network::None,
+            mounts: spec.mounts.clone(),
         };
         let plan_path = aux.path().join("plan.json");
         write_file(&plan_path, &serde_json::to_vec(&plan).map_err(|e| Error::internal(e.to_string()))?)?;

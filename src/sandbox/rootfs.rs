@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use super::extract::{self, ExtractReport, Ownership, SideTable, Skipped};
+use super::extract::{self, ExtractReport, LayerBlob, Ownership, SideTable, Skipped};
 use super::fsutil;
 use crate::blob_cache::BlobCache;
 use crate::error::{Error, Result};
@@ -109,6 +109,8 @@ pub struct Rootfs {
     report: ExtractReport,
     ownership: Ownership,
     from_cache: bool,
+    /// How many layers the tree holds.
+    layers: usize,
 }
 
 /// Paths the sandbox mounts over; created empty when the image lacks them, so that mounting
@@ -121,17 +123,24 @@ impl Rootfs {
     /// (ownership mode, mount points).
     pub fn extract(image: &Image, runner: &super::Runner, cache: &RootfsCache) -> Result<Rootfs> {
         let r = Self::extract_with(image, runner.ownership(), cache)?;
-        if runner.sandbox == super::Sandbox::Proot {
-            // proot -q binds /dev/null over /etc/ld.so.preload and would otherwise create and
-            // delete it, changing /etc in every layer
-            ensure_files(&r.root, &["etc/ld.so.preload"])?;
-        }
+        r.prepare_for(runner)?;
         Ok(r)
     }
 
     /// A working copy of `image`'s root filesystem, extracted with `ownership`.
     pub fn extract_with(image: &Image, ownership: Ownership, cache: &RootfsCache) -> Result<Rootfs> {
-        let key = extract::base_key(image, ownership);
+        Self::from_layers(&extract::image_layers(image)?, &image.origin, ownership, cache)
+    }
+
+    /// A working copy of the filesystem of `layers` (bottom first), extracted with `ownership`
+    /// into the cache once (keyed by the layer digests) and copied from there.
+    pub fn from_layers(
+        layers: &[LayerBlob],
+        origin: &str,
+        ownership: Ownership,
+        cache: &RootfsCache,
+    ) -> Result<Rootfs> {
+        let key = extract::layers_key(layers.iter().map(|l| &l.desc.digest), ownership);
         let base = cache.base(key.hex());
         let t = Instant::now();
         let mut from_cache = true;
@@ -140,7 +149,8 @@ impl Rootfs {
             let tmp = WorkDir::new_in(&cache.dir.join("bases"), ".tmp-")?;
             let tree = tmp.path().join("tree");
             std::fs::create_dir(&tree).map_err(|e| Error::io("cannot create", &tree, e))?;
-            let report = extract::extract_image(image, &tree, ownership)?;
+            let mut report = ExtractReport::default();
+            extract::extract_layers(layers, origin, &tree, ownership, 0, &mut report)?;
             ensure_mount_points(&tree)?;
             let json = serde_json::to_vec(&report).map_err(|e| Error::internal(e.to_string()))?;
             std::fs::write(tmp.path().join("report.json"), json)
@@ -155,7 +165,7 @@ impl Rootfs {
                 Err(_) if base.join("complete").exists() => {}
                 Err(e) => return Err(Error::io("cannot move the extracted base into", &base, e)),
             }
-            tracing::info!("extracted {} into {} in {:.2}s", image.origin, base.display(), t.elapsed().as_secs_f64());
+            tracing::info!("extracted {origin} into {} in {:.2}s", base.display(), t.elapsed().as_secs_f64());
         }
         let report: ExtractReport = serde_json::from_slice(
             &std::fs::read(base.join("report.json"))
@@ -165,12 +175,35 @@ impl Rootfs {
         let work = cache.work_dir()?;
         let root = work.path().join("rootfs");
         copy_tree(&base.join("tree"), &root)?;
-        tracing::info!("rootfs for {} ready at {} in {:.2}s", image.origin, root.display(), t.elapsed().as_secs_f64());
-        Ok(Rootfs { work, root, report, ownership, from_cache })
+        tracing::info!("rootfs for {origin} ready at {} in {:.2}s", root.display(), t.elapsed().as_secs_f64());
+        Ok(Rootfs { work, root, report, ownership, from_cache, layers: layers.len() })
+    }
+
+    /// Applies more layers on top (a COPY or a cached RUN step since the rootfs was made).
+    pub fn apply(&mut self, layers: &[LayerBlob], origin: &str) -> Result<()> {
+        let first = self.layers;
+        extract::extract_layers(layers, origin, &self.root, self.ownership, first, &mut self.report)?;
+        self.layers += layers.len();
+        Ok(())
+    }
+
+    /// Makes the rootfs ready for `runner`'s sandbox (proot needs `/etc/ld.so.preload`).
+    pub fn prepare_for(&self, runner: &super::Runner) -> Result<()> {
+        if runner.sandbox == super::Sandbox::Proot {
+            // proot -q binds /dev/null over /etc/ld.so.preload and would otherwise create and
+            // delete it, changing /etc in every layer
+            ensure_files(&self.root, &["etc/ld.so.preload"])?;
+        }
+        Ok(())
+    }
+
+    /// The side table, for recording what a step's layer says about the paths it changed.
+    pub fn side_table_mut(&mut self) -> &mut SideTable {
+        &mut self.report.side
     }
 
     pub(crate) fn from_parts(work: WorkDir, root: PathBuf, ownership: Ownership) -> Rootfs {
-        Rootfs { work, root, report: ExtractReport::default(), ownership, from_cache: false }
+        Rootfs { work, root, report: ExtractReport::default(), ownership, from_cache: false, layers: 0 }
     }
 
     /// The root directory.
@@ -198,6 +231,74 @@ impl Rootfs {
     /// Keeps the work directory after drop (debugging); returns its path.
     pub fn keep(self) -> PathBuf {
         self.work.keep()
+    }
+
+    /// Creates the mount points of `mounts` that the rootfs lacks (directories, or an empty
+    /// file for a file source), resolving the path inside the root. Call after the snapshot and
+    /// remove them with [`MountStubs::remove`] before the diff: they never reach a layer.
+    pub fn mount_stubs(&self, mounts: &[super::GuestMount]) -> Result<MountStubs> {
+        let root = fsutil::open_root(&self.root).map_err(|e| Error::io("cannot open", &self.root, e))?;
+        let mut created = Vec::new();
+        for m in mounts {
+            let Some(rel) = extract::clean_name(&m.target).filter(|r| !r.is_empty()) else {
+                return Err(Error::input(format!("cannot mount over {:?}", m.target)));
+            };
+            let file = m.source.as_ref().is_some_and(|s| s.is_file());
+            let comps: Vec<&str> = rel.split('/').collect();
+            let mut sofar = String::new();
+            for (i, c) in comps.iter().enumerate() {
+                let parent = sofar.clone();
+                sofar = fsutil::rel_join(&sofar, c);
+                let last = i + 1 == comps.len();
+                let pfd = fsutil::open_dir_in(&root, &parent)
+                    .map_err(|e| Error::io("cannot create the mount point", &self.root.join(&sofar), e))?;
+                match rustix::fs::statat(&pfd, *c, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(_) => continue,
+                    Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(Error::io("cannot stat", &self.root.join(&sofar), e.into())),
+                }
+                let made = if last && file {
+                    rustix::fs::openat(
+                        &pfd,
+                        *c,
+                        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o644),
+                    )
+                    .map(drop)
+                } else {
+                    rustix::fs::mkdirat(&pfd, *c, Mode::from_raw_mode(0o755))
+                };
+                made.map_err(|e| Error::io("cannot create the mount point", &self.root.join(&sofar), e.into()))?;
+                created.push((sofar.clone(), !(last && file)));
+            }
+        }
+        Ok(MountStubs { created })
+    }
+}
+
+/// Mount points created for one step (see [`Rootfs::mount_stubs`]).
+#[derive(Debug, Default)]
+#[must_use = "remove the stubs before computing the layer"]
+pub struct MountStubs {
+    /// (path, is a directory), parents first.
+    created: Vec<(String, bool)>,
+}
+
+impl MountStubs {
+    /// Removes the stubs that are still empty, deepest first (a directory the step filled stays).
+    pub fn remove(self, rootfs: &Rootfs) {
+        let Ok(root) = fsutil::open_root(rootfs.path()) else { return };
+        for (rel, dir) in self.created.iter().rev() {
+            let (parent, name) = fsutil::split_parent(rel);
+            let Ok(pfd) = fsutil::open_dir_in(&root, parent) else { continue };
+            if *dir {
+                let _ = rustix::fs::unlinkat(&pfd, name, AtFlags::REMOVEDIR);
+            } else if rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|s| s.st_size == 0 && FileType::from_raw_mode(s.st_mode) == FileType::RegularFile)
+            {
+                let _ = rustix::fs::unlinkat(&pfd, name, AtFlags::empty());
+            }
+        }
     }
 }
 
