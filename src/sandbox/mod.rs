@@ -23,7 +23,6 @@
 //! mount namespace, auxiliary files (CA bundle, resolv.conf/hosts copies, apt config) are on a
 //! tmpfs at `/dev/.spxpack`, and `/proc`, `/sys`, `/dev` are never diffed.
 
-pub mod append;
 pub mod detect;
 pub mod diff;
 pub mod emulation;

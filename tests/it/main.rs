@@ -27,6 +27,7 @@ mod spx_verify;
 mod spx_init;
 // compose-driven build features (provided images, derived names, prebuilt archives, dates)
 mod sandbox_diff;
+mod run_python;
 mod sandbox_python;
 mod sandbox_rungs;
 mod sandbox_safety;

@@ -248,7 +248,7 @@ fn sandbox_failing_step_reports_exit_code_and_last_output_lines() {
     assert_eq!(cli.status.code(), Some(1), "{err}");
     assert!(
         err.contains(
-            "\nerror: RUN echo before; false failed with exit code 1\nhint: the last lines of its output:\n  | before\n"
+            "/Dockerfile:2:1: RUN echo before; false failed with exit code 1\nhint: the last lines of its output:\n  | before\n"
         ),
         "{err}"
     );
