@@ -26,8 +26,8 @@ mod spx_verify;
 // spxpack init, then build
 mod spx_init;
 // compose-driven build features (provided images, derived names, prebuilt archives, dates)
-mod sandbox_diff;
 mod run_python;
+mod sandbox_diff;
 mod sandbox_python;
 mod sandbox_rungs;
 mod sandbox_safety;

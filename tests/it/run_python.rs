@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::build_util::{FsEntry, export_fs, fixture};
-use crate::support::{Run, Scratch, docker, env, python_oci, run_as, sandbox_bin, skopeo, test_user, unique, user_scratch};
+use crate::support::{
+    Run, Scratch, docker, env, python_oci, run_as, sandbox_bin, skopeo, test_user, unique, user_scratch,
+};
 
 const HOST_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -172,7 +174,11 @@ fn run_python_pip_with_proot_forced_and_binfmt_hidden() {
     let t = std::time::Instant::now();
     let r = run_as(user, &argv, &[("HOME", home.to_str().unwrap())]);
     let v = json(&r);
-    eprintln!("pip with proot: {:?}\n{}", t.elapsed(), r.stderr.lines().filter(|l| l.contains("warning")).collect::<Vec<_>>().join("\n"));
+    eprintln!(
+        "pip with proot: {:?}\n{}",
+        t.elapsed(),
+        r.stderr.lines().filter(|l| l.contains("warning")).collect::<Vec<_>>().join("\n")
+    );
     assert_eq!((v["run"]["sandbox"].as_str(), v["run"]["emulation"].as_str()), (Some("proot"), Some("proot-qemu")));
     docker(&["load", "-q", "-i", out.to_str().unwrap()]).ok();
     let run = docker(&[
@@ -240,8 +246,10 @@ fn run_python_oracle_docker_classic_builder_gives_the_same_filesystem() {
     for p in fd.keys().chain(fs.keys().filter(|k| !fd.contains_key(*k))) {
         match (fd.get(p), fs.get(p)) {
             (Some(a), Some(b)) if a == b => {}
-            (Some(a), Some(b)) if content_varies(p) && FsEntry { sha256: String::new(), ..a.clone() }
-                == FsEntry { sha256: String::new(), ..b.clone() } =>
+            (Some(a), Some(b))
+                if content_varies(p)
+                    && FsEntry { sha256: String::new(), ..a.clone() }
+                        == FsEntry { sha256: String::new(), ..b.clone() } =>
             {
                 varied += 1
             }
