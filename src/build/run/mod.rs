@@ -116,8 +116,8 @@ impl SandboxExecutor {
     pub fn summary(&self) -> serde_json::Value {
         let r = self.runner();
         serde_json::json!({
-            "sandbox": r.as_ref().map(|r| r.sandbox.name()),
-            "emulation": r.as_ref().map(|r| r.emulation.name()),
+            "sandbox": r.as_ref().map(|r| r.sandbox),
+            "emulation": r.as_ref().map(|r| r.emulation),
             "steps": self.steps(),
         })
     }
@@ -290,7 +290,7 @@ impl SandboxExecutor {
             }
         }
         rec.elapsed_s = started.elapsed().as_secs_f64();
-        rec.layer = Some(LayerRecord {
+        rec.layer = (!empty).then(|| LayerRecord {
             digest: l.digest.to_string(),
             diff_id: l.diff_id.to_string(),
             size: l.size,
