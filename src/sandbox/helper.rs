@@ -12,8 +12,8 @@
 //! All mounts exist only in the step's mount namespace: when its last process exits they are
 //! gone, so nothing can leak to the host, whatever happens to spxpack.
 //!
-//! proot rung: `__sandbox-exec` becomes a child subreaper, runs proot, and kills whatever is
-//! left of the process tree afterwards.
+//! proot rung: `__sandbox-exec` becomes a child subreaper, runs proot ([`super::proot`]), and
+//! kills whatever is left of the process tree afterwards.
 //!
 //! Both report to the status file `AUX/status` (never visible to the step): `note …`,
 //! `error …`, `started`, `exit N`.
@@ -79,7 +79,7 @@ pub struct Plan {
 /// Where the guest sees the auxiliary files.
 pub const GUEST_AUX: &str = "/dev/.spxpack";
 
-struct Status(File);
+pub(super) struct Status(File);
 
 impl Status {
     fn open(aux: &Path) -> Status {
@@ -89,16 +89,16 @@ impl Status {
         });
         Status(f)
     }
-    fn line(&mut self, s: &str) {
+    pub(super) fn line(&mut self, s: &str) {
         let _ = self.0.write_all(format!("{}\n", s.replace('\n', " ")).as_bytes());
     }
-    fn fail(&mut self, s: &str) -> ! {
+    pub(super) fn fail(&mut self, s: &str) -> ! {
         self.line(&format!("error {s}"));
         std::process::exit(SETUP_FAILED)
     }
 }
 
-fn errno_text(e: impl std::fmt::Display) -> String {
+pub(super) fn errno_text(e: impl std::fmt::Display) -> String {
     let s = e.to_string();
     s.split(" (os error").next().unwrap_or(&s).to_lowercase()
 }
@@ -127,7 +127,7 @@ pub fn main(args: &[String]) -> ! {
     }
 }
 
-fn exit_code(st: std::process::ExitStatus) -> i32 {
+pub(super) fn exit_code(st: std::process::ExitStatus) -> i32 {
     st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
 }
 
@@ -189,8 +189,8 @@ fn exec_main(plan_path: &str) -> ! {
         }
         PlanKind::Proot { proot, qemu } => {
             let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
-            let code = run_proot(&plan, proot, qemu.as_deref(), &mut st);
-            kill_descendants();
+            let code = super::proot::run(&plan, proot, qemu.as_deref(), &mut st);
+            super::proot::kill_descendants();
             std::process::exit(code)
         }
     }
@@ -222,90 +222,6 @@ fn flag_names(f: UnshareFlags) -> String {
         }
     }
     v.join("|")
-}
-
-/// Kills every remaining descendant (we are their subreaper) until none is left.
-fn kill_descendants() {
-    let me = std::process::id();
-    for _ in 0..100 {
-        let kids = children_of(me);
-        if kids.is_empty() {
-            return;
-        }
-        for k in kids {
-            if let Some(p) = rustix::process::Pid::from_raw(k as i32) {
-                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-            }
-        }
-        // reap
-        while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
-    for e in rd.flatten() {
-        let Ok(n) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{n}/stat"))
-            && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
-        {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            if f.len() > 2 && f[0] != "Z" && f[1].parse::<u32>().ok() == Some(pid) {
-                out.push(n);
-            }
-        }
-    }
-    out
-}
-
-fn run_proot(plan: &Plan, proot: &Path, qemu: Option<&Path>, st: &mut Status) -> i32 {
-    let guest = plan.aux.join("guest");
-    let tmp = plan.aux.join("proot-tmp");
-    let _ = std::fs::create_dir_all(&tmp);
-    let mut c = Command::new(proot);
-    match plan.user {
-        Some((u, g)) => c.arg("-i").arg(format!("{u}:{g}")),
-        None => c.arg("-0"),
-    };
-    c.arg("-r").arg(&plan.rootfs).arg("-w").arg(&plan.workdir);
-    if let Some(q) = qemu {
-        c.arg("-q").arg(q);
-    }
-    for b in ["/proc", "/sys", "/dev"] {
-        c.arg("-b").arg(b);
-    }
-    c.arg("-b").arg(format!("{}:{GUEST_AUX}", guest.display()));
-    for f in ["resolv.conf", "hosts"] {
-        c.arg("-b").arg(format!("{}:/etc/{f}", guest.join(f).display()));
-    }
-    for (i, m) in plan.mounts.iter().enumerate() {
-        let src = match &m.source {
-            Some(s) => s.clone(),
-            None => {
-                // no tmpfs without mounts: an empty directory of the step's own
-                let d = plan.aux.join(format!("tmpfs-{i}"));
-                if let Err(e) = std::fs::create_dir_all(&d) {
-                    st.fail(&format!("create {}: {}", d.display(), errno_text(e)));
-                }
-                d
-            }
-        };
-        c.arg("-b").arg(format!("{}:{}", src.display(), m.target));
-    }
-    // proot 5.1 has no `--`; a command never starts with '-' (checked by the runner)
-    c.args(&plan.argv);
-    c.env_clear().envs(plan.env.iter().map(|(k, v)| (k, v))).env("PROOT_TMP_DIR", &tmp).stdin(Stdio::null());
-    st.line("started");
-    match c.status() {
-        Ok(s) => {
-            let code = exit_code(s);
-            st.line(&format!("exit {code}"));
-            code
-        }
-        Err(e) => st.fail(&format!("cannot run {}: {}", proot.display(), errno_text(e))),
-    }
 }
 
 /// A mount cloned from the host view before pivoting (`open_tree(OPEN_TREE_CLONE)`).
