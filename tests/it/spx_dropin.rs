@@ -39,14 +39,18 @@ fn run(s: &Scratch, cwd: &str, args: &[&str]) -> Run {
 /// and every output is written. Returns the image archive.
 fn verbatim_builds(s: &Scratch, cwd: &str, args: &[&str], dockerfile: &str, outputs: &[&str]) -> PathBuf {
     let df = s.path(cwd).join(dockerfile);
+    let mirror = spx::sdk_mirror();
+    // FROM names the test registry itself: --registry-mirror rewrites compose images, not FROM
     std::fs::write(
         &df,
-        "FROM python:3.10-slim\nENV PIP_BREAK_SYSTEM_PACKAGES=1\nCOPY requirements.txt /app/\n\
-         RUN python3 -m pip install --no-cache-dir -r /app/requirements.txt\nCOPY . /app/\n",
+        format!(
+            "FROM {}/library/python:3.10-slim\nENV PIP_BREAK_SYSTEM_PACKAGES=1\nCOPY requirements.txt /app/\n\
+             RUN python3 -m pip install --no-cache-dir -r /app/requirements.txt\nCOPY . /app/\n",
+            crate::support::env().plain
+        ),
     )
     .unwrap();
     std::fs::write(df.parent().unwrap().join("requirements.txt"), "six==1.16.0\n").unwrap();
-    let mirror = spx::sdk_mirror();
     let mut all: Vec<&str> = vec!["build"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--registry-mirror", &mirror]);
