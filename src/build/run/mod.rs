@@ -179,6 +179,7 @@ impl SandboxExecutor {
         let have = l.chain.len();
         if have < chain.len() {
             let more = blobs(&req.layers[have..])?;
+            // on failure the caller drops the half-applied tree
             l.rootfs.apply(&more, &format!("the build before {}", req.loc))?;
             l.chain = chain;
         }
@@ -207,7 +208,25 @@ impl SandboxExecutor {
     fn execute(&self, req: &RunRequest, argv: &[String], key: &Digest, started: Instant) -> Result<Option<Layer>> {
         let runner = self.detect(req)?;
         let mut live_slot = self.live.lock().expect("poisoned");
-        let live = self.rootfs_for(&mut live_slot, req, &runner)?;
+        let r = self
+            .rootfs_for(&mut live_slot, req, &runner)
+            .and_then(|live| self.step(live, &runner, req, argv, key, started));
+        if r.is_err() {
+            // the tree may hold part of a step or of a layer: start from the layers next time
+            *live_slot = None;
+        }
+        r
+    }
+
+    fn step(
+        &self,
+        live: &mut Live,
+        runner: &Runner,
+        req: &RunRequest,
+        argv: &[String],
+        key: &Digest,
+        started: Instant,
+    ) -> Result<Option<Layer>> {
         let user = if req.user.is_empty() {
             (0, 0)
         } else {
@@ -220,7 +239,7 @@ impl SandboxExecutor {
             env.push((k.to_string(), v.to_string()));
         }
         let step_dir = sandbox::rootfs::WorkDir::new_in(live.rootfs.work_dir(), "mounts-")?;
-        let prepared = mounts::prepare(&req.flags.mounts, &self.opts, req, &runner, step_dir.path(), &mut env)?;
+        let prepared = mounts::prepare(&req.flags.mounts, &self.opts, req, runner, step_dir.path(), &mut env)?;
         let mut guest_mounts = prepared.mounts;
         let mut argv = argv.to_vec();
         if let Some((name, data)) = heredoc_script(req)? {
@@ -257,13 +276,7 @@ impl SandboxExecutor {
             user_emulated: false,
             layer: None,
         };
-        let out = match out {
-            Ok(o) => o,
-            Err(e) => {
-                *live_slot = None;
-                return Err(e.context(req.loc));
-            }
-        };
+        let out = out.map_err(|e| e.context(req.loc))?;
         rec.code = Some(out.code);
         rec.output = out.tail.clone();
         rec.notes = out.notes.clone();
@@ -271,8 +284,6 @@ impl SandboxExecutor {
         if let Err(e) = out.check() {
             rec.elapsed_s = started.elapsed().as_secs_f64();
             self.record(rec);
-            // the tree holds half a step: start from the layers next time
-            *live_slot = None;
             return Err(e.context(req.loc));
         }
         let mut lopts = runner.layer_options(&spec, Some(req.layer_options.epoch), &step_dir.path().join("layer"));
