@@ -20,6 +20,7 @@ use std::io::{self, BufReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use serde::{Deserialize, Serialize};
@@ -150,13 +151,26 @@ pub fn extract_layers(
     first: usize,
     report: &mut ExtractReport,
 ) -> Result<()> {
+    extract_layers_until(layers, origin, dest, ownership, first, report, &AtomicBool::new(false))
+}
+
+/// [`extract_layers`] that stops with an error as soon as `cancel` is set.
+pub fn extract_layers_until(
+    layers: &[LayerBlob],
+    origin: &str,
+    dest: &Path,
+    ownership: Ownership,
+    first: usize,
+    report: &mut ExtractReport,
+    cancel: &AtomicBool,
+) -> Result<()> {
     let root = fsutil::open_root(dest).map_err(|e| Error::io("cannot open", dest, e))?;
     for (i, l) in layers.iter().enumerate() {
         let what = format!("layer {} of {origin}", l.desc.digest);
         let blob = l.source.open(&l.desc).map_err(|e| e.context(origin))?;
         let (_, plain) = crate::compress::decompress(BufReader::with_capacity(1 << 20, blob))
             .map_err(|e| Error::from_io("cannot decompress", &what, e))?;
-        let mut hashed = HashingReader { inner: plain, hasher: Hasher::new() };
+        let mut hashed = HashingReader { inner: plain, hasher: Hasher::new(), cancel };
         apply_layer(&root, &mut hashed, ownership, first + i, report)
             .map_err(|e| Error::from_io("cannot extract", &what, e))?;
         // drain so the source verifies the blob digest and the diff_id covers every byte
@@ -172,13 +186,17 @@ pub fn extract_layers(
     Ok(())
 }
 
-struct HashingReader<R> {
+struct HashingReader<'c, R> {
     inner: R,
     hasher: Hasher,
+    cancel: &'c AtomicBool,
 }
 
-impl<R: Read> Read for HashingReader<R> {
+impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(io::Error::other("cancelled"));
+        }
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         Ok(n)

@@ -170,7 +170,7 @@ impl SandboxExecutor {
             req.reporter.message(&format!(
                 "{}: root filesystem {} in {:.2}s",
                 req.loc,
-                if rootfs.from_cache() { "copied from the cache" } else { "extracted" },
+                if rootfs.from_cache() { "taken from the cache" } else { "extracted" },
                 t.elapsed().as_secs_f64()
             ));
             *live = Some(Live { rootfs, chain: chain[..req.base_layers].to_vec() });
