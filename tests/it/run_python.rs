@@ -271,3 +271,51 @@ fn run_python_oracle_docker_classic_builder_gives_the_same_filesystem() {
         "configs differ (left docker, right spxpack)"
     );
 }
+
+/// Ctrl-C while a step runs on the python base — the background thread is re-extracting the
+/// base into the cache at that moment — leaves no process, working tree or partial cache entry.
+#[test]
+fn run_python_ctrl_c_during_a_step_and_the_cache_refill_leaves_nothing() {
+    use std::io::BufRead;
+    let s = Scratch::new();
+    let c = s.path("ctx");
+    std::fs::create_dir_all(&c).unwrap();
+    let marker = format!("sleep {}", 800_000 + std::process::id() % 100_000);
+    std::fs::write(c.join("Dockerfile"), format!("FROM {}\nRUN echo started; {marker}\n", python_ref())).unwrap();
+    let cache = s.path("cache");
+    let mut child = std::process::Command::new(sandbox_bin())
+        .args(["image", "build", "--cache-dir", cache.to_str().unwrap(), "-o", s.path("o.tar").to_str().unwrap()])
+        .arg(&c)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "spxpack ended early: {seen}");
+        seen.push_str(&line);
+        if line.trim() == "started" {
+            break;
+        }
+    }
+    let refilling = std::fs::read_dir(cache.join("rootfs/bases")).unwrap().count();
+    crate::support::run("kill", &["-INT", &child.id().to_string()], &[]).ok();
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{seen}");
+    let left = |d: &str| -> Vec<String> {
+        std::fs::read_dir(cache.join(d))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(left("rootfs/work").is_empty(), "{:?}", left("rootfs/work"));
+    assert!(left("rootfs/bases").iter().all(|b| !b.starts_with(".tmp-")), "{:?}", left("rootfs/bases"));
+    assert!(left("tmp").is_empty(), "{:?}", left("tmp"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while crate::support::run("pgrep", &["-f", &marker], &[]).code == 0 {
+        assert!(std::time::Instant::now() < deadline, "the step's process survived");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!("refill in progress at Ctrl-C: {}", refilling > 0);
+}
