@@ -384,7 +384,7 @@ fn refill(
         let _ = fsutil::remove_tree(&tmp);
     }
     state.lock().expect("poisoned").0 = None;
-    tracing::info!("cached the extracted base of {origin} in {:.2}s (background)", t.elapsed().as_secs_f64());
+    tracing::info!("cached {origin} in {:.2}s (background)", t.elapsed().as_secs_f64());
     Ok(())
 }
 

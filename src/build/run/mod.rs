@@ -164,7 +164,7 @@ impl SandboxExecutor {
             let t = Instant::now();
             let base = blobs(&req.layers[..req.base_layers])?;
             let cache = RootfsCache::in_blob_cache(req.cache)?;
-            let origin = format!("the base of {}", req.loc);
+            let origin = format!("the base image (for {})", req.loc);
             let rootfs = Rootfs::from_layers(&base, &origin, runner.ownership(), &cache)?;
             self.warn_skipped(&rootfs, req);
             req.reporter.message(&format!(
