@@ -49,7 +49,7 @@ pub use emulation::Emulation;
 pub use extract::{Ownership, SideTable, Skipped};
 pub use rootfs::{MountStubs, Rootfs, RootfsCache};
 pub use snapshot::Snapshot;
-pub use user::resolve_user;
+pub use user::{home_of, resolve_user};
 
 use crate::error::{Error, Kind, Result};
 use crate::platform::Platform;

@@ -47,6 +47,13 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32)> {
     Ok((uid, gid))
 }
 
+/// The home directory of `uid` in the rootfs' `/etc/passwd`, as Docker sets `HOME` for `USER`.
+pub fn home_of(rootfs: &Path, uid: u32) -> Option<String> {
+    let passwd = fsutil::read_in_root(rootfs, "etc/passwd", 16 << 20).ok().flatten()?;
+    let text = String::from_utf8_lossy(&passwd);
+    passwd_field(&text, |f| f[2] == uid.to_string() && f.len() >= 6).map(|f| f[5].to_string()).filter(|h| !h.is_empty())
+}
+
 fn passwd_field(text: &str, pred: impl Fn(&[&str]) -> bool) -> Option<Vec<&str>> {
     text.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 4 && pred(f))
 }
@@ -67,5 +74,7 @@ mod tests {
         assert_eq!(resolve_user(d.path(), "1000").unwrap(), (1000, 1001));
         assert_eq!(resolve_user(d.path(), "4242:7").unwrap(), (4242, 7));
         assert!(resolve_user(d.path(), "nobody").is_err());
+        assert_eq!(home_of(d.path(), 1000).as_deref(), Some("/home/app"));
+        assert_eq!(home_of(d.path(), 4242), None);
     }
 }

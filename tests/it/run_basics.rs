@@ -49,8 +49,12 @@ fn run_oracle_docker_classic_builder() {
     let c = fixture(&s, "run", &[]);
     let cmp = compare(&s, &c, "run", "Dockerfile", &[], &[]);
     assert_eq!(
-        run_in(&cmp.spx_tag, "cat /w/shell /w/exec /w/shell2 /tmp/user; stat -c '%a %u:%g %n' /w/shell2 /w/d /home/u"),
-        "from-arg from-env /w 0 /root\nexec from-env\nshell\n/ 1000:1000\n4755 0:0 /w/shell2\n755 1000:1000 /w/d\n700 1000:50 /home/u\n"
+        run_in(
+            &cmp.spx_tag,
+            "cat /w/shell /w/exec /w/shell2 /tmp/user /tmp/apphome; stat -c '%a %u:%g %n' /w/shell2 /w/d /home/u /tmp/apphome"
+        ),
+        "from-arg from-env /w 0 /root\nexec from-env\nshell\n/ 1000:1000\n/home/app\n4755 0:0 /w/shell2\n755 1000:1000 /w/d\n\
+         700 1000:50 /home/u\n644 1001:1001 /tmp/apphome\n"
     );
 }
 

@@ -238,6 +238,12 @@ impl SandboxExecutor {
             env.retain(|(n, _)| n != k);
             env.push((k.to_string(), v.to_string()));
         }
+        // Docker: HOME from the user's /etc/passwd entry when the image does not set it
+        if !env.iter().any(|(k, _)| k == "HOME")
+            && let Some(h) = sandbox::home_of(live.rootfs.path(), user.0)
+        {
+            env.push(("HOME".into(), h));
+        }
         let step_dir = sandbox::rootfs::WorkDir::new_in(live.rootfs.work_dir(), "mounts-")?;
         let prepared = mounts::prepare(&req.flags.mounts, &self.opts, req, runner, step_dir.path(), &mut env)?;
         let mut guest_mounts = prepared.mounts;
