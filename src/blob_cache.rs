@@ -117,6 +117,14 @@ impl BlobCache {
         Ok(())
     }
 
+    /// Moves a file this process wrote and hashed (same file system) into the cache as `digest`.
+    pub fn adopt(&self, path: &Path, digest: &Digest) -> Result<()> {
+        let dest = self.blob_path(digest);
+        fs::rename(path, &dest).map_err(|e| Error::io("cannot store blob in the cache at", &dest, e))?;
+        self.mark_verified(digest);
+        Ok(())
+    }
+
     pub fn mark_verified(&self, digest: &Digest) {
         self.verified.lock().expect("poisoned").insert(digest.clone());
     }

@@ -100,8 +100,19 @@ pub struct Run {
     pub cmd: CmdLine,
     /// `--mount`, `--network`, `--security`, `--device`, as written (name, value).
     pub flags: Vec<(String, String)>,
-    /// Heredoc bodies (`RUN <<EOF`), with whether variables are expanded in them.
-    pub heredocs: Vec<(String, bool)>,
+    /// Heredocs (`RUN <<EOF`), in order of appearance.
+    pub heredocs: Vec<Heredoc>,
+}
+
+/// One heredoc of a RUN line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heredoc {
+    /// The delimiter (`EOF` for `<<EOF`, `<<-EOF` and `<<"EOF"`).
+    pub name: String,
+    /// The body, with its final newline.
+    pub body: String,
+    /// `false` when the delimiter is quoted.
+    pub expand: bool,
 }
 
 /// HEALTHCHECK CMD …; durations in nanoseconds (0 = not set).

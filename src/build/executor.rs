@@ -1,14 +1,15 @@
 //! The seam where RUN plugs in. The builder hands a [`RunRequest`] (the stage's layers so far,
-//! the command, environment, user, working directory and platform) to a [`StepExecutor`];
-//! the executor returns the layer it produced (already in the blob cache) and the entries of
-//! that layer, so the builder can keep tracking the stage's filesystem. Without an executor a
-//! RUN step is an error that names its `file:line:col`, reported before any work starts.
+//! the command, environment, user, working directory, parsed flags and platform) to a
+//! [`StepExecutor`]; the executor returns the layer it produced (already in the blob cache,
+//! possibly from the build cache) and the builder commits it like any other layer. Without an
+//! executor a RUN step is an error that names its `file:line:col`, reported before any work
+//! starts. The sandbox executor is [`super::run::SandboxExecutor`].
 
 use std::sync::Arc;
 
-use super::dockerfile::Loc;
-use super::fsview::{FsView, LayerEntry};
+use super::dockerfile::{Heredoc, Loc};
 use super::layer::{Layer, LayerOptions};
+use super::run::flags::RunFlags;
 use crate::blob_cache::BlobCache;
 use crate::error::{Error, Result};
 use crate::image::{BlobSource, Descriptor};
@@ -28,41 +29,51 @@ pub struct RunRequest<'a> {
     pub loc: &'a Loc,
     /// The argv to execute (the shell form already wrapped in SHELL / `/bin/sh -c`).
     pub argv: Vec<String>,
-    /// `--mount`, `--network`, `--security`, `--device` as written.
-    pub flags: &'a [(String, String)],
-    /// `RUN <<EOF` bodies (not yet expanded) and whether to expand them.
-    pub heredocs: &'a [(String, bool)],
+    /// `argv` is the shell form: its last element is the command line.
+    pub shell_form: bool,
+    /// `RUN <<EOF` documents (bodies not expanded: the shell does that, as in BuildKit).
+    pub heredocs: &'a [Heredoc],
+    /// `--network`, `--mount` (parsed; `--security`/`--device` were checked).
+    pub flags: RunFlags,
     /// `KEY=value` environment: image ENV plus the stage's build args.
     pub env: Vec<String>,
+    /// `USER` as written (name, uid, name:group, uid:gid); empty for root.
     pub user: String,
     pub workdir: String,
     pub platform: &'a Platform,
     pub layers: &'a [RootLayer],
-    /// The merged view of those layers (paths, modes, owners; no contents).
-    pub view: &'a FsView,
-    /// How layers are written (epoch for mtimes, gzip level, threads): pass them to
-    /// [`super::layer::write`] with a [`super::copy::Plan`] of the changes.
+    /// How many of `layers` are the FROM image's own (the rest came from this build).
+    pub base_layers: usize,
+    /// How layers are written (epoch for mtimes, gzip level, threads).
     pub layer_options: &'a LayerOptions,
     /// The blob cache new layers go to (and [`super::layer::remember`] records in).
     pub cache: &'a Arc<BlobCache>,
+    /// `--no-cache`: run the step even if the build cache has its layer.
+    pub no_cache: bool,
     pub reporter: &'a dyn Reporter,
 }
 
 /// What a RUN step produced.
 pub struct RunOutcome {
     /// `None` when the command changed nothing (an empty layer).
-    pub layer: Option<(Layer, Vec<LayerEntry>)>,
+    pub layer: Option<Layer>,
+    /// The layer came from the build cache (the command did not run).
+    pub cached: bool,
+    /// For the progress line: `CACHED`, `layer 1a2b3c (3.2 MB) in 4.1s`.
+    pub how: String,
 }
 
 /// Executes RUN steps; implemented by the sandbox in `build/run/`.
 pub trait StepExecutor: Send + Sync {
     fn run(&self, req: &RunRequest) -> Result<RunOutcome>;
+    /// Called once the build is over (also after an error): release working directories.
+    fn finish(&self) {}
 }
 
 /// The error for a RUN step when no executor is configured.
 pub fn run_unsupported(loc: &Loc) -> Error {
-    Error::unsupported(format!("{loc}: RUN is not supported yet; spxpack builds Dockerfiles without RUN steps"))
-        .with_hint("move the RUN steps into a base image built elsewhere (FROM it), or build with docker buildx")
+    Error::unsupported(format!("{loc}: RUN needs a sandbox, and none was configured for this build"))
+        .with_hint("build with `spxpack image build` or `spxpack build`, which run RUN steps in a sandbox")
 }
 
 #[cfg(test)]
@@ -80,7 +91,7 @@ mod tests {
 
     impl StepExecutor for Fake {
         fn run(&self, req: &RunRequest) -> Result<RunOutcome> {
-            let body = format!("{:?} {:?} {} {:?}\n", req.argv, req.env, req.workdir, req.flags).into_bytes();
+            let body = format!("{:?} {:?} {} {:?}\n", req.argv, req.env, req.workdir, req.flags.network).into_bytes();
             let node = Node {
                 kind: Kind::File(Content {
                     id: crate::digest::Digest::of(&body).to_string(),
@@ -93,13 +104,11 @@ mod tests {
                 size: body.len() as u64,
             };
             let mut entries = BTreeMap::new();
-            entries.insert(PathKey("ran".into()), PlanEntry { node: node.clone(), hardlink: None, implied: false });
+            entries.insert(PathKey("ran".into()), PlanEntry { node, hardlink: None, implied: false });
             let plan = Plan { entries };
             let staging = crate::build::layers::Staging::new(req.cache)?;
             let l = layer::write(&plan, req.layer_options, req.cache, &staging)?;
-            Ok(RunOutcome {
-                layer: Some((l, vec![LayerEntry { path: "ran".into(), node: Some(node), hardlink: None }])),
-            })
+            Ok(RunOutcome { layer: Some(l), cached: false, how: "faked".into() })
         }
     }
 
@@ -114,7 +123,7 @@ mod tests {
         let mut opts = BuildOptions::new(ctx.join("Dockerfile"), &ctx);
         assert!(
             build(&opts, &resolver, &crate::progress::Silent)
-                .is_err_and(|e| e.to_string().contains("Dockerfile:4:1: RUN"))
+                .is_err_and(|e| e.to_string().contains("Dockerfile:4:1: RUN needs a sandbox"))
         );
         opts.executor = Some(Arc::new(Fake));
         let last = build(&opts, &resolver, &crate::progress::Silent).unwrap();
@@ -125,6 +134,7 @@ mod tests {
         let cfg: serde_json::Value = serde_json::from_slice(&a.image.config_raw).unwrap();
         let hist: Vec<&str> =
             cfg["history"].as_array().unwrap().iter().map(|h| h["created_by"].as_str().unwrap()).collect();
-        assert_eq!(hist, vec!["ARG V=1", "WORKDIR /w", "RUN --network=none make $V"]);
+        assert_eq!(hist, vec!["ARG V=1", "WORKDIR /w", "RUN |1 V=1 /bin/sh -c make $V"]);
+        // the layer's entries reach the stage's view: COPY --from found /ran above
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use parse_dockerfile as pd;
 
-use super::dockerfile::{CmdLine, Copy, From, Health, Instr, Lines, Loc, Op, Run, Src};
+use super::dockerfile::{CmdLine, Copy, From, Health, Heredoc, Instr, Lines, Loc, Op, Run, Src};
 use super::lex;
 use crate::error::{Error, Result};
 
@@ -241,27 +241,50 @@ pub(super) fn convert(ins: &pd::Instruction, lines: &Lines, escape: char) -> Res
             Op::Onbuild(inner.text)
         }
         I::Run(r) => {
-            let fl = flags(
-                &r.options,
-                &[
-                    ("mount", FlagKind::Str),
-                    ("network", FlagKind::Str),
-                    ("security", FlagKind::Str),
-                    ("device", FlagKind::Str),
-                ],
-                "RUN",
-                lines,
-            )?;
+            let mut fl = Vec::new();
+            for f in &r.options {
+                let name = f.name.value.to_string();
+                let floc = lines.loc(f.span().start);
+                if !["mount", "network", "security", "device"].contains(&name.as_str()) {
+                    return Err(floc
+                        .error(format!("unknown flag --{name} for RUN"))
+                        .with_hint("RUN accepts --mount, --network, --security, --device"));
+                }
+                let Some(v) = f.value.as_ref().map(|v| v.value.to_string()) else {
+                    return Err(floc.error(format!("missing a value on flag --{name}")));
+                };
+                if name != "mount" && fl.iter().any(|(n, _)| *n == name) {
+                    return Err(floc.error(format!("flag --{name} is given twice")));
+                }
+                fl.push((name, v));
+            }
+            let mut names = heredoc_names(&text);
             Op::Run(Run {
                 cmd: cmdline(&r.arguments, escape),
-                flags: fl.into_iter().map(|(k, (v, _))| (k, v)).collect(),
-                heredocs: r.here_docs.iter().map(|h| (h.value.to_string(), h.expand)).collect(),
+                flags: fl,
+                heredocs: r
+                    .here_docs
+                    .iter()
+                    .map(|h| Heredoc {
+                        name: names.next().unwrap_or_else(|| "EOF".into()),
+                        body: h.value.to_string(),
+                        expand: h.expand,
+                    })
+                    .collect(),
             })
         }
         I::From(_) => unreachable!("FROM is handled by the caller"),
         _ => return Err(loc.error("unsupported instruction")),
     };
     Ok(Instr { loc, text, op })
+}
+
+/// Heredoc names in order of appearance on the first line: `<<EOF`, `<<-EOF`, `<<"EOF"`.
+fn heredoc_names(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split_whitespace()
+        .filter_map(|w| w.find("<<").map(|i| &w[i + 2..]))
+        .filter(|w| !w.is_empty())
+        .map(|w| w.trim_start_matches('-').trim_matches(|c| c == '"' || c == '\'').to_string())
 }
 
 fn copy_op(
@@ -273,11 +296,7 @@ fn copy_op(
     loc: &Loc,
 ) -> Result<Copy> {
     let name = if add { "ADD" } else { "COPY" };
-    // heredoc names in order of appearance on the first line: <<EOF, <<-EOF, <<"EOF"
-    let mut names = text
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("<<"))
-        .map(|w| w.trim_start_matches('-').trim_matches(|c| c == '"' || c == '\'').to_string());
+    let mut names = heredoc_names(text);
     let mut out = Vec::new();
     for s in srcs {
         out.push(match s {

@@ -150,6 +150,14 @@ pub struct Staging {
     dir: tempfile::TempDir,
     files: Mutex<HashMap<(Digest, String), PathBuf>>,
     counter: Mutex<u64>,
+    /// Removes the directory when the build is interrupted (Ctrl-C).
+    hook: u64,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        crate::atomic::unregister_hook(self.hook);
+    }
 }
 
 impl Staging {
@@ -160,7 +168,11 @@ impl Staging {
             .prefix("build-")
             .tempdir_in(&base)
             .map_err(|e| Error::io("cannot create a staging directory in", &base, e))?;
-        Ok(Staging { dir, files: Mutex::new(HashMap::new()), counter: Mutex::new(0) })
+        let p = dir.path().to_path_buf();
+        let hook = crate::atomic::register_hook(move || {
+            let _ = std::fs::remove_dir_all(&p);
+        });
+        Ok(Staging { dir, files: Mutex::new(HashMap::new()), counter: Mutex::new(0), hook })
     }
 
     /// A fresh path inside the staging directory.

@@ -20,6 +20,7 @@ mod instr;
 pub mod layer;
 pub mod layers;
 pub mod lex;
+pub mod run;
 mod stage;
 pub mod tree;
 
@@ -124,6 +125,14 @@ pub(crate) struct StageResult {
 
 /// Reads, plans and runs the build; see the module docs.
 pub fn build(opts: &BuildOptions, resolver: &Resolver, reporter: &dyn Reporter) -> Result<BuildOutput> {
+    let r = build_inner(opts, resolver, reporter);
+    if let Some(e) = &opts.executor {
+        e.finish();
+    }
+    r
+}
+
+fn build_inner(opts: &BuildOptions, resolver: &Resolver, reporter: &dyn Reporter) -> Result<BuildOutput> {
     let shown = opts.dockerfile.display().to_string();
     let text = std::fs::read(&opts.dockerfile).map_err(|e| {
         Error::io("cannot read the Dockerfile", &opts.dockerfile, e).with_hint("pass the Dockerfile with -f PATH")
@@ -223,7 +232,7 @@ pub fn build(opts: &BuildOptions, resolver: &Resolver, reporter: &dyn Reporter) 
         .build_args
         .iter()
         .map(|(k, _)| k.as_str())
-        .filter(|k| !declared.contains(*k) && *k != "SOURCE_DATE_EPOCH")
+        .filter(|k| !declared.contains(*k) && *k != "SOURCE_DATE_EPOCH" && !stage::PROXY_ARGS.contains(k))
         .collect();
     if !unused.is_empty() {
         reporter.warn(&format!("warning: build args were not consumed by {shown}: {}", unused.join(", ")));

@@ -229,47 +229,96 @@ impl<'c> State<'c> {
             }
             Op::Workdir(w) => self.workdir_step(w, loc)?,
             Op::Copy(c) => self.copy_step(ins, c, stages, index)?,
-            Op::Run(run) => {
-                let Some(exec) = self.ctx.opts.executor.clone() else { return Err(run_unsupported(loc)) };
-                let view = self.view()?;
-                let env: Vec<String> = {
-                    let mut e: Vec<String> = self.config.strings("Env");
-                    for (k, v) in &self.args {
-                        if self.config.env_get(k).is_none() {
-                            e.push(format!("{k}={v}"));
-                        }
-                    }
-                    e
-                };
-                let req = RunRequest {
-                    loc,
-                    argv: self.argv(&run.cmd),
-                    flags: &run.flags,
-                    heredocs: &run.heredocs,
-                    env,
-                    user: self.config.string("User"),
-                    workdir: self.workdir(),
-                    platform: &self.platform,
-                    layers: &self.layers,
-                    view: &view,
-                    layer_options: &self.ctx.layer_opts,
-                    cache: &self.ctx.cache,
-                    reporter: self.ctx.reporter,
-                };
-                let out = exec.run(&req)?;
-                match out.layer {
-                    Some((l, entries)) => {
-                        let mut v = (*view).clone();
-                        v.apply(&entries);
-                        self.view = Some(Arc::new(v));
-                        self.push_layer(&l);
-                        self.commit(&ins.text, Some(&l.diff_id));
-                    }
-                    None => self.commit(&ins.text, None),
-                }
-            }
+            Op::Run(run) => self.run_step(run, loc)?,
         }
         Ok(())
+    }
+
+    fn run_step(&mut self, run: &super::dockerfile::Run, loc: &Loc) -> Result<()> {
+        let Some(exec) = self.ctx.opts.executor.clone() else { return Err(run_unsupported(loc)) };
+        let workdir = self.workdir();
+        let flags = super::run::flags::parse(&run.flags, &workdir, loc)?;
+        let mut env: Vec<String> = self.config.strings("Env");
+        for (k, v) in &self.args {
+            if self.config.env_get(k).is_none() {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        // Docker's predefined proxy args reach RUN without an ARG (and stay out of the history)
+        for k in PROXY_ARGS {
+            if let Some(v) = self.ctx.build_arg(k)
+                && !env.iter().any(|e| e.split_once('=').is_some_and(|(n, _)| n == k))
+            {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        let argv = self.argv(&run.cmd);
+        let base_layers = self.base.as_ref().map(|b| b.manifest.layers.len()).unwrap_or(0).min(self.layers.len());
+        let req = RunRequest {
+            loc,
+            shell_form: matches!(run.cmd, CmdLine::Shell(_)),
+            argv,
+            heredocs: &run.heredocs,
+            flags,
+            env,
+            user: self.config.string("User"),
+            workdir,
+            platform: &self.platform,
+            layers: &self.layers,
+            base_layers,
+            layer_options: &self.ctx.layer_opts,
+            cache: &self.ctx.cache,
+            no_cache: self.ctx.opts.no_cache,
+            reporter: self.ctx.reporter,
+        };
+        let created_by = self.run_created_by(&super::run::effective_argv(&req)?);
+        let out = exec.run(&req)?;
+        drop(req);
+        {
+            let mut stats = self.ctx.stats.lock().expect("poisoned");
+            if out.cached {
+                stats.cached += 1;
+            } else if out.layer.is_some() {
+                stats.built += 1;
+            }
+        }
+        match &out.layer {
+            Some(l) => {
+                self.push_layer(l);
+                if let Some(v) = &self.view {
+                    let top = self.layers.last().expect("pushed");
+                    let entries = super::layers::entries(&self.ctx.cache, top.source.as_ref(), &top.desc)?;
+                    let mut v = (**v).clone();
+                    v.apply(&entries);
+                    self.view = Some(Arc::new(v));
+                }
+                self.commit(&created_by, Some(&l.diff_id));
+            }
+            None => self.commit(&created_by, None),
+        }
+        self.ctx.report_step(&self.name, loc, &created_by, &out.how);
+        Ok(())
+    }
+
+    /// BuildKit's history line: `RUN |2 A=1 B=2 /bin/sh -c make` (the stage's ARGs first).
+    fn run_created_by(&self, argv: &[String]) -> String {
+        let mut args: Vec<(String, String)> = Vec::new();
+        for (k, _) in &self.args {
+            let v = self.lookup(k).unwrap_or_default();
+            match args.iter_mut().find(|(n, _)| n == k) {
+                Some(e) => e.1 = v,
+                None => args.push((k.clone(), v)),
+            }
+        }
+        let mut s = String::from("RUN ");
+        if !args.is_empty() {
+            s.push_str(&format!("|{} ", args.len()));
+            for (k, v) in &args {
+                s.push_str(&format!("{k}={v} "));
+            }
+        }
+        s.push_str(&argv.join(" "));
+        s
     }
 
     fn workdir_step(&mut self, w: &str, loc: &Loc) -> Result<()> {
@@ -442,6 +491,20 @@ impl<'c> State<'c> {
         self.layer_step(plan, &created_by, loc)
     }
 }
+
+/// Build args Docker passes to RUN without an ARG instruction.
+pub(super) const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
 
 /// A variable-substitution error at `loc`.
 pub(super) fn lex_error(loc: &Loc, e: String) -> crate::error::Error {

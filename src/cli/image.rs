@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::RegistryArgs;
 use super::output::Term;
+use super::{RegistryArgs, RunArgs};
 use crate::build::{self, BuildOptions};
 use crate::docker_archive::{self, ArchiveImage, WriteOptions};
 use crate::error::{Error, Result};
@@ -16,12 +16,14 @@ use crate::source::Resolver;
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Build an image from a Dockerfile (every instruction but RUN) and write it as a
-    /// docker-save archive (.tar, .tar.gz) or into an OCI layout (-o oci:DIR).
+    /// Build an image from a Dockerfile and write it as a docker-save archive (.tar, .tar.gz)
+    /// or into an OCI layout (-o oci:DIR).
     ///
     /// FROM accepts registry references, `scratch`, earlier stages, and the local sources
-    /// oci:DIR[:TAG], oci-archive:FILE[:TAG] and docker-archive:FILE[:TAG]. Layers are cached
-    /// in the blob cache: a rebuild with nothing changed writes no layer.
+    /// oci:DIR[:TAG], oci-archive:FILE[:TAG] and docker-archive:FILE[:TAG]. RUN steps run in a
+    /// sandbox (root, a user namespace or proot; qemu for a foreign architecture) without a
+    /// daemon. Layers are cached in the blob cache: a rebuild with nothing changed writes no
+    /// layer and runs no step.
     Build(BuildArgs),
 }
 
@@ -68,6 +70,8 @@ pub struct BuildArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
     pub registry: RegistryArgs,
 }
 
@@ -105,6 +109,8 @@ pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
     }
     opts.jobs = a.jobs;
     opts.compression_level = a.compression_level;
+    let executor = std::sync::Arc::new(crate::build::run::SandboxExecutor::new(a.run.options()?));
+    opts.executor = Some(executor.clone());
     let oci = a.output.strip_prefix("oci:").map(|r| match r.rsplit_once(':') {
         Some((d, t)) if !t.contains('/') && !d.is_empty() => (PathBuf::from(d), Some(t.to_string())),
         _ => (PathBuf::from(r), None),
@@ -154,6 +160,7 @@ pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
             "layers": img.manifest.layers.len(),
             "layers_built": out.layers_built,
             "layers_cached": out.layers_cached,
+            "run": executor.summary(),
         });
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {

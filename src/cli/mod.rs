@@ -99,6 +99,49 @@ pub struct RegistryArgs {
     pub offline: bool,
 }
 
+/// How RUN steps are executed (`image build` and `build`).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Sandbox for RUN steps: auto (try root, then a user namespace, then proot), root,
+    /// userns or proot.
+    #[arg(long, default_value = "auto", env = "SPXPACK_ISOLATION", value_name = "MODE", help_heading = "RUN steps")]
+    pub isolation: String,
+    /// qemu-user for RUN steps of a foreign architecture, e.g. /usr/bin/qemu-aarch64-static
+    /// [default: qemu-ARCH-static or qemu-ARCH on PATH; the kernel's binfmt handler first].
+    #[arg(long, value_name = "PATH", env = "SPXPACK_QEMU", help_heading = "RUN steps")]
+    pub qemu: Option<PathBuf>,
+    /// proot 5.3 or later for the proot sandbox [default: proot on PATH].
+    #[arg(long, value_name = "PATH", env = "SPXPACK_PROOT", help_heading = "RUN steps")]
+    pub proot: Option<PathBuf>,
+    /// Extra CA certificates (PEM) that RUN steps trust (pip, curl, apt, git, node…), e.g. a
+    /// TLS-intercepting proxy's CA or /etc/ssl/certs/ca-certificates.crt. Never written into
+    /// the image.
+    #[arg(long, value_name = "FILE", env = "SPXPACK_CA_BUNDLE", help_heading = "RUN steps")]
+    pub ca_bundle: Option<PathBuf>,
+    /// A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR. Repeatable.
+    #[arg(long, value_name = "id=ID,src=FILE", help_heading = "RUN steps")]
+    pub secret: Vec<String>,
+}
+
+impl RunArgs {
+    pub(crate) fn options(&self) -> Result<crate::build::run::RunOptions> {
+        if let Some(c) = &self.ca_bundle
+            && !c.is_file()
+        {
+            return Err(Error::not_found(format!("--ca-bundle {}: no such file", c.display()))
+                .with_hint("pass a PEM file, e.g. /etc/ssl/certs/ca-certificates.crt"));
+        }
+        Ok(crate::build::run::RunOptions {
+            isolation: crate::sandbox::Isolation::parse(&self.isolation)?,
+            qemu: self.qemu.clone(),
+            proot: self.proot.clone(),
+            helper: None,
+            ca_bundle: self.ca_bundle.clone(),
+            secrets: self.secret.iter().map(|s| crate::build::run::Secret::parse(s)).collect::<Result<_>>()?,
+        })
+    }
+}
+
 impl RegistryArgs {
     pub(crate) fn client_options(&self) -> Result<ClientOptions> {
         let mut creds =

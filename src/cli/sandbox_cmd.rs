@@ -1,22 +1,25 @@
-//! `spxpack sandbox-run` (hidden): runs shell steps on an image with the RUN sandbox and writes
-//! the result as a docker-save archive. A development and test tool for the sandbox until the
-//! Dockerfile builder drives it.
+//! `spxpack sandbox-run` (hidden): runs shell steps on an image in the RUN sandbox and writes
+//! the result as a docker-save archive — a development and test tool. It is a thin front end
+//! to the Dockerfile builder: the flags become `FROM SOURCE`, `ENV`, `USER`, `WORKDIR` and one
+//! `RUN ["/bin/sh", "-c", CMD]` per `--run`, built like `spxpack image build` would.
 
-use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
 
 use super::output::Term;
+use crate::build::run::{RunOptions, SandboxExecutor};
+use crate::build::{self, BuildOptions};
 use crate::error::{Error, Result};
 use crate::platform::Platform;
-use crate::sandbox::{self, Isolation, Network, Rootfs, RootfsCache, RunSpec, Snapshot};
-use crate::source::{Resolver, Source};
+use crate::sandbox::{self, Isolation};
+use crate::source::Resolver;
 
 #[derive(Debug, Args)]
 pub struct SandboxRunArgs {
-    /// Base image (same forms as `pull`).
+    /// Base image (the forms FROM accepts: NAME[:TAG], oci:DIR[:TAG], docker-archive:FILE…).
     #[arg(value_name = "SOURCE")]
     pub source: String,
     /// A shell step (`/bin/sh -c CMD`). Repeatable; each makes a layer.
@@ -65,27 +68,54 @@ pub struct SandboxRunArgs {
     pub offline: bool,
 }
 
-pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
-    let platform = Platform::parse(&a.platform)?;
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).expect("json")
+}
+
+/// The Dockerfile the flags describe.
+fn dockerfile(a: &SandboxRunArgs) -> Result<String> {
     let network = match a.network.as_str() {
-        "host" => Network::Host,
-        "none" => Network::None,
+        "host" => "",
+        "none" => "--network=none ",
         n => return Err(Error::input(format!("invalid network {n:?}")).with_hint("use host or none")),
     };
-    let opts = sandbox::Options {
+    let mut df = format!("FROM {}\n", a.source);
+    for e in &a.env {
+        let (k, v) = e.split_once('=').ok_or_else(|| Error::input(format!("--env {e:?}: expected KEY=VALUE")))?;
+        df.push_str(&format!("ENV {k}={}\n", json_str(v)));
+    }
+    if let Some(u) = &a.user {
+        df.push_str(&format!("USER {u}\n"));
+    }
+    if a.workdir != "/" {
+        df.push_str(&format!("WORKDIR {}\n", a.workdir));
+    }
+    for cmd in &a.steps {
+        df.push_str(&format!("RUN {network}[\"/bin/sh\", \"-c\", {}]\n", json_str(cmd)));
+    }
+    Ok(df)
+}
+
+pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
+    let platform = Platform::parse(&a.platform)?;
+    let run_opts = RunOptions {
         isolation: Isolation::parse(&a.isolation)?,
         qemu: a.qemu.clone(),
         proot: a.proot.clone(),
-        ..Default::default()
+        helper: None,
+        ca_bundle: a.ca_bundle.clone(),
+        secrets: Vec::new(),
     };
-    let t = Instant::now();
-    let runner = sandbox::detect(&platform, &opts).map_err(|r| r.to_error())?;
-    let detect_s = t.elapsed().as_secs_f64();
-    tracing::info!("RUN sandbox: {} (detected in {detect_s:.2}s)\n{}", runner.describe(), runner.report);
-    for w in &runner.warnings {
-        eprintln!("warning: {w}");
-    }
     if a.detect_only {
+        let opts = sandbox::Options {
+            isolation: run_opts.isolation,
+            qemu: a.qemu.clone(),
+            proot: a.proot.clone(),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let runner = sandbox::detect(&platform, &opts).map_err(|r| r.to_error())?;
+        let detect_s = t.elapsed().as_secs_f64();
         if a.json {
             println!(
                 "{}",
@@ -96,85 +126,64 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
         }
         return Ok(());
     }
+    let dir = tempfile::Builder::new()
+        .prefix("spxpack-sandbox-run-")
+        .tempdir()
+        .map_err(|e| Error::io("cannot create a temporary directory in", &std::env::temp_dir(), e))?;
+    let df_path = dir.path().join("Dockerfile");
+    std::fs::write(&df_path, dockerfile(&a)?).map_err(|e| Error::io("cannot write", &df_path, e))?;
+    let mut opts = BuildOptions::new(&df_path, dir.path());
+    opts.platform = platform;
+    opts.no_cache = true; // a sandbox tool: always run the steps
+    let executor = Arc::new(SandboxExecutor::new(run_opts));
+    opts.executor = Some(executor.clone());
     let cache = crate::blob_cache::BlobCache::open(a.cache_dir.clone(), a.offline)?;
-    let resolver = Resolver::new(cache.clone(), crate::registry::ClientOptions::default());
-    let src = Source::parse(&a.source)?;
-    let image = resolver.resolve(&src, &platform)?;
-    let rcache = RootfsCache::in_blob_cache(&cache)?;
-    let t = Instant::now();
-    let rootfs = Rootfs::extract(&image, &runner, &rcache)?;
-    let extract_s = t.elapsed().as_secs_f64();
-    if !rootfs.skipped().is_empty() {
-        eprintln!(
-            "warning: {} base entries not extracted: {}",
-            rootfs.skipped().len(),
-            sandbox::extract::summarize_skipped(rootfs.skipped())
-        );
-    }
-    let mut env: Vec<(String, String)> = Vec::new();
-    for e in &a.env {
-        let (k, v) = e.split_once('=').ok_or_else(|| Error::input(format!("--env {e:?}: expected KEY=VALUE")))?;
-        env.push((k.into(), v.into()));
-    }
-    let user = match &a.user {
-        Some(u) => sandbox::resolve_user(rootfs.path(), u)?,
-        None => (0, 0),
-    };
-    let epoch = crate::docker_archive::write::source_date_epoch();
-    let layer_dir = rootfs.work_dir().join("layers");
-    let mut layers = Vec::new();
-    let mut steps_json = Vec::new();
-    for cmd in &a.steps {
-        let spec = RunSpec {
-            env: env.clone(),
-            workdir: a.workdir.clone(),
-            user,
-            network,
-            ca_bundle: a.ca_bundle.clone(),
-            ..RunSpec::shell(cmd)
-        };
-        let snap = Snapshot::take(&rootfs)?;
-        let quiet = a.json;
-        let out = runner.run(&rootfs, &spec, &mut |b| {
-            if !quiet {
-                let _ = std::io::stderr().write_all(b);
-            }
-        })?;
-        if quiet && out.code != 0 {
-            println!("{}", serde_json::json!({"run": cmd, "code": out.code, "output": out.tail}));
+    let resolver = Resolver::new(cache, crate::registry::ClientOptions::default());
+    let quiet = Term::new(true); // warnings only
+    let reporter: &dyn crate::progress::Reporter = if a.json { &quiet } else { term };
+    let built = build::build(&opts, &resolver, reporter);
+    let steps = executor.steps();
+    let steps_json: Vec<serde_json::Value> = steps
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "run": s.argv.last(), "code": s.code, "elapsed_s": s.elapsed_s, "cached": s.cached,
+                "notes": s.notes, "user_emulated": s.user_emulated, "output": s.output, "layer": s.layer,
+            })
+        })
+        .collect();
+    if let Err(e) = built {
+        if a.json
+            && let Some(s) = steps_json.last().filter(|s| s["code"].as_i64().is_some_and(|c| c != 0))
+        {
+            println!("{s}");
         }
-        out.check()?;
-        let layer = sandbox::diff::layer(&snap, &rootfs, &runner.layer_options(&spec, Some(epoch), &layer_dir))?;
-        steps_json.push(serde_json::json!({
-            "run": cmd, "code": out.code, "elapsed_s": out.elapsed.as_secs_f64(),
-            "notes": out.notes, "user_emulated": out.user_emulated, "output": out.tail,
-            "layer": {"digest": layer.digest.to_string(), "diff_id": layer.diff_id.to_string(), "size": layer.size,
-                      "entries": layer.entries, "whiteouts": layer.whiteouts},
-        }));
-        layers.push((layer, format!("RUN /bin/sh -c {cmd} # spxpack")));
+        return Err(e);
     }
+    let built = built?;
     if let Some(outp) = &a.output {
-        let built = sandbox::append::append_layers(&image, &layers, &sandbox::append::rfc3339(epoch))?;
-        let opts = crate::docker_archive::WriteOptions::for_path(outp);
+        let mut w = crate::docker_archive::WriteOptions::for_path(outp);
+        w.mtime = opts.epoch;
         crate::docker_archive::write_file(
             outp,
-            &[crate::docker_archive::ArchiveImage { image: &built, tags: vec![a.tag.clone()] }],
-            &opts,
+            &[crate::docker_archive::ArchiveImage { image: &built.image, tags: vec![a.tag.clone()] }],
+            &w,
             &|_| {},
         )?;
     }
+    let runner = executor.runner();
     if a.json {
         let v = serde_json::json!({
-            "sandbox": runner.sandbox, "emulation": runner.emulation, "detect_s": detect_s,
-            "extract_s": extract_s, "rootfs_from_cache": rootfs.from_cache(),
-            "skipped": rootfs.skipped(), "steps": steps_json,
+            "sandbox": runner.as_ref().map(|r| r.sandbox),
+            "emulation": runner.as_ref().map(|r| r.emulation),
+            "steps": steps_json,
         });
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         term.done(&format!(
             "ran {} step(s) with {}{}",
             a.steps.len(),
-            runner.describe(),
+            runner.map(|r| r.describe()).unwrap_or_else(|| "the build cache".into()),
             a.output.as_ref().map(|o| format!("; wrote {}", o.display())).unwrap_or_default()
         ));
     }

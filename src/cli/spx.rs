@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
-use super::RegistryArgs;
 use super::output::Term;
+use super::{RegistryArgs, RunArgs};
 use crate::error::{Error, Result};
 use crate::pack::{self, BuildOptions, Mirror, VerifyLevel};
 use crate::platform::Platform;
@@ -84,6 +84,8 @@ pub struct BuildArgs {
     #[arg(long, help_heading = SDK)]
     pub skip_docker_compose_validation: bool,
 
+    #[command(flatten)]
+    pub run: RunArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -172,6 +174,7 @@ pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
             VerifyArg::Full => VerifyLevel::Full,
         },
         epoch: crate::docker_archive::write::source_date_epoch(),
+        run: a.run.options()?,
     };
     let started = std::time::Instant::now();
     let s = pack::build(&opts, term)?;

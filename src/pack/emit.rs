@@ -32,6 +32,8 @@ pub fn emit(opts: &BuildOptions, mut plan: Plan, reporter: &dyn Reporter) -> Res
         let cache = BlobCache::open(opts.cache_dir.clone(), opts.offline)?;
         let resolver = Resolver::new(cache, opts.client.clone());
         let mut images = Vec::with_capacity(plan.images.len());
+        // one executor for every image: its sandbox is detected once
+        let executor = Arc::new(crate::build::run::SandboxExecutor::new(opts.run.clone()));
         for req in &plan.images {
             let image = match &req.from {
                 ImageFrom::Source(src) => {
@@ -45,6 +47,7 @@ pub fn emit(opts: &BuildOptions, mut plan: Plan, reporter: &dyn Reporter) -> Res
                     bo.epoch = opts.epoch;
                     bo.compression_level = opts.level;
                     bo.jobs = opts.jobs;
+                    bo.executor = Some(executor.clone());
                     let img = crate::build::build_image(&bo, &resolver, reporter).map_err(|e| e.context(&req.shown))?;
                     pull::check_images(std::slice::from_ref(&img), &plan.platform)?;
                     img

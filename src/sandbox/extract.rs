@@ -19,6 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use serde::{Deserialize, Serialize};
@@ -26,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::fsutil::{self, open_dir_in, rel_join, remove_all_at, split_parent};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
-use crate::image::Image;
+use crate::image::{BlobSource, Descriptor, Image};
 
 /// Whether extraction applies ownership (root) or records it (rootless).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,8 +61,18 @@ impl SideTable {
     pub fn get(&self, rel: &str) -> Option<&SideEntry> {
         self.0.get(rel)
     }
+    /// Records what a layer says about `rel` after a step changed it: the owner (unless it is
+    /// root, which is what the filesystem shows anyway) and the mode when the disk differs.
+    pub fn note(&mut self, rel: &str, uid: u32, gid: u32, mode: Option<u32>) {
+        let xattrs = self.0.get(rel).map(|e| e.xattrs.clone()).unwrap_or_default();
+        if uid == 0 && gid == 0 && mode.is_none() && xattrs.is_empty() {
+            self.0.remove(rel);
+        } else {
+            self.0.insert(rel.to_string(), SideEntry { uid, gid, mode, xattrs });
+        }
+    }
     /// Forgets `rel` and everything below it.
-    fn remove_tree(&mut self, rel: &str) {
+    pub fn remove_tree(&mut self, rel: &str) {
         self.0.remove(rel);
         let prefix = format!("{rel}/");
         let below: Vec<String> = self
@@ -94,10 +106,16 @@ pub struct ExtractReport {
     pub entries: u64,
 }
 
-/// Extracts every layer of `image` into `dest` (an existing, empty directory).
-pub fn extract_image(image: &Image, dest: &Path, ownership: Ownership) -> Result<ExtractReport> {
-    let root = fsutil::open_root(dest).map_err(|e| Error::io("cannot open", dest, e))?;
-    let mut report = ExtractReport::default();
+/// A layer blob to extract: where to read it and the digest its uncompressed tar must have.
+#[derive(Clone)]
+pub struct LayerBlob {
+    pub desc: Descriptor,
+    pub diff_id: Digest,
+    pub source: Arc<dyn BlobSource>,
+}
+
+/// The layers of `image`, bottom first (checks that every layer has a diff_id).
+pub fn image_layers(image: &Image) -> Result<Vec<LayerBlob>> {
     let diff_ids = &image.config.rootfs.diff_ids;
     if diff_ids.len() != image.manifest.layers.len() {
         return Err(Error::input(format!(
@@ -107,34 +125,78 @@ pub fn extract_image(image: &Image, dest: &Path, ownership: Ownership) -> Result
             diff_ids.len()
         )));
     }
-    for (i, desc) in image.manifest.layers.iter().enumerate() {
-        let what = format!("layer {} of {}", desc.digest, image.origin);
-        let blob = image.source.open(desc).map_err(|e| e.context(&image.origin))?;
+    Ok(image
+        .manifest
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(d, id)| LayerBlob { desc: d.clone(), diff_id: id.clone(), source: image.source.clone() })
+        .collect())
+}
+
+/// Extracts every layer of `image` into `dest` (an existing, empty directory).
+pub fn extract_image(image: &Image, dest: &Path, ownership: Ownership) -> Result<ExtractReport> {
+    let mut report = ExtractReport::default();
+    extract_layers(&image_layers(image)?, &image.origin, dest, ownership, 0, &mut report)?;
+    Ok(report)
+}
+
+/// Applies `layers` in order onto `dest` (which may hold earlier layers), checking each
+/// layer's diff_id; `first` is the index of the first one (for [`Skipped::layer`]).
+pub fn extract_layers(
+    layers: &[LayerBlob],
+    origin: &str,
+    dest: &Path,
+    ownership: Ownership,
+    first: usize,
+    report: &mut ExtractReport,
+) -> Result<()> {
+    extract_layers_until(layers, origin, dest, ownership, first, report, &AtomicBool::new(false))
+}
+
+/// [`extract_layers`] that stops with an error as soon as `cancel` is set.
+pub fn extract_layers_until(
+    layers: &[LayerBlob],
+    origin: &str,
+    dest: &Path,
+    ownership: Ownership,
+    first: usize,
+    report: &mut ExtractReport,
+    cancel: &AtomicBool,
+) -> Result<()> {
+    let root = fsutil::open_root(dest).map_err(|e| Error::io("cannot open", dest, e))?;
+    for (i, l) in layers.iter().enumerate() {
+        let what = format!("layer {} of {origin}", l.desc.digest);
+        let blob = l.source.open(&l.desc).map_err(|e| e.context(origin))?;
         let (_, plain) = crate::compress::decompress(BufReader::with_capacity(1 << 20, blob))
             .map_err(|e| Error::from_io("cannot decompress", &what, e))?;
-        let mut hashed = HashingReader { inner: plain, hasher: Hasher::new() };
-        apply_layer(&root, &mut hashed, ownership, i, &mut report)
+        let mut hashed = HashingReader { inner: plain, hasher: Hasher::new(), cancel };
+        apply_layer(&root, &mut hashed, ownership, first + i, report)
             .map_err(|e| Error::from_io("cannot extract", &what, e))?;
         // drain so the source verifies the blob digest and the diff_id covers every byte
         io::copy(&mut hashed, &mut io::sink()).map_err(|e| Error::from_io("cannot read", &what, e))?;
         let got = hashed.hasher.finish();
-        if got != diff_ids[i] {
+        if got != l.diff_id {
             return Err(Error::integrity(format!(
                 "{what}: uncompressed content has digest {got}, but the config's diff_id is {}",
-                diff_ids[i]
+                l.diff_id
             )));
         }
     }
-    Ok(report)
+    Ok(())
 }
 
-struct HashingReader<R> {
+struct HashingReader<'c, R> {
     inner: R,
     hasher: Hasher,
+    cancel: &'c AtomicBool,
 }
 
-impl<R: Read> Read for HashingReader<R> {
+impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(io::Error::other("cancelled"));
+        }
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
@@ -463,14 +525,19 @@ fn io_text(e: &io::Error) -> String {
 
 /// A digest over the layer digests that identifies an extracted base (and the ownership mode).
 pub fn base_key(image: &Image, ownership: Ownership) -> Digest {
+    layers_key(image.manifest.layers.iter().map(|l| &l.digest), ownership)
+}
+
+/// [`base_key`] of a list of layer blobs.
+pub fn layers_key<'a>(digests: impl Iterator<Item = &'a Digest>, ownership: Ownership) -> Digest {
     let mut h = Hasher::new();
     h.update(b"spxpack-rootfs-v1\n");
     h.update(match ownership {
         Ownership::Apply => b"apply\n",
         Ownership::Record => b"record\n",
     });
-    for l in &image.manifest.layers {
-        h.update(l.digest.to_string().as_bytes());
+    for d in digests {
+        h.update(d.to_string().as_bytes());
         h.update(b"\n");
     }
     h.finish()

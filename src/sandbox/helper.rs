@@ -12,8 +12,8 @@
 //! All mounts exist only in the step's mount namespace: when its last process exits they are
 //! gone, so nothing can leak to the host, whatever happens to spxpack.
 //!
-//! proot rung: `__sandbox-exec` becomes a child subreaper, runs proot, and kills whatever is
-//! left of the process tree afterwards.
+//! proot rung: `__sandbox-exec` becomes a child subreaper, runs proot ([`super::proot`]), and
+//! kills whatever is left of the process tree afterwards.
 //!
 //! Both report to the status file `AUX/status` (never visible to the step): `note …`,
 //! `error …`, `started`, `exit N`.
@@ -71,12 +71,15 @@ pub struct Plan {
     /// Identity inside the sandbox; `None` = root (or emulated, see `Runner`).
     pub user: Option<(u32, u32)>,
     pub network_none: bool,
+    /// `RUN --mount`s, attached after everything else (their targets exist in the rootfs).
+    #[serde(default)]
+    pub mounts: Vec<super::GuestMount>,
 }
 
 /// Where the guest sees the auxiliary files.
 pub const GUEST_AUX: &str = "/dev/.spxpack";
 
-struct Status(File);
+pub(super) struct Status(File);
 
 impl Status {
     fn open(aux: &Path) -> Status {
@@ -86,16 +89,16 @@ impl Status {
         });
         Status(f)
     }
-    fn line(&mut self, s: &str) {
+    pub(super) fn line(&mut self, s: &str) {
         let _ = self.0.write_all(format!("{}\n", s.replace('\n', " ")).as_bytes());
     }
-    fn fail(&mut self, s: &str) -> ! {
+    pub(super) fn fail(&mut self, s: &str) -> ! {
         self.line(&format!("error {s}"));
         std::process::exit(SETUP_FAILED)
     }
 }
 
-fn errno_text(e: impl std::fmt::Display) -> String {
+pub(super) fn errno_text(e: impl std::fmt::Display) -> String {
     let s = e.to_string();
     s.split(" (os error").next().unwrap_or(&s).to_lowercase()
 }
@@ -124,7 +127,7 @@ pub fn main(args: &[String]) -> ! {
     }
 }
 
-fn exit_code(st: std::process::ExitStatus) -> i32 {
+pub(super) fn exit_code(st: std::process::ExitStatus) -> i32 {
     st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
 }
 
@@ -186,8 +189,8 @@ fn exec_main(plan_path: &str) -> ! {
         }
         PlanKind::Proot { proot, qemu } => {
             let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
-            let code = run_proot(&plan, proot, qemu.as_deref(), &mut st);
-            kill_descendants();
+            let code = super::proot::run(&plan, proot, qemu.as_deref(), &mut st);
+            super::proot::kill_descendants();
             std::process::exit(code)
         }
     }
@@ -219,76 +222,6 @@ fn flag_names(f: UnshareFlags) -> String {
         }
     }
     v.join("|")
-}
-
-/// Kills every remaining descendant (we are their subreaper) until none is left.
-fn kill_descendants() {
-    let me = std::process::id();
-    for _ in 0..100 {
-        let kids = children_of(me);
-        if kids.is_empty() {
-            return;
-        }
-        for k in kids {
-            if let Some(p) = rustix::process::Pid::from_raw(k as i32) {
-                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-            }
-        }
-        // reap
-        while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
-    for e in rd.flatten() {
-        let Ok(n) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{n}/stat"))
-            && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
-        {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            if f.len() > 2 && f[0] != "Z" && f[1].parse::<u32>().ok() == Some(pid) {
-                out.push(n);
-            }
-        }
-    }
-    out
-}
-
-fn run_proot(plan: &Plan, proot: &Path, qemu: Option<&Path>, st: &mut Status) -> i32 {
-    let guest = plan.aux.join("guest");
-    let tmp = plan.aux.join("proot-tmp");
-    let _ = std::fs::create_dir_all(&tmp);
-    let mut c = Command::new(proot);
-    match plan.user {
-        Some((u, g)) => c.arg("-i").arg(format!("{u}:{g}")),
-        None => c.arg("-0"),
-    };
-    c.arg("-r").arg(&plan.rootfs).arg("-w").arg(&plan.workdir);
-    if let Some(q) = qemu {
-        c.arg("-q").arg(q);
-    }
-    for b in ["/proc", "/sys", "/dev"] {
-        c.arg("-b").arg(b);
-    }
-    c.arg("-b").arg(format!("{}:{GUEST_AUX}", guest.display()));
-    for f in ["resolv.conf", "hosts"] {
-        c.arg("-b").arg(format!("{}:/etc/{f}", guest.join(f).display()));
-    }
-    // proot 5.1 has no `--`; a command never starts with '-' (checked by the runner)
-    c.args(&plan.argv);
-    c.env_clear().envs(plan.env.iter().map(|(k, v)| (k, v))).env("PROOT_TMP_DIR", &tmp).stdin(Stdio::null());
-    st.line("started");
-    match c.status() {
-        Ok(s) => {
-            let code = exit_code(s);
-            st.line(&format!("exit {code}"));
-            code
-        }
-        Err(e) => st.fail(&format!("cannot run {}: {}", proot.display(), errno_text(e))),
-    }
 }
 
 /// A mount cloned from the host view before pivoting (`open_tree(OPEN_TREE_CLONE)`).
@@ -380,6 +313,16 @@ fn init_main(plan_path: &str) -> ! {
         Ok(fd) => fd,
         Err(e) => st.fail(&format!("bind {}: {}", plan.aux.join("guest").display(), errno_text(e))),
     };
+    let mut extra = Vec::new();
+    for m in &plan.mounts {
+        extra.push(match &m.source {
+            Some(src) => match clone_tree(src, true) {
+                Ok(fd) => (Some(fd), src.is_file()),
+                Err(e) => st.fail(&format!("bind {} for {}: {}", src.display(), m.target, errno_text(e))),
+            },
+            None => (None, false),
+        });
+    }
     if let Err(e) = rustix::mount::mount_bind_recursive(&plan.rootfs, &plan.rootfs) {
         st.fail(&format!("bind {} onto itself: {}", plan.rootfs.display(), errno_text(e)));
     }
@@ -459,6 +402,33 @@ fn init_main(plan_path: &str) -> ! {
         let dst = format!("/etc/{f}");
         if let Err(e) = rustix::mount::mount_bind(src.as_str(), dst.as_str()) {
             st.line(&format!("note bind {dst}: {}", errno_text(e)));
+        }
+    }
+    for (m, (fd, file)) in plan.mounts.iter().zip(extra) {
+        // the executor made the mount points in the rootfs; on the /dev tmpfs they are made here
+        let t = Path::new(&m.target);
+        if m.target.starts_with("/dev/") && std::fs::symlink_metadata(t).is_err() {
+            let made = t
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| if file { File::create(t).map(drop) } else { std::fs::create_dir(t) });
+            if let Err(e) = made {
+                st.fail(&format!("create the mount point {}: {}", m.target, errno_text(e)));
+            }
+        }
+        let done = match fd {
+            Some(fd) => attach(&fd, &m.target),
+            None => rustix::mount::mount(
+                "tmpfs",
+                m.target.as_str(),
+                "tmpfs",
+                MountFlags::NOSUID | MountFlags::NODEV,
+                Some(c"mode=755"),
+            )
+            .map_err(std::io::Error::from),
+        };
+        if let Err(e) = done.and_then(|()| if m.readonly { remount_ro(&m.target) } else { Ok(()) }) {
+            st.fail(&format!("mount {}: {}", m.target, errno_text(e)));
         }
     }
     if let Err(e) = std::env::set_current_dir(&plan.workdir) {

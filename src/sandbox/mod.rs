@@ -23,16 +23,17 @@
 //! mount namespace, auxiliary files (CA bundle, resolv.conf/hosts copies, apt config) are on a
 //! tmpfs at `/dev/.spxpack`, and `/proc`, `/sys`, `/dev` are never diffed.
 
-pub mod append;
 pub mod detect;
 pub mod diff;
 pub mod emulation;
 pub mod extract;
 pub mod fsutil;
 pub mod helper;
+mod proot;
 pub mod rootfs;
 mod seccomp;
 pub mod snapshot;
+mod user;
 
 use std::collections::VecDeque;
 use std::io::Read;
@@ -46,8 +47,9 @@ use serde::{Deserialize, Serialize};
 pub use detect::{Attempt, Options, Report, detect};
 pub use emulation::Emulation;
 pub use extract::{Ownership, SideTable, Skipped};
-pub use rootfs::{Rootfs, RootfsCache};
+pub use rootfs::{MountStubs, Rootfs, RootfsCache};
 pub use snapshot::Snapshot;
+pub use user::{home_of, resolve_user};
 
 use crate::error::{Error, Kind, Result};
 use crate::platform::Platform;
@@ -114,6 +116,19 @@ pub struct RunSpec {
     /// `REQUESTS_CA_BUNDLE`, `PIP_CERT`, `CURL_CA_BUNDLE`, `NODE_EXTRA_CA_CERTS`,
     /// `GIT_SSL_CAINFO` and apt's `Acquire::https::CaInfo` point to. Never part of a layer.
     pub ca_bundle: Option<PathBuf>,
+    /// Extra mounts (`RUN --mount`); their mount points must exist (see [`Rootfs::mount_stubs`]).
+    pub mounts: Vec<GuestMount>,
+}
+
+/// A mount for one step: a host directory or file bound at `target`, or a fresh tmpfs. Under
+/// proot, `readonly` is not enforced (bind a copy of anything the step must not change).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestMount {
+    /// The host path; `None` for a tmpfs.
+    pub source: Option<PathBuf>,
+    /// Absolute path inside the rootfs.
+    pub target: String,
+    pub readonly: bool,
 }
 
 impl RunSpec {
@@ -246,6 +261,9 @@ impl Runner {
         if !spec.workdir.starts_with('/') {
             return Err(Error::input(format!("working directory {:?} is not absolute", spec.workdir)));
         }
+        if let Some(m) = spec.mounts.iter().find(|m| !m.target.starts_with('/') || m.target.contains('\0')) {
+            return Err(Error::input(format!("mount target {:?} is not an absolute path", m.target)));
+        }
         if spec.network == Network::None && self.sandbox == Sandbox::Proot {
             return Err(Error::unsupported(
                 "--network none needs the root or userns sandbox; proot shares the host network",
@@ -367,6 +385,7 @@ impl Runner {
             workdir: spec.workdir.clone(),
             user,
             network_none: spec.network == Network::None,
+            mounts: spec.mounts.clone(),
         };
         let plan_path = aux.path().join("plan.json");
         write_file(&plan_path, &serde_json::to_vec(&plan).map_err(|e| Error::internal(e.to_string()))?)?;
@@ -514,51 +533,6 @@ impl Tail {
     }
 }
 
-/// Resolves a Dockerfile `USER` value (`name`, `uid`, `name:group`, `uid:gid`) against the
-/// rootfs' `/etc/passwd` and `/etc/group` (read inside the root, never the host's).
-pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32)> {
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let read = |rel: &str| -> String {
-        fsutil::read_in_root(rootfs, rel, 16 << 20)
-            .ok()
-            .flatten()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    };
-    let passwd = read("etc/passwd");
-    let (uid, primary) = match u.parse::<u32>() {
-        Ok(n) => (n, passwd_field(&passwd, |f| f[2] == u).and_then(|f| f[3].parse().ok()).unwrap_or(n)),
-        Err(_) => {
-            let f = passwd_field(&passwd, |f| f[0] == u)
-                .ok_or_else(|| Error::input(format!("USER {u}: no such user in the image's /etc/passwd")))?;
-            (
-                f[2].parse().map_err(|_| Error::input(format!("bad uid for {u} in /etc/passwd")))?,
-                f[3].parse().unwrap_or(0),
-            )
-        }
-    };
-    let gid = match g {
-        None => primary,
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                let group = read("etc/group");
-                passwd_field(&group, |f| f[0] == g)
-                    .and_then(|f| f[2].parse().ok())
-                    .ok_or_else(|| Error::input(format!("USER {user}: no such group {g} in the image's /etc/group")))?
-            }
-        },
-    };
-    Ok((uid, gid))
-}
-
-fn passwd_field(text: &str, pred: impl Fn(&[&str]) -> bool) -> Option<Vec<&str>> {
-    text.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 4 && pred(f))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,19 +545,5 @@ mod tests {
         }
         t.push(b"partial");
         assert_eq!(t.lines(3), vec!["line 98", "line 99", "partial"]);
-    }
-
-    #[test]
-    fn resolves_users_inside_the_rootfs() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("etc")).unwrap();
-        std::fs::write(d.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n")
-            .unwrap();
-        std::fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
-        assert_eq!(resolve_user(d.path(), "app").unwrap(), (1000, 1001));
-        assert_eq!(resolve_user(d.path(), "app:staff").unwrap(), (1000, 50));
-        assert_eq!(resolve_user(d.path(), "1000").unwrap(), (1000, 1001));
-        assert_eq!(resolve_user(d.path(), "4242:7").unwrap(), (4242, 7));
-        assert!(resolve_user(d.path(), "nobody").is_err());
     }
 }

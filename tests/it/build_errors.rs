@@ -108,6 +108,11 @@ fn build_errors_dockerignore_and_symlink_escape() {
 
 #[test]
 fn build_errors_run_names_its_line() {
-    let l = fails("FROM @BASE@\nCOPY a /a\nRUN echo hi\n", &[("a", "a")], &[], &["@DF@:3:1: RUN is not supported yet"]);
+    let l = fails(
+        "FROM @BASE@\nCOPY a /a\nRUN --device=/dev/kvm echo hi\n",
+        &[("a", "a")],
+        &[],
+        &["@DF@:3:1: RUN --device is not supported by spxpack"],
+    );
     assert!(!l.contains("COPY"), "{l}");
 }

@@ -216,7 +216,7 @@ fn build_oracle_corpus_is_complete() {
     let mut names: Vec<String> =
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
-    let src = include_str!("build_oracle.rs");
+    let src = [include_str!("build_oracle.rs"), include_str!("run_basics.rs"), include_str!("run_python.rs")].concat();
     for n in &names {
         assert!(src.contains(&format!("\"{n}")), "fixture {n} is not built by any oracle test");
     }

@@ -26,6 +26,8 @@ mod spx_verify;
 // spxpack init, then build
 mod spx_init;
 // compose-driven build features (provided images, derived names, prebuilt archives, dates)
+mod run_basics;
+mod run_python;
 mod sandbox_diff;
 mod sandbox_python;
 mod sandbox_rungs;

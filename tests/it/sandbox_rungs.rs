@@ -133,7 +133,7 @@ fn sandbox_without_binfmt_uses_a_private_binfmt_misc_or_proot() {
 
 /// euid 1001 in a user namespace where nested user namespaces are disabled
 /// (`user.max_user_namespaces=0`, per namespace), qemu's handler hidden and proot missing:
-/// every rung fails, and the error says what was tried and what to do.
+/// every rung fails, and `image build` says where, what was tried and what to do.
 #[test]
 fn sandbox_reports_every_rung_and_the_fix_when_nothing_works() {
     let user = test_user();
@@ -142,14 +142,19 @@ fn sandbox_reports_every_rung_and_the_fix_when_nothing_works() {
     let d = user_scratch(user);
     let ready = d.path().join("ready");
     // the shell waits for the id maps, then re-executes so it gets root's capabilities
+    let ctx = d.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM oci:{}:arm64\nRUN true\n", env().busybox_oci.display()))
+        .unwrap();
     let inner = format!(
         "echo 0 > /proc/sys/user/max_user_namespaces || exit 97; \
          mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || exit 96; \
-         exec setpriv --reuid {uid} --regid {gid} --clear-groups {bin} sandbox-run --proot /nonexistent/proot \
-           --cache-dir {cache} oci:{oci}:arm64 --run true",
+         exec setpriv --reuid {uid} --regid {gid} --clear-groups {bin} -q image build --proot /nonexistent/proot \
+           --cache-dir {cache} -o {out} {ctx}",
         bin = sandbox_bin().display(),
         cache = d.path().join("cache").display(),
-        oci = env().busybox_oci.display(),
+        out = d.path().join("out.tar").display(),
+        ctx = ctx.display(),
     );
     let script = format!("while [ ! -e {} ]; do sleep 0.02; done; exec sh -c \"$0\"", ready.display());
     let child = Command::new("unshare")
@@ -172,7 +177,12 @@ fn sandbox_reports_every_rung_and_the_fix_when_nothing_works() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let first = err.lines().next().unwrap_or("");
-    assert_eq!(first, "error: cannot execute RUN steps for linux/arm64 on this machine", "{err}");
+    assert_eq!(
+        first,
+        format!("error: {}/Dockerfile:2:1: cannot execute RUN steps for linux/arm64 on this machine", ctx.display()),
+        "{err}"
+    );
+    assert!(!d.path().join("out.tar").exists());
     for want in [
         "hint: tried:",
         &format!("root    -                 no   not running as root (euid {uid})"),

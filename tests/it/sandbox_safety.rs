@@ -248,7 +248,7 @@ fn sandbox_failing_step_reports_exit_code_and_last_output_lines() {
     assert_eq!(cli.status.code(), Some(1), "{err}");
     assert!(
         err.contains(
-            "\nerror: RUN echo before; false failed with exit code 1\nhint: the last lines of its output:\n  | before\n"
+            "/Dockerfile:2:1: RUN echo before; false failed with exit code 1\nhint: the last lines of its output:\n  | before\n"
         ),
         "{err}"
     );
@@ -321,6 +321,9 @@ fn interrupt(iso: &str) {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(bases.iter().all(|b| !b.starts_with(".tmp-")), "{iso}: {bases:?}");
+    // the builder's staging directory and temporary files
+    let tmp: Vec<_> = std::fs::read_dir(cache.join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "{iso}: left in the cache's tmp: {tmp:?}");
     eprintln!("{iso}: interrupted and cleaned up in {:?}", t.elapsed());
 }
 

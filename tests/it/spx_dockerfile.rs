@@ -83,15 +83,26 @@ fn sdk_dockerfile_flags_build_the_image_into_the_image_archive() {
 }
 
 #[test]
-fn a_run_step_is_refused_with_its_line_and_nothing_is_written() {
+fn run_steps_run_in_the_sandbox_and_a_failing_one_names_its_line() {
     let s = Scratch::new();
     let dir = ext(&s, "built_run:1.0", "    build: app\n");
     let df = dir.join("app/Dockerfile");
     let text = std::fs::read_to_string(&df).unwrap();
-    std::fs::write(&df, text.replace("COPY greet.sh", "RUN echo hi\nCOPY greet.sh")).unwrap();
+    std::fs::write(
+        &df,
+        text.replace("COPY greet.sh", "RUN echo \"$GREETING from RUN on $(uname -m)\" > /ran\nCOPY greet.sh"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("app/greet.sh"), "cat /ran\n").unwrap();
     let out = s.path("built_ext.spx");
+    s.spx(&["build", dir.to_str().unwrap(), "-o", out.to_str().unwrap()]).ok();
+    assert_eq!(load_and_run(&out, &s, "built_run:1.0").trim(), "hello from RUN on aarch64");
+    // a failing step: its Dockerfile line, nothing written
+    std::fs::write(&df, text.replace("COPY greet.sh", "RUN echo hi; exit 4\nCOPY greet.sh")).unwrap();
+    let out = s.path("failed.spx");
     let r = s.spx(&["build", dir.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.error_line().contains("app/Dockerfile:5:1: RUN is not supported yet"), "{}", r.stderr);
+    assert!(r.error_line().contains("app/Dockerfile:5:1: RUN echo hi; exit 4 failed with exit code 4"), "{}", r.stderr);
+    assert!(r.stderr.contains("\n  | hi\n"), "{}", r.stderr);
     assert!(!out.exists());
 }

@@ -121,6 +121,10 @@ pub fn sdk_mirror() -> String {
             ])
             .ok();
         }
+        // the Debian python stand-in as python:3.10-slim, for the SDK Dockerfiles' RUN pip
+        let py = format!("oci:{}:multi", crate::support::python_oci().display());
+        let dest = format!("docker://{}/library/python:3.10-slim", e.plain);
+        skopeo(&["copy", "-q", "--all", "--dest-tls-verify=false", &py, &dest]).ok();
         format!("docker.io={}", e.plain)
     })
     .clone()

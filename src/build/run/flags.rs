@@ -1,0 +1,309 @@
+//! `RUN` flags: `--network=default|host|none`, `--mount=type=cache|secret|tmpfs|bind,…`
+//! (BuildKit's syntax), `--security=sandbox`; `--security=insecure`, `--device` and
+//! `--mount=type=ssh` are reported as unsupported. What a flag changes in the step's result is
+//! part of the step's cache key ([`RunFlags::key_text`]).
+
+use crate::build::dockerfile::Loc;
+use crate::error::{Error, Result};
+use crate::sandbox::Network;
+
+/// A parsed `--mount`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Absolute path inside the rootfs.
+    pub target: String,
+    pub kind: MountKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountKind {
+    /// A directory kept between builds (`<cache>/build/run-cache/`), shared by every step with
+    /// the same `id` (default: the target).
+    Cache { id: String, readonly: bool, locked: bool, mode: u32, uid: u32, gid: u32 },
+    /// A `--secret` file, read-only, never in a layer or the cache key. `env` also (or only,
+    /// without an explicit target) exposes it as an environment variable.
+    Secret { id: String, required: bool, mode: u32, uid: u32, gid: u32, env: Option<String>, file: bool },
+    /// An empty tmpfs.
+    Tmpfs,
+}
+
+/// Everything the flags of one RUN say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFlags {
+    pub network: Network,
+    pub mounts: Vec<Mount>,
+}
+
+impl RunFlags {
+    /// The part of the cache key that follows from the flags (secret contents excluded, as in
+    /// BuildKit).
+    pub fn key_text(&self) -> String {
+        let mut s = format!("network={:?}\n", self.network);
+        for m in &self.mounts {
+            s.push_str(&format!("mount {:?} {:?}\n", m.target, m.kind));
+        }
+        s
+    }
+}
+
+fn unsupported(loc: &Loc, what: &str, hint: &str) -> Error {
+    Error::unsupported(format!("{loc}: RUN {what} is not supported by spxpack")).with_hint(hint.to_string())
+}
+
+fn octal(loc: &Loc, k: &str, v: &str) -> Result<u32> {
+    u32::from_str_radix(v, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| loc.error(format!("--mount {k}={v}: not an octal mode")))
+}
+
+fn number(loc: &Loc, k: &str, v: &str) -> Result<u32> {
+    v.parse().map_err(|_| loc.error(format!("--mount {k}={v}: not a number")))
+}
+
+fn boolean(loc: &Loc, k: &str, v: Option<&str>) -> Result<bool> {
+    match v {
+        None | Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(v) => Err(loc.error(format!("--mount {k}={v}: expected true or false"))),
+    }
+}
+
+/// Parses the flags of a RUN (as written: name, value); relative mount targets are relative to
+/// `workdir`.
+pub fn parse(flags: &[(String, String)], workdir: &str, loc: &Loc) -> Result<RunFlags> {
+    let mut out = RunFlags::default();
+    for (name, value) in flags {
+        match name.as_str() {
+            "network" => {
+                out.network = match value.as_str() {
+                    "default" | "host" => Network::Host,
+                    "none" => Network::None,
+                    v => {
+                        return Err(loc
+                            .error(format!("RUN --network={v}: unknown network mode"))
+                            .with_hint("use --network=default (the host's network), host or none"));
+                    }
+                }
+            }
+            "security" => match value.as_str() {
+                "sandbox" => {}
+                "insecure" => {
+                    return Err(unsupported(
+                        loc,
+                        "--security=insecure",
+                        "spxpack never runs steps with extra privileges; drop the flag",
+                    ));
+                }
+                v => return Err(loc.error(format!("RUN --security={v}: use sandbox or insecure"))),
+            },
+            "device" => {
+                return Err(unsupported(
+                    loc,
+                    "--device",
+                    "devices cannot be passed into spxpack's sandbox; drop the flag",
+                ));
+            }
+            "mount" => out.mounts.push(parse_mount(value, workdir, loc)?),
+            other => return Err(loc.error(format!("unknown flag --{other} for RUN"))),
+        }
+    }
+    for (i, m) in out.mounts.iter().enumerate() {
+        if out.mounts[..i].iter().any(|o| o.target == m.target) {
+            return Err(loc.error(format!("RUN --mount: {} is mounted twice", m.target)));
+        }
+    }
+    Ok(out)
+}
+
+fn parse_mount(spec: &str, workdir: &str, loc: &Loc) -> Result<Mount> {
+    let mut kv: Vec<(String, Option<String>)> = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = match part.split_once('=') {
+            Some((k, v)) => (k.to_lowercase(), Some(v.trim_matches('"').to_string())),
+            None => (part.to_lowercase(), None),
+        };
+        kv.push((k, v));
+    }
+    let get = |names: &[&str]| kv.iter().rev().find(|(k, _)| names.contains(&k.as_str())).map(|(_, v)| v.clone());
+    let typ = get(&["type"]).flatten().unwrap_or_else(|| "bind".into());
+    let target = get(&["target", "dst", "destination"]).flatten();
+    let id = get(&["id"]).flatten();
+    let readonly = match (get(&["readonly", "ro"]), get(&["rw", "readwrite"])) {
+        (Some(v), _) => boolean(loc, "readonly", v.as_deref())?,
+        (None, Some(v)) => !boolean(loc, "rw", v.as_deref())?,
+        (None, None) => false,
+    };
+    let num = |k: &str, default: u32| -> Result<u32> {
+        match get(&[k]).flatten() {
+            Some(v) => number(loc, k, &v),
+            None => Ok(default),
+        }
+    };
+    let mode = |default: u32| -> Result<u32> {
+        match get(&["mode"]).flatten() {
+            Some(v) => octal(loc, "mode", &v),
+            None => Ok(default),
+        }
+    };
+    for (k, _) in &kv {
+        let known = [
+            "type",
+            "target",
+            "dst",
+            "destination",
+            "source",
+            "src",
+            "from",
+            "id",
+            "sharing",
+            "mode",
+            "uid",
+            "gid",
+            "readonly",
+            "ro",
+            "rw",
+            "readwrite",
+            "required",
+            "env",
+            "size",
+        ];
+        if !known.contains(&k.as_str()) {
+            return Err(loc.error(format!("RUN --mount={spec}: unknown key {k:?}")));
+        }
+    }
+    // relative targets are relative to the working directory (BuildKit)
+    let absolute = |t: &str| {
+        crate::build::fsview::normalize(&if t.starts_with('/') { t.to_string() } else { format!("{workdir}/{t}") })
+    };
+    let kind = match typ.as_str() {
+        "cache" => {
+            if get(&["from"]).is_some() || get(&["source", "src"]).is_some() {
+                return Err(unsupported(
+                    loc,
+                    "--mount=type=cache with from= or source=",
+                    "drop from=/source=; the cache directory starts empty",
+                ));
+            }
+            let Some(t) = &target else { return Err(loc.error("RUN --mount=type=cache needs target=PATH")) };
+            let sharing = get(&["sharing"]).flatten().unwrap_or_else(|| "shared".into());
+            if !["shared", "private", "locked"].contains(&sharing.as_str()) {
+                return Err(loc.error(format!("RUN --mount sharing={sharing}: use shared, private or locked")));
+            }
+            MountKind::Cache {
+                id: id.clone().unwrap_or_else(|| format!("/{}", absolute(t))),
+                readonly,
+                locked: sharing != "shared",
+                mode: mode(0o755)?,
+                uid: num("uid", 0)?,
+                gid: num("gid", 0)?,
+            }
+        }
+        "secret" => {
+            let id = match (&id, &target) {
+                (Some(i), _) => i.clone(),
+                (None, Some(t)) => t.rsplit('/').next().unwrap_or(t).to_string(),
+                (None, None) => return Err(loc.error("RUN --mount=type=secret needs id=NAME")),
+            };
+            let env = get(&["env"]).flatten();
+            MountKind::Secret {
+                file: target.is_some() || env.is_none(),
+                required: boolean(loc, "required", get(&["required"]).flatten().as_deref().or(Some("false")))?,
+                mode: mode(0o400)?,
+                uid: num("uid", 0)?,
+                gid: num("gid", 0)?,
+                env,
+                id,
+            }
+        }
+        "tmpfs" => {
+            if target.is_none() {
+                return Err(loc.error("RUN --mount=type=tmpfs needs target=PATH"));
+            }
+            MountKind::Tmpfs
+        }
+        "bind" => {
+            return Err(unsupported(
+                loc,
+                "--mount=type=bind",
+                "COPY the files into the image in an earlier step (or in a build stage and COPY --from it)",
+            ));
+        }
+        "ssh" => {
+            return Err(unsupported(loc, "--mount=type=ssh", "fetch private sources before the build and COPY them"));
+        }
+        t => return Err(loc.error(format!("RUN --mount: unknown type {t:?} (use cache, secret, tmpfs or bind)"))),
+    };
+    let target = match (&kind, target) {
+        (_, Some(t)) => format!("/{}", absolute(&t)),
+        (MountKind::Secret { id, .. }, None) => format!("/run/secrets/{id}"),
+        _ => unreachable!("checked above"),
+    };
+    if target == "/" {
+        return Err(loc.error("RUN --mount: cannot mount over /"));
+    }
+    Ok(Mount { target, kind })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc() -> Loc {
+        Loc { file: "Dockerfile".into(), line: 3, col: 1 }
+    }
+
+    fn p(flags: &[(&str, &str)]) -> Result<RunFlags> {
+        let v: Vec<(String, String)> = flags.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        parse(&v, "/w", &loc())
+    }
+
+    #[test]
+    fn parses_network_and_mounts() {
+        let f = p(&[
+            ("network", "none"),
+            ("mount", "type=cache,target=/root/.cache/pip,sharing=locked,mode=0700"),
+            ("mount", "type=secret,id=token"),
+            ("mount", "type=secret,id=k,env=KEY"),
+            ("mount", "type=tmpfs,dst=tmp/x"),
+            ("mount", "type=cache,target=/abs/../c"),
+        ])
+        .unwrap();
+        assert_eq!(f.network, Network::None);
+        assert_eq!(f.mounts[0].target, "/root/.cache/pip");
+        assert_eq!(
+            f.mounts[0].kind,
+            MountKind::Cache {
+                id: "/root/.cache/pip".into(),
+                readonly: false,
+                locked: true,
+                mode: 0o700,
+                uid: 0,
+                gid: 0
+            }
+        );
+        assert_eq!(f.mounts[1].target, "/run/secrets/token");
+        assert!(matches!(&f.mounts[2].kind, MountKind::Secret { env: Some(e), file: false, .. } if e == "KEY"));
+        assert_eq!(f.mounts[3].target, "/w/tmp/x");
+        assert_eq!(f.mounts[4].target, "/c");
+        assert_eq!(p(&[("network", "default")]).unwrap().network, Network::Host);
+    }
+
+    #[test]
+    fn unsupported_forms_say_so() {
+        for (k, v, want) in [
+            ("mount", "type=ssh", "RUN --mount=type=ssh is not supported"),
+            ("mount", "source=a,target=/b", "RUN --mount=type=bind is not supported"),
+            ("device", "/dev/kvm", "RUN --device is not supported"),
+            ("security", "insecure", "RUN --security=insecure is not supported"),
+            ("network", "bridge", "unknown network mode"),
+            ("mount", "type=cache", "needs target=PATH"),
+            ("mount", "type=cache,target=/x,colour=red", "unknown key"),
+        ] {
+            let e = p(&[(k, v)]).unwrap_err();
+            assert!(e.to_string().starts_with("Dockerfile:3:1: "), "{e}");
+            assert!(e.to_string().contains(want), "{e}");
+            assert!(e.hint().is_some(), "{e}");
+        }
+    }
+}
