@@ -147,7 +147,20 @@ impl Resolver {
     /// Resolves one source to the image for `platform`.
     pub fn resolve(&self, src: &Source, platform: &Platform) -> Result<Image> {
         match src {
-            Source::Registry(r) => self.registry()?.resolve(r, platform),
+            Source::Registry(r) => match crate::registry::mirror::rewrite(&self.client_opts.mirrors, r) {
+                None => self.registry()?.resolve(r, platform),
+                Some(m) => {
+                    tracing::info!("pulling {r} from the mirror {m}");
+                    let mut img = self
+                        .registry()?
+                        .resolve(&m, platform)
+                        .map_err(|e| e.context(format!("{r} via --registry-mirror")))?;
+                    // the image keeps its own name (the mirror is only where the bytes come from)
+                    img.suggested_tags = r.familiar_tagged().into_iter().collect();
+                    img.origin = format!("{r} (from {m})");
+                    Ok(img)
+                }
+            },
             Source::OciDir { path, tag } => Layout::open_dir(path)?.image(tag.as_deref(), platform),
             Source::OciArchive { path, tag } => Layout::open_archive(path)?.image(tag.as_deref(), platform),
             Source::DockerArchive { path, selector } => DockerArchive::open(path)?.image(selector),

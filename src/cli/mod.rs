@@ -97,6 +97,11 @@ pub struct RegistryArgs {
     /// Never touch the network: use only cached manifests and blobs.
     #[arg(long)]
     pub offline: bool,
+    /// Pull images of REGISTRY from a mirror instead (e.g. docker.io=registry.local:5000), also
+    /// for Dockerfile FROM lines; image names, saved tags and the compose file keep the original
+    /// registry. Repeatable, or comma-separated in the environment.
+    #[arg(long, value_name = "REGISTRY=HOST[/PREFIX]", env = "SPXPACK_REGISTRY_MIRROR", value_delimiter = ',')]
+    pub registry_mirror: Vec<String>,
 }
 
 /// How RUN steps are executed (`image build` and `build`).
@@ -155,6 +160,7 @@ impl RegistryArgs {
             cert_dirs: self.cert_dir.clone(),
             creds,
             retries: self.retries,
+            mirrors: crate::registry::Mirror::parse_all(&self.registry_mirror)?,
             ..Default::default()
         })
     }

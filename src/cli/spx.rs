@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use super::output::Term;
 use super::{RegistryArgs, RunArgs};
 use crate::error::{Error, Result};
-use crate::pack::{self, BuildOptions, Mirror, VerifyLevel};
+use crate::pack::{self, BuildOptions, VerifyLevel};
 use crate::platform::Platform;
 use crate::progress::{Reporter, human_size};
 use crate::spx::verify::{VerifyOptions, verify_file};
@@ -33,10 +33,6 @@ pub struct BuildArgs {
     /// file. Same as `x-spxpack: {provided: true}` on the service. Repeatable.
     #[arg(long, value_name = "IMAGE")]
     pub provided: Vec<String>,
-    /// Pull images of REGISTRY from a mirror instead (e.g. docker.io=127.0.0.1:5000); the compose
-    /// file and the saved tags keep the original names. Repeatable, or comma-separated in the env.
-    #[arg(long, value_name = "REGISTRY=HOST[/PREFIX]", env = "SPXPACK_REGISTRY_MIRROR", value_delimiter = ',')]
-    pub registry_mirror: Vec<String>,
     /// Re-check the finished SPX before moving it into place: quick (structure, tags, configs),
     /// full (also every layer's diff_id), off.
     #[arg(long, value_enum, default_value = "quick")]
@@ -146,15 +142,12 @@ pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
         (None, true) => Some(Platform::linux_amd64()),
         (None, false) => None,
     };
-    let mirrors =
-        a.registry_mirror.iter().filter(|m| !m.trim().is_empty()).map(|m| Mirror::parse(m)).collect::<Result<_>>()?;
     let opts = BuildOptions {
         dir: a.dir.clone().or(a.package_dir.clone()).unwrap_or_else(|| PathBuf::from(".")),
         cwd,
         output: a.output.clone(),
         platform,
         provided: a.provided.clone(),
-        mirrors,
         image_archive: a.image_archive.clone(),
         dockerfiles: a.dockerfile_paths.clone(),
         build_tags: a.build_image_tags.clone(),

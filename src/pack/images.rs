@@ -30,11 +30,12 @@ pub fn registry_req(image: &str, opts: &BuildOptions, what: &str, f: &mut Findin
         );
         return None;
     }
-    let (pull, shown) = match opts.mirrors.iter().find_map(|m| m.apply(&r)) {
-        Some(mirrored) => (mirrored.clone(), format!("{image} (from {mirrored})")),
-        None => (r, image.to_string()),
+    // the resolver pulls through the mirror; only the message names it here
+    let shown = match crate::registry::mirror::rewrite(&opts.client.mirrors, &r) {
+        Some(mirrored) => format!("{image} (from {mirrored})"),
+        None => image.to_string(),
     };
-    Some(ImageReq { tag: repo_tag(image), from: ImageFrom::Source(Source::Registry(pull)), shown, archive: 0 })
+    Some(ImageReq { tag: repo_tag(image), from: ImageFrom::Source(Source::Registry(r)), shown, archive: 0 })
 }
 
 /// An image from `x-spxpack.source`, relative paths taken from the extension directory.
@@ -59,7 +60,7 @@ pub fn source_req(
         Source::OciDir { path, tag } => Source::OciDir { path: rel(&path), tag },
         Source::OciArchive { path, tag } => Source::OciArchive { path: rel(&path), tag },
         Source::DockerArchive { path, selector } => Source::DockerArchive { path: rel(&path), selector },
-        Source::Registry(r) => Source::Registry(opts.mirrors.iter().find_map(|m| m.apply(&r)).unwrap_or(r)),
+        Source::Registry(r) => Source::Registry(r), // mirrored by the resolver
     };
     Some(ImageReq {
         tag: repo_tag(image),

@@ -11,10 +11,9 @@ mod plan;
 
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::platform::Platform;
 use crate::progress::{Reporter, human_size};
-use crate::reference::Reference;
 use crate::registry::ClientOptions;
 use crate::spx::Target;
 
@@ -31,48 +30,7 @@ pub enum VerifyLevel {
     Full,
 }
 
-/// A registry rewrite: images of `from` (e.g. `docker.io`) are pulled from `to`
-/// (`host[:port][/prefix]`). The `RepoTags` and the compose file keep the original names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mirror {
-    pub from: String,
-    pub to_host: String,
-    pub to_prefix: String,
-}
-
-impl Mirror {
-    /// Parses `FROM=TO`, e.g. `docker.io=127.0.0.1:5000` or `nvcr.io=mirror.local/nvcr`.
-    pub fn parse(s: &str) -> Result<Self> {
-        let bad = || {
-            Error::input(format!("invalid registry mirror {s:?}"))
-                .with_hint("use REGISTRY=HOST[:PORT][/PREFIX], e.g. docker.io=127.0.0.1:5000")
-        };
-        let (from, to) = s.split_once('=').ok_or_else(bad)?;
-        let from = crate::registry::auth::normalize_registry(from.trim());
-        let to = to.trim().trim_end_matches('/');
-        let (host, prefix) = match to.split_once('/') {
-            Some((h, p)) => (h, p),
-            None => (to, ""),
-        };
-        if from.is_empty() || host.is_empty() || Reference::parse(&format!("{host}/x")).is_err() {
-            return Err(bad());
-        }
-        Ok(Mirror { from, to_host: host.to_string(), to_prefix: prefix.to_string() })
-    }
-
-    /// The reference to pull instead of `r`, if this mirror applies.
-    pub fn apply(&self, r: &Reference) -> Option<Reference> {
-        if r.registry != self.from {
-            return None;
-        }
-        let repository = if self.to_prefix.is_empty() {
-            r.repository.clone()
-        } else {
-            format!("{}/{}", self.to_prefix, r.repository)
-        };
-        Some(Reference { registry: self.to_host.clone(), repository, tag: r.tag.clone(), digest: r.digest.clone() })
-    }
-}
+pub use crate::registry::Mirror;
 
 /// Everything `build` needs, resolved from flags and environment by the CLI.
 #[derive(Debug, Clone)]
@@ -87,7 +45,6 @@ pub struct BuildOptions {
     pub platform: Option<Platform>,
     /// Images the robot has (or pulls) itself: not bundled.
     pub provided: Vec<String>,
-    pub mirrors: Vec<Mirror>,
     /// SDK `--image-archive`: the images come from the flags, not the compose file.
     pub image_archive: Option<PathBuf>,
     pub dockerfiles: Vec<PathBuf>,
@@ -149,22 +106,4 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
     let summary = emit::emit(opts, plan, reporter)?;
     reporter.message(&format!("SPX size {}", human_size(summary.size)));
     Ok(summary)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mirrors_rewrite_the_registry_only() {
-        let m = Mirror::parse("docker.io=127.0.0.1:15000").unwrap();
-        let r = m.apply(&Reference::parse("docking_callback:arm64").unwrap()).unwrap();
-        assert_eq!(r.to_string(), "127.0.0.1:15000/library/docking_callback:arm64");
-        assert!(m.apply(&Reference::parse("nvcr.io/nvidia/l4t-base:35.4.1").unwrap()).is_none());
-        let m = Mirror::parse("index.docker.io=mirror.example:5000/hub/").unwrap();
-        let r = m.apply(&Reference::parse("user/app").unwrap()).unwrap();
-        assert_eq!(r.to_string(), "mirror.example:5000/hub/user/app");
-        assert!(Mirror::parse("docker.io").is_err());
-        assert!(Mirror::parse("docker.io=").is_err());
-    }
 }

@@ -34,6 +34,8 @@ pub struct ClientOptions {
     pub retries: u32,
     /// Base delay between retries.
     pub retry_delay: Duration,
+    /// Pull images of these registries from mirrors (the first that applies).
+    pub mirrors: Vec<super::Mirror>,
 }
 
 impl Default for ClientOptions {
@@ -45,6 +47,7 @@ impl Default for ClientOptions {
             creds: CredentialOptions::default(),
             retries: 4,
             retry_delay: Duration::from_millis(300),
+            mirrors: Vec::new(),
         }
     }
 }

@@ -5,11 +5,13 @@
 
 pub mod auth;
 pub mod client;
+pub mod mirror;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
 pub use client::{Client, ClientOptions};
+pub use mirror::Mirror;
 
 use crate::blob_cache::BlobCache;
 use crate::digest::{Digest, Hasher};

@@ -64,6 +64,58 @@ fn build_sources_arm64_image_runs_under_qemu_from_tar_gz_and_oci_layout() {
     let _ = docker(&["rmi", "-f", &tag, &tag2]);
 }
 
+/// `--registry-mirror` serves `FROM` (and `spxpack pull`) from another registry while every name
+/// stays the original: quay.io is unreachable here, so the build only works through the mirror.
+#[test]
+fn build_sources_registry_mirror_serves_from_and_pull_keeping_names() {
+    let s = Scratch::new();
+    let ctx = s.path("ctx");
+    write(&ctx, &[("Dockerfile", "FROM quay.io/busybox:multi\nCOPY a.txt /a.txt\n"), ("a.txt", "mirrored\n")]);
+    let mirror = format!("quay.io={}", env().plain);
+    let out = s.path("img.tar");
+    let tag = format!("{}:t", unique("spxpack-mirror"));
+    s.spx(&[
+        "image",
+        "build",
+        "--registry-mirror",
+        &mirror,
+        "-t",
+        &tag,
+        "-o",
+        out.to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ])
+    .ok();
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&s.spx(&["inspect", "--json", out.to_str().unwrap()]).ok().stdout.into_bytes()).unwrap();
+    let layers = cfg["images"][0]["layers"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(layers >= 2, "the mirrored base's layers are in the image: {cfg}");
+    // the same through the environment variable, for a pull: the saved tag names quay.io
+    let pulled = s.path("pulled.tar");
+    let r = s.spx_env(
+        &["pull", "quay.io/busybox:arm64", "-o", pulled.to_str().unwrap()],
+        &[("SPXPACK_REGISTRY_MIRROR", &format!("docker.io=unused.invalid,{mirror}"))],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m: serde_json::Value = serde_json::from_slice(&crate::support::tar_member(&pulled, "manifest.json")).unwrap();
+    assert_eq!(m[0]["RepoTags"], serde_json::json!(["quay.io/busybox:arm64"]));
+    // a mirror that does not have the image: the error names the image and the mirror
+    let r = s.spx(&[
+        "image",
+        "build",
+        "--registry-mirror",
+        &format!("quay.io={}/nothing-here", env().plain),
+        "-o",
+        s.path("x.tar").to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let line = r.error_line();
+    assert!(line.contains("quay.io/busybox:multi via --registry-mirror"), "{line}");
+    assert!(line.contains("nothing-here/busybox"), "{line}");
+    assert!(!s.path("x.tar").exists());
+}
+
 #[test]
 fn build_sources_local_layouts_named_contexts_and_unused_stages() {
     let s = Scratch::new();

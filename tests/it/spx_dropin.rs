@@ -40,14 +40,11 @@ fn run(s: &Scratch, cwd: &str, args: &[&str]) -> Run {
 fn verbatim_builds(s: &Scratch, cwd: &str, args: &[&str], dockerfile: &str, outputs: &[&str]) -> PathBuf {
     let df = s.path(cwd).join(dockerfile);
     let mirror = spx::sdk_mirror();
-    // FROM names the test registry itself: --registry-mirror rewrites compose images, not FROM
+    // FROM python:3.10-slim as in the SDK: --registry-mirror serves docker.io from the test registry
     std::fs::write(
         &df,
-        format!(
-            "FROM {}/library/python:3.10-slim\nENV PIP_BREAK_SYSTEM_PACKAGES=1\nCOPY requirements.txt /app/\n\
-             RUN python3 -m pip install --no-cache-dir -r /app/requirements.txt\nCOPY . /app/\n",
-            crate::support::env().plain
-        ),
+        "FROM python:3.10-slim\nENV PIP_BREAK_SYSTEM_PACKAGES=1\nCOPY requirements.txt /app/\n\
+         RUN python3 -m pip install --no-cache-dir -r /app/requirements.txt\nCOPY . /app/\n",
     )
     .unwrap();
     std::fs::write(df.parent().unwrap().join("requirements.txt"), "six==1.16.0\n").unwrap();
