@@ -103,6 +103,33 @@ impl Write for Hasher {
     }
 }
 
+/// Wraps a writer and hashes (and counts) what is written through it: a blob's digest and size
+/// while it is written.
+pub struct HashingWriter<W> {
+    pub inner: W,
+    pub hasher: Hasher,
+    /// Bytes written so far.
+    pub n: u64,
+}
+
+impl<W> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter { inner, hasher: Hasher::new(), n: 0 }
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.hasher.update(&buf[..k]);
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Wraps a reader, hashes what passes through, and fails at EOF (or as soon as too many bytes
 /// arrive) when the content does not match the expected size and digest.
 pub struct VerifyingReader<R> {

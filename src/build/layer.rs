@@ -14,7 +14,7 @@ use super::fsview::{ContentSrc, Kind};
 use super::layers::{BlobLookup, Staging, write_atomic};
 use crate::blob_cache::BlobCache;
 use crate::compress::GzipWriter;
-use crate::digest::{Digest, Hasher};
+use crate::digest::{Digest, Hasher, HashingWriter};
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
 
@@ -99,24 +99,6 @@ pub fn stage_contents(plan: &Plan, staging: &Staging, source_of: BlobLookup) -> 
     Ok(())
 }
 
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Hasher,
-    n: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let k = self.inner.write(buf)?;
-        self.hasher.update(&buf[..k]);
-        self.n += k as u64;
-        Ok(k)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Writes the layer for `plan` into the cache.
 pub fn write(plan: &Plan, opts: &LayerOptions, cache: &BlobCache, staging: &Staging) -> Result<Layer> {
     let mut tmp = cache.new_temp()?;
@@ -124,7 +106,7 @@ pub fn write(plan: &Plan, opts: &LayerOptions, cache: &BlobCache, staging: &Stag
     let io_err = |e: io::Error| Error::from_io("cannot write", "a layer", e);
     let (diff_id, digest, size) = {
         let file = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        let hw = HashingWriter { inner: file, hasher: Hasher::new(), n: 0 };
+        let hw = HashingWriter::new(file);
         let gz = GzipWriter::new(hw, opts.level, opts.threads).map_err(io_err)?;
         let mut tw = TarOut { gz, diff: Hasher::new() };
         for (p, e) in &plan.entries {

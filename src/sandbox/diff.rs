@@ -20,7 +20,7 @@ use super::fsutil;
 use super::rootfs::Rootfs;
 use super::snapshot::{Meta, Snapshot, walk};
 use crate::compress::GzipWriter;
-use crate::digest::{Digest, Hasher};
+use crate::digest::{Digest, Hasher, HashingWriter};
 use crate::error::{Error, Result};
 use crate::image::media;
 
@@ -148,7 +148,7 @@ pub fn layer(pre: &Snapshot, rootfs: &Rootfs, opts: &LayerOptions) -> Result<New
         .map_err(|e| Error::io("cannot create a temporary file in", &opts.out_dir, e))?;
     crate::atomic::register(tmp.path());
     let file = tmp.reopen().map_err(|e| Error::io("cannot open", tmp.path(), e))?;
-    let hashed = HashWriter { inner: BufWriter::with_capacity(1 << 20, file), hasher: Hasher::new(), n: 0 };
+    let hashed = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     let gz = GzipWriter::new(hashed, opts.level, opts.threads).map_err(|e| Error::io("cannot write", tmp.path(), e))?;
     let mut sink = TarSink { gz, hasher: Hasher::new() };
     let root = fsutil::open_root(rootfs.path()).map_err(|e| Error::io("cannot open", rootfs.path(), e))?;
@@ -193,24 +193,6 @@ pub fn layer(pre: &Snapshot, rootfs: &Rootfs, opts: &LayerOptions) -> Result<New
         entries: w.entries,
         whiteouts: w.whiteouts,
     })
-}
-
-struct HashWriter<W> {
-    inner: W,
-    hasher: Hasher,
-    n: u64,
-}
-
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let k = self.inner.write(buf)?;
-        self.hasher.update(&buf[..k]);
-        self.n += k as u64;
-        Ok(k)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 struct TarSink<W: Write> {
