@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::StageResult;
 use super::config::{Config, DEFAULT_PATH};
 use super::copy::{self, CopyRequest, Plan, PlanEntry, Source};
-use super::ctx::Ctx;
+use super::ctx::{Ctx, FromUse};
 use super::dockerfile::{CmdLine, Instr, Loc, Op, Src};
 use super::executor::{RootLayer, RunRequest, run_unsupported};
 use super::fsview::{FsView, LayerEntry, Node, normalize};
@@ -229,15 +229,24 @@ impl<'c> State<'c> {
             }
             Op::Workdir(w) => self.workdir_step(w, loc)?,
             Op::Copy(c) => self.copy_step(ins, c, stages, index)?,
-            Op::Run(run) => self.run_step(run, loc)?,
+            Op::Run(run) => self.run_step(run, loc, stages, index)?,
         }
         Ok(())
     }
 
-    fn run_step(&mut self, run: &super::dockerfile::Run, loc: &Loc) -> Result<()> {
+    fn run_step(
+        &mut self,
+        run: &super::dockerfile::Run,
+        loc: &Loc,
+        stages: &[Option<StageResult>],
+        index: usize,
+    ) -> Result<()> {
         let Some(exec) = self.ctx.opts.executor.clone() else { return Err(run_unsupported(loc)) };
         let workdir = self.workdir();
-        let flags = super::run::flags::parse(&run.flags, &workdir, loc)?;
+        let flags = super::run::flags::parse(&run.flags, &workdir, loc, &|v| self.word(v, loc))?;
+        let ctx = self.ctx;
+        let binds = super::run::bind::plan(ctx, &flags.mounts, stages, index, &self.platform, loc)?;
+        let source_of = |d: &crate::digest::Digest| ctx.source_of(d);
         let mut env: Vec<String> = self.config.strings("Env");
         for (k, v) in &self.args {
             if self.config.env_get(k).is_none() {
@@ -260,6 +269,9 @@ impl<'c> State<'c> {
             argv,
             heredocs: &run.heredocs,
             flags,
+            binds,
+            staging: &ctx.staging,
+            source_of: &source_of,
             env,
             user: self.config.string("User"),
             workdir,
@@ -463,11 +475,20 @@ impl<'c> State<'c> {
         };
         let tree: Arc<dyn Tree> = match &c.from {
             None => self.ctx.context.clone(),
-            Some((from, floc)) => self.ctx.copy_source(from, floc, stages, index, &self.platform)?,
+            Some((from, floc)) => self.ctx.copy_source(from, FromUse::Copy, floc, stages, index, &self.platform)?,
         };
         let workdir = self.workdir();
-        let req =
-            CopyRequest { name, loc, sources, dest: dest.clone(), workdir: &workdir, owner, chmod, unpack: c.add };
+        let req = CopyRequest {
+            name,
+            loc,
+            sources,
+            dest: dest.clone(),
+            workdir: &workdir,
+            owner,
+            keep_owners: false,
+            chmod,
+            unpack: c.add,
+        };
         let empty = FsView::new();
         let target_view: &FsView = if c.link { &empty } else { &view };
         let started = std::time::Instant::now();

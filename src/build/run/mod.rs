@@ -12,6 +12,7 @@
 //! ownership as seen in the container, deterministic order), moved into the blob cache and
 //! recorded under the step's key.
 
+pub mod bind;
 pub mod flags;
 mod mounts;
 
@@ -405,6 +406,9 @@ pub fn step_key(req: &RunRequest, argv: &[String]) -> Digest {
     line("user", &req.user);
     line("workdir", &req.workdir);
     line("flags", &req.flags.key_text());
+    for b in &req.binds {
+        line("bind", &format!("{} {}", req.flags.mounts[b.mount].target, b.key));
+    }
     line("epoch", &req.layer_options.epoch.to_string());
     line("level", &req.layer_options.level.to_string());
     h.finish()
