@@ -9,23 +9,24 @@ use std::path::{Path, PathBuf};
 use crate::build_util::{compare, export_fs, fixture, fs_diff};
 use crate::support::{Run, Scratch, docker, env, run_as, sandbox_bin, test_user, unique, user_scratch};
 
-fn busybox() -> String {
+pub fn busybox() -> String {
     format!("oci:{}:arm64", env().busybox_oci.display())
 }
 
-/// A context with this Dockerfile (and files), readable by every user.
-fn ctx(s: &Scratch, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+/// A context with this Dockerfile (and files, in subdirectories too), readable by every user.
+pub fn ctx(s: &Scratch, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
     let c = s.path("ctx");
     std::fs::create_dir_all(&c).unwrap();
     std::fs::write(c.join("Dockerfile"), dockerfile.replace("@BB@", &busybox())).unwrap();
     for (n, t) in files {
+        std::fs::create_dir_all(c.join(n).parent().unwrap()).unwrap();
         std::fs::write(c.join(n), t).unwrap();
     }
     crate::support::run("chmod", &["-R", "a+rX", s.dir.path().to_str().unwrap()], &[]).ok();
     c
 }
 
-fn build(s: &Scratch, c: &Path, tag: &str, extra: &[&str]) -> (Run, serde_json::Value) {
+pub fn build(s: &Scratch, c: &Path, tag: &str, extra: &[&str]) -> (Run, serde_json::Value) {
     let out = s.path(&format!("{}.tar", tag.replace(['/', ':'], "_")));
     let mut args = vec!["image", "build", "--json", "-t", tag, "-o", out.to_str().unwrap()];
     args.extend_from_slice(extra);
@@ -38,7 +39,7 @@ fn build(s: &Scratch, c: &Path, tag: &str, extra: &[&str]) -> (Run, serde_json::
     (r, v)
 }
 
-fn run_in(tag: &str, script: &str) -> String {
+pub fn run_in(tag: &str, script: &str) -> String {
     let r = docker(&["run", "--rm", "--platform", "linux/arm64", "--network", "none", tag, "sh", "-c", script]).ok();
     r.stdout
 }
@@ -205,8 +206,8 @@ fn run_failing_step_names_the_line_exit_code_and_last_output() {
 fn run_unsupported_flags_are_errors_that_name_the_line() {
     let s = Scratch::new();
     for (flag, want) in [
-        ("--mount=type=bind,source=x,target=/x", "RUN --mount=type=bind is not supported by spxpack"),
         ("--mount=type=ssh", "RUN --mount=type=ssh is not supported by spxpack"),
+        ("--device=/dev/kvm", "RUN --device is not supported by spxpack"),
         ("--security=insecure", "RUN --security=insecure is not supported by spxpack"),
         ("--network=bridge", "RUN --network=bridge: unknown network mode"),
     ] {
