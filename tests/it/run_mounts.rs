@@ -22,7 +22,7 @@ fn run_bind_mounts_from_the_context_a_stage_an_image_and_a_named_context() {
               FROM @BB@\n\
               WORKDIR /w\n\
               RUN --mount=type=bind,source=req.txt,target=req.txt cat /w/req.txt > /req-copy\n\
-              RUN --mount=target=/mnt/ctx/dir,source=dir find /mnt/ctx/dir | sort > /dir-list && cat /mnt/ctx/dir/sub/b >> /dir-list\n\
+              RUN --mount=target=/mnt/ctx/dir,source=dir find /mnt/ctx/dir | sort > /dir-list && cat /mnt/ctx/dir/sub/b >> /dir-list && stat -c %a /mnt/ctx/dir /mnt/ctx/dir/sub >> /dir-list\n\
               RUN --mount=from=build,source=/out,target=/o stat -c '%u:%g %a' /o/x > /from-stage && readlink /o/sub/l >> /from-stage && cat /o/sub/l >> /from-stage\n\
               RUN --mount=type=bind,from=@IMG@,source=/bin/busybox,target=/bb cmp /bb /bin/busybox && echo same > /from-image\n\
               RUN --mount=type=bind,source=dir,target=/rw,rw echo changed > /rw/a && touch /rw/new && cat /rw/a > /rw-seen\n\
@@ -41,6 +41,10 @@ fn run_bind_mounts_from_the_context_a_stage_an_image_and_a_named_context() {
             (".dockerignore", "**/*.key\n"),
         ],
     );
+    // modes are the context's, the mounted directory's own included
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(c.join("dir"), std::fs::Permissions::from_mode(0o751)).unwrap();
+    std::fs::set_permissions(c.join("dir/sub"), std::fs::Permissions::from_mode(0o750)).unwrap();
     let tools = s.path("tools");
     std::fs::create_dir_all(&tools).unwrap();
     std::fs::write(tools.join("tool.txt"), "tool v1\n").unwrap();
@@ -57,7 +61,7 @@ fn run_bind_mounts_from_the_context_a_stage_an_image_and_a_named_context() {
              for p in /w/req.txt /mnt /o /bb /rw /ro /t; do test -e $p && echo leaked $p; done; ls /w | wc -l"
         ),
         "six==1.16.0\n\
-         /mnt/ctx/dir\n/mnt/ctx/dir/a\n/mnt/ctx/dir/sub\n/mnt/ctx/dir/sub/b\nb\n\
+         /mnt/ctx/dir\n/mnt/ctx/dir/a\n/mnt/ctx/dir/sub\n/mnt/ctx/dir/sub/b\nb\n751\n750\n\
          12:34 644\n../x\nbuilt1\n\
          same\n\
          changed\n\

@@ -66,9 +66,12 @@ pub(crate) fn plan(
             unpack: false,
         };
         let mut plan = copy::plan(&req, &FsView::new(), tree.as_ref(), &ctx.staging)?;
-        // a directory is mounted itself (the planner made a fresh destination for its contents)
+        // a directory is mounted itself (the planner made a fresh 0755 destination for its
+        // contents); the root of a tree stays that fresh directory, as the context's root does
+        // in BuildKit
         let resolved = tree.resolve(&crate::build::fsview::normalize(source));
-        if let Some(n) = tree.node(&resolved.path)?.filter(Node::is_dir)
+        if !resolved.path.is_empty()
+            && let Some(n) = tree.node(&resolved.path)?.filter(Node::is_dir)
             && let Some(e) = plan.entries.get_mut(&PathKey(ROOT.into()))
         {
             e.node = n;
