@@ -21,7 +21,8 @@ fn run_bind_mounts_from_the_context_a_stage_an_image_and_a_named_context() {
               RUN mkdir -p /out/sub && echo built$V > /out/x && chown 12:34 /out/x && ln -s ../x /out/sub/l\n\
               FROM @BB@\n\
               WORKDIR /w\n\
-              RUN --mount=type=bind,source=req.txt,target=req.txt cat /w/req.txt > /req-copy\n\
+              ARG REQ=req.txt\n\
+              RUN --mount=type=bind,source=$REQ,target=${REQ} cat /w/req.txt > /req-copy\n\
               RUN --mount=target=/mnt/ctx/dir,source=dir find /mnt/ctx/dir | sort > /dir-list && cat /mnt/ctx/dir/sub/b >> /dir-list && stat -c %a /mnt/ctx/dir /mnt/ctx/dir/sub >> /dir-list\n\
               RUN --mount=from=build,source=/out,target=/o stat -c '%u:%g %a' /o/x > /from-stage && readlink /o/sub/l >> /from-stage && cat /o/sub/l >> /from-stage\n\
               RUN --mount=type=bind,from=@IMG@,source=/bin/busybox,target=/bb cmp /bb /bin/busybox && echo same > /from-image\n\
