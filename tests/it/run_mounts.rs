@@ -4,10 +4,8 @@
 //! key follows the bound content; bad input (one error line, exit 1, nothing written); the
 //! userns and proot sandboxes as an unprivileged user.
 
-use std::path::Path;
-
-use crate::run_basics::{build, ctx, run_in};
-use crate::support::{Run, Scratch, env, run_as, sandbox_bin, test_user, unique, user_scratch};
+use crate::run_basics::{build, build_as, ctx, run_in};
+use crate::support::{Scratch, env, test_user, unique, user_scratch};
 
 fn cached(v: &serde_json::Value) -> Vec<bool> {
     v["run"]["steps"].as_array().unwrap().iter().map(|s| s["cached"].as_bool().unwrap()).collect()
@@ -158,35 +156,6 @@ fn run_bind_mount_bad_input_is_one_error_line_and_nothing_written() {
     }
 }
 
-/// `spxpack image build --json --isolation ISO` as `user`.
-fn build_as(user: &str, s: &Scratch, c: &Path, tag: &str, iso: &str) -> (Run, serde_json::Value) {
-    let (out, cache, home) = (s.path("out.tar"), s.path("cache"), s.path("home"));
-    let r = run_as(
-        user,
-        &[
-            sandbox_bin().to_str().unwrap(),
-            "image",
-            "build",
-            "--json",
-            "--isolation",
-            iso,
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "-t",
-            tag,
-            "-o",
-            out.to_str().unwrap(),
-            c.to_str().unwrap(),
-        ],
-        &[("HOME", home.to_str().unwrap())],
-    );
-    let v = serde_json::from_str(&r.stdout).unwrap_or(serde_json::Value::Null);
-    if r.code == 0 {
-        crate::support::docker(&["load", "-q", "-i", out.to_str().unwrap()]).ok();
-    }
-    (r, v)
-}
-
 #[test]
 fn run_bind_mounts_in_the_userns_and_proot_sandboxes_as_an_unprivileged_user() {
     let user = test_user();
@@ -205,7 +174,7 @@ fn run_bind_mounts_in_the_userns_and_proot_sandboxes_as_an_unprivileged_user() {
             &[("req.txt", "r\n"), ("dir/a", "a\n"), ("dir/sub/b", "b\n")],
         );
         let tag = format!("{}:{iso}", unique("spxpack-it-run-bind"));
-        let (r, v) = build_as(user, &s, &c, &tag, iso);
+        let (r, v) = build_as(user, &s, &c, &tag, &["--isolation", iso]);
         assert_eq!(r.code, 0, "{iso}: {}", r.stderr);
         assert_eq!(v["run"]["sandbox"], iso, "{v}");
         assert_eq!(
@@ -218,7 +187,7 @@ fn run_bind_mounts_in_the_userns_and_proot_sandboxes_as_an_unprivileged_user() {
             "{iso}"
         );
         assert_eq!(std::fs::read_to_string(c.join("dir/a")).unwrap(), "a\n");
-        let (r, v) = build_as(user, &s, &c, &tag, iso);
+        let (r, v) = build_as(user, &s, &c, &tag, &["--isolation", iso]);
         assert_eq!(r.code, 0, "{iso}: {}", r.stderr);
         assert!(cached(&v).iter().all(|c| *c), "{iso}: {v}");
     }
