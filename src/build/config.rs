@@ -1,7 +1,8 @@
 //! Editing an image config the way Docker does, without disturbing what the build does not
 //! touch: the base config is parsed with key order preserved, fields are changed in place (new
 //! keys go last), history entries and diff_ids are appended, and the result is re-serialised
-//! compactly. Timestamps come from the build epoch, never from the clock.
+//! compactly. Timestamps come from the build epoch, never from the clock. Also the checks of
+//! the values EXPOSE and STOPSIGNAL write.
 
 use serde_json::{Map, Value, json};
 
@@ -212,6 +213,53 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// EXPOSE port specs: `80`, `80/tcp`, `53/udp`, `8000-8002`, `[ip:]host:container[/proto]`.
+pub fn parse_ports(raw: &str) -> std::result::Result<Vec<String>, String> {
+    let bad = |why: &str| format!("invalid port {raw:?}: {why}");
+    let container = raw.rsplit(':').next().unwrap_or(raw);
+    let (port, proto) = match container.split_once('/') {
+        Some((p, pr)) => (p, pr.to_lowercase()),
+        None => (container, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(bad(&format!("unknown protocol {proto:?} (use tcp, udp or sctp)")));
+    }
+    let num =
+        |s: &str| s.parse::<u32>().ok().filter(|n| *n <= 65535).ok_or_else(|| bad("ports are numbers from 0 to 65535"));
+    let (a, b) = match port.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(port)?, num(port)?),
+    };
+    if b < a {
+        return Err(bad("the range ends before it starts"));
+    }
+    Ok((a..=b).map(|p| format!("{p}/{proto}")).collect())
+}
+
+const SIGNALS: [&str; 31] = [
+    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM", "TERM",
+    "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO",
+    "PWR", "SYS",
+];
+
+/// Docker's `signal.ParseSignal`: a number, `NAME` or `SIGNAME` (also `RTMIN+n`).
+pub fn check_signal(s: &str) -> std::result::Result<(), String> {
+    if let Ok(n) = s.parse::<u32>() {
+        return if n == 0 || n > 64 { Err(format!("invalid signal: {s}")) } else { Ok(()) };
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    if SIGNALS.contains(&name)
+        || name == "IOT"
+        || name == "POLL"
+        || name.starts_with("RTMIN")
+        || name.starts_with("RTMAX")
+    {
+        Ok(())
+    } else {
+        Err(format!("invalid signal: {s}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +287,16 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn ports_and_signals() {
+        assert_eq!(parse_ports("80").unwrap(), vec!["80/tcp"]);
+        assert_eq!(parse_ports("53/UDP").unwrap(), vec!["53/udp"]);
+        assert_eq!(parse_ports("8000-8002").unwrap(), vec!["8000/tcp", "8001/tcp", "8002/tcp"]);
+        assert_eq!(parse_ports("127.0.0.1:80:8080/tcp").unwrap(), vec!["8080/tcp"]);
+        assert!(parse_ports("70000").is_err() && parse_ports("80/xyz").is_err() && parse_ports("x").is_err());
+        assert!(check_signal("SIGTERM").is_ok() && check_signal("KILL").is_ok() && check_signal("9").is_ok());
+        assert!(check_signal("SIGFOO").is_err() && check_signal("0").is_err());
     }
 }

@@ -60,6 +60,8 @@ pub struct CopyRequest<'a> {
     pub dest: String,
     pub workdir: &'a str,
     pub owner: (u64, u64),
+    /// Keep the source's owners instead of `owner` (`RUN --mount=type=bind` of a stage).
+    pub keep_owners: bool,
     pub chmod: Option<u32>,
     /// ADD: unpack local archives.
     pub unpack: bool,
@@ -119,8 +121,10 @@ impl Planner<'_> {
     /// Adds one entry taken from a source tree at `dest`.
     fn add(&mut self, tree: &dyn Tree, src: &str, mut n: Node, dest: &str) {
         n.mode = self.mode(&n);
-        n.uid = self.req.owner.0;
-        n.gid = self.req.owner.1;
+        if !self.req.keep_owners {
+            n.uid = self.req.owner.0;
+            n.gid = self.req.owner.1;
+        }
         let mut hardlink = None;
         if matches!(n.kind, Kind::File(_))
             && let Some(ino) = tree.inode(src)

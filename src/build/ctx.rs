@@ -131,15 +131,21 @@ impl Ctx<'_> {
         Ok(v)
     }
 
-    /// The tree behind `COPY --from=…`: an earlier stage, a named context, or an image.
+    /// The tree behind `COPY --from=…` and `RUN --mount=…,from=…`: an earlier stage, a named
+    /// context, or an image.
     pub fn copy_source(
         &self,
         from: &str,
+        by: FromUse,
         loc: &Loc,
         stages: &[Option<StageResult>],
         index: usize,
         platform: &Platform,
     ) -> Result<Arc<dyn Tree>> {
+        let (verb, flag, key) = match by {
+            FromUse::Copy => ("copy", "COPY --from", "--from"),
+            FromUse::Mount => ("mount", "RUN --mount from", "from"),
+        };
         let lower = from.to_lowercase();
         let by_name = self.stage_names.iter().position(|n| n.as_deref() == Some(lower.as_str()));
         let by_index = from.parse::<usize>().ok();
@@ -147,7 +153,7 @@ impl Ctx<'_> {
         if let Some(i) = stage_index {
             if i >= index {
                 return Err(loc.error(format!(
-                    "cannot copy from stage {from:?}, it needs to be defined before the current stage"
+                    "cannot {verb} from stage {from:?}, it needs to be defined before the current stage"
                 )));
             }
             let Some(s) = &stages[i] else {
@@ -171,26 +177,30 @@ impl Ctx<'_> {
                 let bare = !from.contains(['/', ':', '@', '.']);
                 if let Some(near) = names.iter().find(|n| bare && dockerfile::edit_distance(n, &lower) <= 2) {
                     return Err(loc
-                        .error(format!("COPY --from={from}: no stage named {from:?} before this one"))
+                        .error(format!("{flag}={from}: no stage named {from:?} before this one"))
                         .with_hint(format!(
-                            "did you mean --from={near}? (the stages are: {}); for an image, write its full reference such as {from}:latest",
+                            "did you mean {key}={near}? (the stages are: {}); for an image, write its full reference such as {from}:latest",
                             names.join(", ")
                         )));
                 }
                 Source::parse(from).map_err(|e| {
-                    loc.error(format!(
-                        "COPY --from={from}: not a stage, build context or image reference ({})",
-                        e.message()
-                    ))
+                    loc.error(format!("{flag}={from}: not a stage, build context or image reference ({})", e.message()))
                 })?
             }
         };
-        let what = format!("COPY --from={from} (not a stage, so read as an image)");
+        let what = format!("{flag}={from} (not a stage, so read as an image)");
         let img = self.resolve_image(&src, platform, loc, &what).map_err(|e| {
             if names.is_empty() { e } else { e.with_hint(format!("the stages are: {}", names.join(", "))) }
         })?;
         Ok(Arc::new(ViewTree { view: self.image_view(&img)?, name: format!("image {from}") }))
     }
+}
+
+/// Who reads a `from=` reference (the words of its messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FromUse {
+    Copy,
+    Mount,
 }
 
 pub(crate) fn root_layers(img: &Image) -> Vec<RootLayer> {

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use super::dockerfile::{Heredoc, Loc};
 use super::layer::{Layer, LayerOptions};
+use super::layers::{BlobLookup, Staging};
+use super::run::bind::Bound;
 use super::run::flags::RunFlags;
 use crate::blob_cache::BlobCache;
 use crate::error::{Error, Result};
@@ -35,6 +37,11 @@ pub struct RunRequest<'a> {
     pub heredocs: &'a [Heredoc],
     /// `--network`, `--mount` (parsed; `--security`/`--device` were checked).
     pub flags: RunFlags,
+    /// What each `--mount=type=bind` shows (planned; its hash is part of the cache key).
+    pub binds: Vec<Bound>,
+    /// Where files of other layers are extracted to, and where those layers are.
+    pub staging: &'a Staging,
+    pub source_of: BlobLookup<'a>,
     /// `KEY=value` environment: image ENV plus the stage's build args.
     pub env: Vec<String>,
     /// `USER` as written (name, uid, name:group, uid:gid); empty for root.

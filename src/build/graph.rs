@@ -12,6 +12,7 @@ use super::dockerfile::{self, Dockerfile};
 use super::dockerignore::Matcher;
 use super::executor;
 use super::lex::Lex;
+use super::run::flags::mount_from;
 use super::stage;
 use super::tree::DirTree;
 use crate::blob_cache::BlobCache;
@@ -134,7 +135,7 @@ pub(super) fn plan_stages(df: &Dockerfile, ctx: &Ctx) -> Result<(Vec<Base>, Vec<
     Ok((bases, platforms))
 }
 
-/// The stages the target needs (through FROM and COPY --from), sorted.
+/// The stages the target needs (through FROM, COPY --from and RUN --mount from=), sorted.
 pub(super) fn reachable(df: &Dockerfile, bases: &[Base], target: usize) -> BTreeSet<usize> {
     let mut out = BTreeSet::new();
     let mut todo = vec![target];
@@ -146,9 +147,14 @@ pub(super) fn reachable(df: &Dockerfile, bases: &[Base], target: usize) -> BTree
             todo.push(j);
         }
         for ins in &df.stages[i].instrs {
-            if let dockerfile::Op::Copy(c) = &ins.op
-                && let Some((from, _)) = &c.from
-            {
+            let froms: Vec<String> = match &ins.op {
+                dockerfile::Op::Copy(c) => c.from.iter().map(|(f, _)| f.clone()).collect(),
+                dockerfile::Op::Run(r) => {
+                    r.flags.iter().filter(|(n, _)| n == "mount").filter_map(|(_, v)| mount_from(v)).collect()
+                }
+                _ => Vec::new(),
+            };
+            for from in froms {
                 let lower = from.to_lowercase();
                 let j = df
                     .stages

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::StageResult;
-use super::config::{Config, DEFAULT_PATH};
+use super::config::{Config, DEFAULT_PATH, check_signal, parse_ports};
 use super::copy::{self, CopyRequest, Plan, PlanEntry, Source};
-use super::ctx::Ctx;
+use super::ctx::{Ctx, FromUse};
 use super::dockerfile::{CmdLine, Instr, Loc, Op, Src};
 use super::executor::{RootLayer, RunRequest, run_unsupported};
 use super::fsview::{FsView, LayerEntry, Node, normalize};
@@ -229,15 +229,24 @@ impl<'c> State<'c> {
             }
             Op::Workdir(w) => self.workdir_step(w, loc)?,
             Op::Copy(c) => self.copy_step(ins, c, stages, index)?,
-            Op::Run(run) => self.run_step(run, loc)?,
+            Op::Run(run) => self.run_step(run, loc, stages, index)?,
         }
         Ok(())
     }
 
-    fn run_step(&mut self, run: &super::dockerfile::Run, loc: &Loc) -> Result<()> {
+    fn run_step(
+        &mut self,
+        run: &super::dockerfile::Run,
+        loc: &Loc,
+        stages: &[Option<StageResult>],
+        index: usize,
+    ) -> Result<()> {
         let Some(exec) = self.ctx.opts.executor.clone() else { return Err(run_unsupported(loc)) };
         let workdir = self.workdir();
-        let flags = super::run::flags::parse(&run.flags, &workdir, loc)?;
+        let flags = super::run::flags::parse(&run.flags, &workdir, loc, &|v| self.word(v, loc))?;
+        let ctx = self.ctx;
+        let binds = super::run::bind::plan(ctx, &flags.mounts, stages, index, &self.platform, loc)?;
+        let source_of = |d: &crate::digest::Digest| ctx.source_of(d);
         let mut env: Vec<String> = self.config.strings("Env");
         for (k, v) in &self.args {
             if self.config.env_get(k).is_none() {
@@ -260,6 +269,9 @@ impl<'c> State<'c> {
             argv,
             heredocs: &run.heredocs,
             flags,
+            binds,
+            staging: &ctx.staging,
+            source_of: &source_of,
             env,
             user: self.config.string("User"),
             workdir,
@@ -463,11 +475,20 @@ impl<'c> State<'c> {
         };
         let tree: Arc<dyn Tree> = match &c.from {
             None => self.ctx.context.clone(),
-            Some((from, floc)) => self.ctx.copy_source(from, floc, stages, index, &self.platform)?,
+            Some((from, floc)) => self.ctx.copy_source(from, FromUse::Copy, floc, stages, index, &self.platform)?,
         };
         let workdir = self.workdir();
-        let req =
-            CopyRequest { name, loc, sources, dest: dest.clone(), workdir: &workdir, owner, chmod, unpack: c.add };
+        let req = CopyRequest {
+            name,
+            loc,
+            sources,
+            dest: dest.clone(),
+            workdir: &workdir,
+            owner,
+            keep_owners: false,
+            chmod,
+            unpack: c.add,
+        };
         let empty = FsView::new();
         let target_view: &FsView = if c.link { &empty } else { &view };
         let started = std::time::Instant::now();
@@ -524,66 +545,12 @@ fn quoted(v: &[String]) -> String {
     format!("[{}]", items.join(" "))
 }
 
-/// EXPOSE port specs: `80`, `80/tcp`, `53/udp`, `8000-8002`, `[ip:]host:container[/proto]`.
-pub fn parse_ports(raw: &str) -> std::result::Result<Vec<String>, String> {
-    let bad = |why: &str| format!("invalid port {raw:?}: {why}");
-    let container = raw.rsplit(':').next().unwrap_or(raw);
-    let (port, proto) = match container.split_once('/') {
-        Some((p, pr)) => (p, pr.to_lowercase()),
-        None => (container, "tcp".to_string()),
-    };
-    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(bad(&format!("unknown protocol {proto:?} (use tcp, udp or sctp)")));
-    }
-    let num =
-        |s: &str| s.parse::<u32>().ok().filter(|n| *n <= 65535).ok_or_else(|| bad("ports are numbers from 0 to 65535"));
-    let (a, b) = match port.split_once('-') {
-        Some((a, b)) => (num(a)?, num(b)?),
-        None => (num(port)?, num(port)?),
-    };
-    if b < a {
-        return Err(bad("the range ends before it starts"));
-    }
-    Ok((a..=b).map(|p| format!("{p}/{proto}")).collect())
-}
-
-const SIGNALS: [&str; 31] = [
-    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM", "TERM",
-    "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO",
-    "PWR", "SYS",
-];
-
-/// Docker's `signal.ParseSignal`: a number, `NAME` or `SIGNAME` (also `RTMIN+n`).
-pub fn check_signal(s: &str) -> std::result::Result<(), String> {
-    if let Ok(n) = s.parse::<u32>() {
-        return if n == 0 || n > 64 { Err(format!("invalid signal: {s}")) } else { Ok(()) };
-    }
-    let name = s.strip_prefix("SIG").unwrap_or(s);
-    if SIGNALS.contains(&name)
-        || name == "IOT"
-        || name == "POLL"
-        || name.starts_with("RTMIN")
-        || name.starts_with("RTMAX")
-    {
-        Ok(())
-    } else {
-        Err(format!("invalid signal: {s}"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn ports_and_signals() {
-        assert_eq!(parse_ports("80").unwrap(), vec!["80/tcp"]);
-        assert_eq!(parse_ports("53/UDP").unwrap(), vec!["53/udp"]);
-        assert_eq!(parse_ports("8000-8002").unwrap(), vec!["8000/tcp", "8001/tcp", "8002/tcp"]);
-        assert_eq!(parse_ports("127.0.0.1:80:8080/tcp").unwrap(), vec!["8080/tcp"]);
-        assert!(parse_ports("70000").is_err() && parse_ports("80/xyz").is_err() && parse_ports("x").is_err());
-        assert!(check_signal("SIGTERM").is_ok() && check_signal("KILL").is_ok() && check_signal("9").is_ok());
-        assert!(check_signal("SIGFOO").is_err() && check_signal("0").is_err());
+    fn history_quotes_like_go() {
         assert_eq!(quoted(&["/bin/sh".into(), "-c".into(), "echo \"x\"".into()]), r#"["/bin/sh" "-c" "echo \"x\""]"#);
     }
 }

@@ -27,6 +27,8 @@ mod spx_verify;
 mod spx_init;
 // compose-driven build features (provided images, derived names, prebuilt archives, dates)
 mod run_basics;
+// RUN --mount=type=bind
+mod run_mounts;
 mod run_python;
 mod sandbox_diff;
 mod sandbox_python;

@@ -9,28 +9,51 @@ use std::path::{Path, PathBuf};
 use crate::build_util::{compare, export_fs, fixture, fs_diff};
 use crate::support::{Run, Scratch, docker, env, run_as, sandbox_bin, test_user, unique, user_scratch};
 
-fn busybox() -> String {
+pub fn busybox() -> String {
     format!("oci:{}:arm64", env().busybox_oci.display())
 }
 
-/// A context with this Dockerfile (and files), readable by every user.
-fn ctx(s: &Scratch, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+/// A context with this Dockerfile (and files, in subdirectories too), readable by every user.
+pub fn ctx(s: &Scratch, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
     let c = s.path("ctx");
     std::fs::create_dir_all(&c).unwrap();
     std::fs::write(c.join("Dockerfile"), dockerfile.replace("@BB@", &busybox())).unwrap();
     for (n, t) in files {
+        std::fs::create_dir_all(c.join(n).parent().unwrap()).unwrap();
         std::fs::write(c.join(n), t).unwrap();
     }
     crate::support::run("chmod", &["-R", "a+rX", s.dir.path().to_str().unwrap()], &[]).ok();
     c
 }
 
-fn build(s: &Scratch, c: &Path, tag: &str, extra: &[&str]) -> (Run, serde_json::Value) {
+/// `spxpack image build --json -t TAG EXTRA… CONTEXT` with the scratch's cache; the archive is
+/// loaded into the test daemon when the build succeeds.
+pub fn build(s: &Scratch, c: &Path, tag: &str, extra: &[&str]) -> (Run, serde_json::Value) {
+    build_with(s, c, tag, extra, &|args| s.spx(args))
+}
+
+/// [`build`] as `user` (a scratch from [`user_scratch`]).
+pub fn build_as(user: &str, s: &Scratch, c: &Path, tag: &str, extra: &[&str]) -> (Run, serde_json::Value) {
+    let (cache, home) = (s.cache(), s.path("home"));
+    build_with(s, c, tag, extra, &|args| {
+        let mut argv = vec![sandbox_bin().to_str().unwrap()];
+        argv.extend_from_slice(args);
+        run_as(user, &argv, &[("SPXPACK_CACHE_DIR", cache.to_str().unwrap()), ("HOME", home.to_str().unwrap())])
+    })
+}
+
+fn build_with(
+    s: &Scratch,
+    c: &Path,
+    tag: &str,
+    extra: &[&str],
+    spx: &dyn Fn(&[&str]) -> Run,
+) -> (Run, serde_json::Value) {
     let out = s.path(&format!("{}.tar", tag.replace(['/', ':'], "_")));
     let mut args = vec!["image", "build", "--json", "-t", tag, "-o", out.to_str().unwrap()];
     args.extend_from_slice(extra);
     args.push(c.to_str().unwrap());
-    let r = s.spx(&args);
+    let r = spx(&args);
     let v = serde_json::from_str(&r.stdout).unwrap_or(serde_json::Value::Null);
     if r.code == 0 {
         docker(&["load", "-q", "-i", out.to_str().unwrap()]).ok();
@@ -38,7 +61,7 @@ fn build(s: &Scratch, c: &Path, tag: &str, extra: &[&str]) -> (Run, serde_json::
     (r, v)
 }
 
-fn run_in(tag: &str, script: &str) -> String {
+pub fn run_in(tag: &str, script: &str) -> String {
     let r = docker(&["run", "--rm", "--platform", "linux/arm64", "--network", "none", tag, "sh", "-c", script]).ok();
     r.stdout
 }
@@ -71,29 +94,9 @@ fn run_oracle_in_a_user_namespace_differs_only_in_faked_chowns() {
     let (docker_tag, spx_tag) = (format!("{tag}:docker"), format!("{tag}:spx"));
     let d = crate::build_util::docker_build(&c, "Dockerfile", &docker_tag, &[]);
     assert_eq!(d.code, 0, "{}", d.stderr);
-    let out = s.path("out.tar");
-    let cache = s.path("cache");
-    let r = run_as(
-        user,
-        &[
-            sandbox_bin().to_str().unwrap(),
-            "image",
-            "build",
-            "--json",
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "-t",
-            &spx_tag,
-            "-o",
-            out.to_str().unwrap(),
-            c.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (r, v) = build_as(user, &s, &c, &spx_tag, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["run"]["sandbox"], "userns");
-    docker(&["load", "-q", "-i", out.to_str().unwrap()]).ok();
     let diff = fs_diff(&export_fs(&docker_tag), &export_fs(&spx_tag), &[]);
     let paths: Vec<&str> = diff.iter().map(|l| l.split(':').next().unwrap()).collect();
     assert_eq!(paths, vec!["/home/u", "/tmp/user", "/w/d"], "{}", diff.join("\n"));
@@ -205,8 +208,8 @@ fn run_failing_step_names_the_line_exit_code_and_last_output() {
 fn run_unsupported_flags_are_errors_that_name_the_line() {
     let s = Scratch::new();
     for (flag, want) in [
-        ("--mount=type=bind,source=x,target=/x", "RUN --mount=type=bind is not supported by spxpack"),
         ("--mount=type=ssh", "RUN --mount=type=ssh is not supported by spxpack"),
+        ("--device=/dev/kvm", "RUN --device is not supported by spxpack"),
         ("--security=insecure", "RUN --security=insecure is not supported by spxpack"),
         ("--network=bridge", "RUN --network=bridge: unknown network mode"),
     ] {

@@ -1,7 +1,8 @@
 //! `RUN` flags: `--network=default|host|none`, `--mount=type=cache|secret|tmpfs|bind,…`
-//! (BuildKit's syntax), `--security=sandbox`; `--security=insecure`, `--device` and
-//! `--mount=type=ssh` are reported as unsupported. What a flag changes in the step's result is
-//! part of the step's cache key ([`RunFlags::key_text`]).
+//! (BuildKit's syntax: values are expanded with the stage's ARGs and ENV, except `from=`),
+//! `--security=sandbox`; `--security=insecure`, `--device` and `--mount=type=ssh` are reported
+//! as unsupported. What a flag changes in the step's result is part of the step's cache key
+//! ([`RunFlags::key_text`]; the content a bind mount shows is added by the executor).
 
 use crate::build::dockerfile::Loc;
 use crate::error::{Error, Result};
@@ -25,6 +26,9 @@ pub enum MountKind {
     Secret { id: String, required: bool, mode: u32, uid: u32, gid: u32, env: Option<String>, file: bool },
     /// An empty tmpfs.
     Tmpfs,
+    /// `source` (a path inside `from`: an earlier stage, a named context or an image; the
+    /// build context when `None`), read-only unless `rw` (then writes are discarded).
+    Bind { from: Option<String>, source: String, readonly: bool },
 }
 
 /// Everything the flags of one RUN say.
@@ -69,9 +73,12 @@ fn boolean(loc: &Loc, k: &str, v: Option<&str>) -> Result<bool> {
     }
 }
 
+/// Expands variables in a flag value (the stage's ARGs and ENV).
+pub type Expand<'a> = &'a dyn Fn(&str) -> Result<String>;
+
 /// Parses the flags of a RUN (as written: name, value); relative mount targets are relative to
 /// `workdir`.
-pub fn parse(flags: &[(String, String)], workdir: &str, loc: &Loc) -> Result<RunFlags> {
+pub fn parse(flags: &[(String, String)], workdir: &str, loc: &Loc, expand: Expand) -> Result<RunFlags> {
     let mut out = RunFlags::default();
     for (name, value) in flags {
         match name.as_str() {
@@ -104,7 +111,7 @@ pub fn parse(flags: &[(String, String)], workdir: &str, loc: &Loc) -> Result<Run
                     "devices cannot be passed into spxpack's sandbox; drop the flag",
                 ));
             }
-            "mount" => out.mounts.push(parse_mount(value, workdir, loc)?),
+            "mount" => out.mounts.push(parse_mount(value, workdir, loc, expand)?),
             other => return Err(loc.error(format!("unknown flag --{other} for RUN"))),
         }
     }
@@ -116,14 +123,34 @@ pub fn parse(flags: &[(String, String)], workdir: &str, loc: &Loc) -> Result<Run
     Ok(out)
 }
 
-fn parse_mount(spec: &str, workdir: &str, loc: &Loc) -> Result<Mount> {
-    let mut kv: Vec<(String, Option<String>)> = Vec::new();
+/// The `from=` of a `--mount` value as written (for the stage graph).
+pub fn mount_from(spec: &str) -> Option<String> {
+    split_mount(spec).into_iter().rev().find(|(k, _)| k == "from").and_then(|(_, v)| v)
+}
+
+fn split_mount(spec: &str) -> Vec<(String, Option<String>)> {
+    let mut kv = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = match part.split_once('=') {
+        kv.push(match part.split_once('=') {
             Some((k, v)) => (k.to_lowercase(), Some(v.trim_matches('"').to_string())),
             None => (part.to_lowercase(), None),
-        };
-        kv.push((k, v));
+        });
+    }
+    kv
+}
+
+fn parse_mount(spec: &str, workdir: &str, loc: &Loc, expand: Expand) -> Result<Mount> {
+    let mut kv = split_mount(spec);
+    for (k, v) in &mut kv {
+        let Some(v) = v else { continue };
+        if k != "from" {
+            *v = expand(v)?;
+        } else if v.find('$').is_some_and(|i| i + 1 != v.len()) {
+            // BuildKit: the stage graph cannot depend on variables
+            return Err(loc
+                .error(format!("RUN --mount from={v}: from= does not support variable expansion"))
+                .with_hint("define an alias stage (FROM ${IMAGE} AS alias) and use from=alias"));
+        }
     }
     let get = |names: &[&str]| kv.iter().rev().find(|(k, _)| names.contains(&k.as_str())).map(|(_, v)| v.clone());
     let typ = get(&["type"]).flatten().unwrap_or_else(|| "bind".into());
@@ -132,7 +159,7 @@ fn parse_mount(spec: &str, workdir: &str, loc: &Loc) -> Result<Mount> {
     let readonly = match (get(&["readonly", "ro"]), get(&["rw", "readwrite"])) {
         (Some(v), _) => boolean(loc, "readonly", v.as_deref())?,
         (None, Some(v)) => !boolean(loc, "rw", v.as_deref())?,
-        (None, None) => false,
+        (None, None) => typ == "bind",
     };
     let num = |k: &str, default: u32| -> Result<u32> {
         match get(&[k]).flatten() {
@@ -223,16 +250,32 @@ fn parse_mount(spec: &str, workdir: &str, loc: &Loc) -> Result<Mount> {
             MountKind::Tmpfs
         }
         "bind" => {
-            return Err(unsupported(
-                loc,
-                "--mount=type=bind",
-                "COPY the files into the image in an earlier step (or in a build stage and COPY --from it)",
-            ));
+            if target.is_none() {
+                return Err(loc
+                    .error("RUN --mount=type=bind needs target=PATH")
+                    .with_hint("e.g. --mount=type=bind,source=requirements.txt,target=/tmp/requirements.txt"));
+            }
+            for k in ["mode", "uid", "gid", "sharing", "size", "required"] {
+                if get(&[k]).is_some() {
+                    return Err(loc
+                        .error(format!("RUN --mount=type=bind: {k}= is not allowed for bind mounts"))
+                        .with_hint(
+                            "a bind mount shows the source's own files; mode/uid/gid/sharing are for type=cache",
+                        ));
+                }
+            }
+            let source = get(&["source", "src"]).flatten().unwrap_or_else(|| ".".into());
+            if crate::build::tree::has_wildcards(&source) {
+                return Err(loc
+                    .error(format!("RUN --mount=type=bind,source={source}: source is one path, not a pattern"))
+                    .with_hint("mount the directory that holds the files"));
+            }
+            MountKind::Bind { from: get(&["from"]).flatten().filter(|f| !f.is_empty()), source, readonly }
         }
         "ssh" => {
             return Err(unsupported(loc, "--mount=type=ssh", "fetch private sources before the build and COPY them"));
         }
-        t => return Err(loc.error(format!("RUN --mount: unknown type {t:?} (use cache, secret, tmpfs or bind)"))),
+        t => return Err(loc.error(format!("RUN --mount: unknown type {t:?} (use bind, cache, secret or tmpfs)"))),
     };
     let target = match (&kind, target) {
         (_, Some(t)) => format!("/{}", absolute(&t)),
@@ -240,7 +283,9 @@ fn parse_mount(spec: &str, workdir: &str, loc: &Loc) -> Result<Mount> {
         _ => unreachable!("checked above"),
     };
     if target == "/" {
-        return Err(loc.error("RUN --mount: cannot mount over /"));
+        return Err(loc
+            .error("RUN --mount: cannot mount over /")
+            .with_hint("mount at a directory below the root, e.g. target=/src"));
     }
     Ok(Mount { target, kind })
 }
@@ -255,7 +300,7 @@ mod tests {
 
     fn p(flags: &[(&str, &str)]) -> Result<RunFlags> {
         let v: Vec<(String, String)> = flags.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
-        parse(&v, "/w", &loc())
+        parse(&v, "/w", &loc(), &|s| Ok(s.replace("$F", "from-var")))
     }
 
     #[test]
@@ -290,10 +335,39 @@ mod tests {
     }
 
     #[test]
+    fn parses_bind_mounts() {
+        let f = p(&[
+            ("mount", "type=bind,source=req.txt,target=r.txt"),
+            ("mount", "target=/src,rw"),
+            ("mount", "type=bind,from=build,src=/out/$F,dst=/o,readonly=false"),
+            ("mount", "type=bind,source=$F,target=/t/$F,ro=true"),
+        ])
+        .unwrap();
+        let bind = |from: Option<&str>, source: &str, readonly| MountKind::Bind {
+            from: from.map(str::to_string),
+            source: source.into(),
+            readonly,
+        };
+        assert_eq!(f.mounts[0].target, "/w/r.txt");
+        assert_eq!(f.mounts[0].kind, bind(None, "req.txt", true), "read-only by default");
+        assert_eq!(f.mounts[1].kind, bind(None, ".", false), "no type= is a bind of the context root");
+        assert_eq!(f.mounts[2].kind, bind(Some("build"), "/out/from-var", false));
+        assert_eq!((f.mounts[3].target.as_str(), &f.mounts[3].kind), ("/t/from-var", &bind(None, "from-var", true)));
+        assert!(f.key_text().contains("Bind { from: Some(\"build\")"), "{}", f.key_text());
+        assert_eq!(mount_from("type=bind,FROM=\"build\",target=/x").as_deref(), Some("build"));
+        assert_eq!(mount_from("type=cache,target=/x"), None);
+    }
+
+    #[test]
     fn unsupported_forms_say_so() {
         for (k, v, want) in [
             ("mount", "type=ssh", "RUN --mount=type=ssh is not supported"),
-            ("mount", "source=a,target=/b", "RUN --mount=type=bind is not supported"),
+            ("mount", "source=a", "RUN --mount=type=bind needs target=PATH"),
+            ("mount", "type=bind,target=/", "cannot mount over /"),
+            ("mount", "type=bind,target=/x/..", "cannot mount over /"),
+            ("mount", "type=bind,target=/x,uid=1", "uid= is not allowed for bind mounts"),
+            ("mount", "type=bind,target=/x,from=$IMAGE", "from= does not support variable expansion"),
+            ("mount", "type=bind,target=/x,source=*.txt", "source is one path, not a pattern"),
             ("device", "/dev/kvm", "RUN --device is not supported"),
             ("security", "insecure", "RUN --security=insecure is not supported"),
             ("network", "bridge", "unknown network mode"),

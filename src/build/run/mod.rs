@@ -2,16 +2,17 @@
 //! [`crate::sandbox`] and commits what it changed as a layer.
 //!
 //! A step is looked up in the build cache first (key: the parent layers' diff_ids, argv, env,
-//! user, working directory, flags, platform, epoch and gzip level — [`step_key`]); a hit neither
-//! detects a sandbox nor touches a root filesystem. On a miss the sandbox is detected once per
-//! build (every rung tried for real; the error lists what was tried and the fix), and the
-//! step runs in the build's *live* root filesystem: the FROM image's layers extracted once into
-//! the rootfs cache and copied from there, plus the build's own layers applied on top. The live
-//! tree follows the stage from step to step, so consecutive RUNs cost no extraction at all; a
-//! COPY in between is applied to it. The layer is the snapshot diff of the step (whiteouts,
-//! ownership as seen in the container, deterministic order), moved into the blob cache and
-//! recorded under the step's key.
+//! user, working directory, flags, what bind mounts show, platform, epoch and gzip level —
+//! [`step_key`]); a hit neither detects a sandbox nor touches a root filesystem. On a miss the
+//! sandbox is detected once per build (every rung tried for real; the error lists what was
+//! tried and the fix), and the step runs in the build's *live* root filesystem: the FROM
+//! image's layers extracted once into the rootfs cache and copied from there, plus the build's
+//! own layers applied on top. The live tree follows the stage from step to step, so
+//! consecutive RUNs cost no extraction at all; a COPY in between is applied to it. The layer is
+//! the snapshot diff of the step (whiteouts, ownership as seen in the container, deterministic
+//! order), moved into the blob cache and recorded under the step's key.
 
+pub mod bind;
 pub mod flags;
 mod mounts;
 
@@ -405,6 +406,9 @@ pub fn step_key(req: &RunRequest, argv: &[String]) -> Digest {
     line("user", &req.user);
     line("workdir", &req.workdir);
     line("flags", &req.flags.key_text());
+    for b in &req.binds {
+        line("bind", &format!("{} {}", req.flags.mounts[b.mount].target, b.key));
+    }
     line("epoch", &req.layer_options.epoch.to_string());
     line("level", &req.layer_options.level.to_string());
     h.finish()

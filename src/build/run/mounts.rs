@@ -1,6 +1,7 @@
 //! Host side of `RUN --mount`: cache directories (kept in `<cache>/build/run-cache/`, one per
 //! `id` and ownership mode, locked for `sharing=locked|private`), secrets (a private copy with
-//! the requested mode, bound read-only, or an environment variable) and tmpfs mounts.
+//! the requested mode, bound read-only, or an environment variable), tmpfs mounts and bind
+//! mounts (a private copy of what the builder planned, see [`super::bind`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -151,6 +152,19 @@ pub fn prepare(
                 }
             }
             MountKind::Tmpfs => out.mounts.push(GuestMount { source: None, target: m.target.clone(), readonly: false }),
+            MountKind::Bind { readonly, .. } => {
+                let b = req.binds.iter().find(|b| b.mount == i).ok_or_else(|| {
+                    Error::internal(format!("{}: the bind mount at {} was not planned", req.loc, m.target))
+                })?;
+                let source = super::bind::materialise(
+                    b,
+                    req.staging,
+                    req.source_of,
+                    &dir.join(format!("bind-{i}")),
+                    real_owners,
+                )?;
+                out.mounts.push(GuestMount { source: Some(source), target: m.target.clone(), readonly: *readonly });
+            }
         }
     }
     Ok(out)
