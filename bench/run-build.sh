@@ -10,6 +10,10 @@
 # extracted) and with its base cached (`--no-cache`), then the rebuild with nothing changed.
 # Reports wall time and peak RSS (GNU time).
 #
+# BENCH_PIP=local takes PyPI out of the measurement: the wheel is downloaded once on the host,
+# COPYed in and installed with `pip install --no-index` (what is left is the sandbox, qemu and
+# the image writing). Downloads from PyPI through this machine's egress vary by seconds run to run.
+#
 # Needs the test environment (scripts/testenv/setup.sh; source /tmp/spxpack-testenv/env.sh), a
 # release build (cargo build --release) and network access to PyPI. Behind a TLS-intercepting
 # proxy set BENCH_CA_BUNDLE to its CA bundle (default /etc/ssl/certs/ca-certificates.crt): spxpack
@@ -37,18 +41,27 @@ skopeo copy -q --all --dest-tls-verify=false "oci:$py:multi" "docker://$base"
 ctx=$w/ctx; rm -rf "$ctx"; mkdir -p "$ctx"
 printf 'six==1.16.0\n' > "$ctx/requirements.txt"
 cp "$ca" "$ctx/egress-ca.pem"
+pip_args="--no-cache-dir -r /app/requirements.txt"
+copy_wheels=""
+if [[ ${BENCH_PIP:-pypi} == local ]]; then
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$ctx/wheels" -r "$ctx/requirements.txt"
+    pip_args="--no-cache-dir --no-index --find-links /app/wheels -r /app/requirements.txt"
+    copy_wheels="COPY wheels /app/wheels"
+fi
 cat > "$ctx/Dockerfile" <<EOF
 FROM $base
 ENV PIP_BREAK_SYSTEM_PACKAGES=1
 COPY requirements.txt /app/requirements.txt
-RUN python3 -m pip install --no-cache-dir -r /app/requirements.txt
+$copy_wheels
+RUN python3 -m pip install $pip_args
 EOF
 cat > "$ctx/Dockerfile.docker" <<EOF
 FROM $base
 ENV PIP_BREAK_SYSTEM_PACKAGES=1
 COPY egress-ca.pem /egress-ca.pem
 COPY requirements.txt /app/requirements.txt
-RUN PIP_CERT=/egress-ca.pem python3 -m pip install --no-cache-dir -r /app/requirements.txt && rm /egress-ca.pem
+$copy_wheels
+RUN PIP_CERT=/egress-ca.pem python3 -m pip install $pip_args && rm /egress-ca.pem
 EOF
 
 # t NAME CMD… : wall seconds and peak RSS (MB) of CMD, appended to $w/results
