@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::image_check::{self, ArchiveInfo, CheckOptions};
 use super::{COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, compose, manifest};
-use crate::compress::{self, Compression};
+use crate::compress::{self, Compression, Limits};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::platform::Platform;
@@ -27,6 +27,8 @@ pub struct VerifyOptions {
     pub full: bool,
     /// Overrides the platform implied by `installation_target`.
     pub platform: Option<Platform>,
+    /// Decompression-bomb guard for the SPX stream, the image archives and their layers.
+    pub limits: Limits,
 }
 
 /// One SPX member.
@@ -134,7 +136,7 @@ pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions
         }
         other => findings.error(format!("{file}: {}; an SPX is a gzip-compressed tar", describe(other)), Some(GZ_HINT)),
     }
-    let dec = decoder(outer, br);
+    let dec = decoder(outer, br, opts.limits);
     let walked = walk(dec, &mut |name, kind, size, mode, reader| {
         report.entries.push(EntryInfo { name: name.to_string(), kind, size, mode });
         if kind != "file" {
@@ -166,7 +168,7 @@ pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions
                 .platform
                 .clone()
                 .or_else(|| manifest_map.as_ref().and_then(manifest::target).map(|t| t.platform()));
-            let copts = CheckOptions { full: opts.full, platform: platform.as_ref() };
+            let copts = CheckOptions { full: opts.full, platform: platform.as_ref(), limits: opts.limits };
             top.archive = image_check::check(reader, &label, &copts, &mut findings);
             io::copy(reader, &mut io::sink())?;
         } else {
@@ -235,12 +237,12 @@ pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions
         let platform = opts.platform.clone().or(target);
         r.seek(SeekFrom::Start(0)).map_err(io_err)?;
         let br = BufReader::with_capacity(1 << 20, &mut *r);
-        let _ = walk(decoder(outer, br), &mut |name, _, _, _, reader| {
+        let _ = walk(decoder(outer, br, opts.limits), &mut |name, _, _, _, reader| {
             if missed.iter().any(|m| m == name)
                 && let Some(t) = tops.get_mut(name)
                 && t.archive.is_none()
             {
-                let copts = CheckOptions { full: opts.full, platform: platform.as_ref() };
+                let copts = CheckOptions { full: opts.full, platform: platform.as_ref(), limits: opts.limits };
                 t.archive = image_check::check(reader, &format!("{file}: {name}"), &copts, &mut findings);
             }
             Ok(())
@@ -262,13 +264,9 @@ fn describe(c: Compression) -> String {
     }
 }
 
-fn decoder<'a>(c: Compression, br: BufReader<&'a mut (impl Read + ?Sized)>) -> Box<dyn Read + 'a> {
-    match c {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
-        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(br)),
-        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(br)),
-        _ => Box::new(br),
-    }
+fn decoder<'a>(c: Compression, br: BufReader<&'a mut (impl Read + ?Sized)>, limits: Limits) -> Box<dyn Read + 'a> {
+    // zstd never gets here (the SPX is refused before)
+    compress::limited_decoder(c, br, limits).unwrap_or_else(|| Box::new(io::empty()))
 }
 
 type Visit<'v> = dyn FnMut(&str, &'static str, u64, u32, &mut dyn Read) -> io::Result<()> + 'v;
@@ -491,7 +489,9 @@ mod tests {
         let m = br#"{"version":"1.0.0","extension_name":"x","installation_target":"spot","icon":"icon.png","images":["x.tar.gz"]}"#;
         let c = b"services:\n  a:\n    image: x:1\n";
         let mut s = spx(&[("manifest.json", m), ("docker-compose.yml", c), ("u.rules", b"a"), ("u.rules", b"a")], true);
-        let r = verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None }).unwrap();
+        let r =
+            verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None, limits: Limits::default() })
+                .unwrap();
         assert_eq!(
             msgs(&r),
             [
@@ -502,10 +502,14 @@ mod tests {
             ]
         );
         let mut s = spx(&[("manifest.json", m)], false);
-        let r = verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None }).unwrap();
+        let r =
+            verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None, limits: Limits::default() })
+                .unwrap();
         assert!(msgs(&r)[0].contains("not compressed; an SPX is a gzip-compressed tar"), "{:?}", msgs(&r));
         let mut s = spx(&[("../evil", b"x")], true);
-        let r = verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None }).unwrap();
+        let r =
+            verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None, limits: Limits::default() })
+                .unwrap();
         assert!(msgs(&r)[0].contains("unsafe entry"), "{:?}", msgs(&r));
     }
 }
