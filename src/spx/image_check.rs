@@ -21,7 +21,7 @@ use crate::image::validate::MAX_LAYERS;
 use crate::image::{ConfigView, parse_json};
 use crate::platform::Platform;
 use crate::progress::human_size;
-use crate::tar_index::normalize;
+use crate::tar_index::{HeaderGuard, normalize};
 
 /// Small entries are kept in memory (configs, manifests) up to this size each…
 const KEEP_MAX: u64 = 8 << 20;
@@ -161,12 +161,13 @@ fn read_entries(
     recs: &mut BTreeMap<String, Rec>,
 ) -> Result<(), String> {
     let consumed = Rc::new(Cell::new(0u64));
-    let mut ar = tar::Archive::new(Counting { inner: r, n: consumed.clone() });
+    let (guarded, guard) = HeaderGuard::new(Counting { inner: r, n: consumed.clone() });
+    let mut ar = tar::Archive::new(guarded);
     let mut kept = 0u64;
     let mut end = 0u64;
     let mut count = 0usize;
-    let entries = ar.entries().map_err(|e| format!("not a tar archive: {e}"))?;
-    for entry in entries {
+    let mut entries = ar.entries().map_err(|e| format!("not a tar archive: {e}"))?;
+    while let Some(entry) = guard.next(&mut entries) {
         let mut entry = entry.map_err(|e| format!("not a valid tar archive: {e}"))?;
         count += 1;
         let raw = entry.path_bytes().into_owned();
@@ -207,6 +208,8 @@ fn read_entries(
         } else {
             return Err(format!("entry {name:?} is a {kind:?}, not a file, directory or link"));
         };
+        // the rest of the content (of a directory, say) is not header data for the guard
+        io::copy(&mut entry, &mut io::sink()).map_err(|e| format!("{name}: truncated ({e})"))?;
         match recs.get(&name) {
             Some(Rec::Dir) if matches!(rec, Rec::Dir) => continue,
             Some(_) => return Err(format!("contains the entry {name:?} twice")),

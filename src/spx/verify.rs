@@ -18,7 +18,7 @@ use crate::compress::{self, Compression, Limits};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::platform::Platform;
-use crate::tar_index::normalize;
+use crate::tar_index::{HeaderGuard, normalize};
 
 /// How to verify.
 #[derive(Debug, Clone)]
@@ -285,10 +285,12 @@ fn walk(r: Box<dyn Read + '_>, visit: &mut Visit) -> std::result::Result<(), Str
             Ok(k)
         }
     }
-    let mut ar = tar::Archive::new(Counting { inner: r, n: consumed.clone() });
+    let (guarded, guard) = HeaderGuard::new(Counting { inner: r, n: consumed.clone() });
+    let mut ar = tar::Archive::new(guarded);
     let mut end = 0u64;
     let mut count = 0;
-    for entry in ar.entries().map_err(|e| format!("not a tar archive: {e}"))? {
+    let mut entries = ar.entries().map_err(|e| format!("not a tar archive: {e}"))?;
+    while let Some(entry) = guard.next(&mut entries) {
         let mut entry = entry.map_err(|e| format!("not a valid tar archive: {e}"))?;
         count += 1;
         let raw = entry.path_bytes().into_owned();
@@ -326,6 +328,8 @@ fn walk(r: Box<dyn Read + '_>, visit: &mut Visit) -> std::result::Result<(), Str
             return Err(format!("entry {name:?} has the setuid/setgid bit; the SPX may be malicious"));
         }
         visit(&name, kind, size, mode, &mut entry).map_err(|e| format!("{name}: {e}"))?;
+        // the rest of the content (of a directory, say) is not header data for the guard
+        io::copy(&mut entry, &mut io::sink()).map_err(|e| format!("{name}: {e}"))?;
     }
     if count == 0 {
         return Err("it holds no entries".into());
@@ -511,5 +515,33 @@ mod tests {
             verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None, limits: Limits::default() })
                 .unwrap();
         assert!(msgs(&r)[0].contains("unsafe entry"), "{:?}", msgs(&r));
+    }
+
+    #[test]
+    fn oversized_long_names_and_shadowed_symlinks_are_errors() {
+        let opts = VerifyOptions { full: false, platform: None, limits: Limits::default() };
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "n/".repeat(600 << 10) + "f", &b"1"[..]).unwrap();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&b.into_inner().unwrap()).unwrap();
+        let r = verify_stream(&mut std::io::Cursor::new(e.finish().unwrap()), "x.spx", &opts).unwrap();
+        assert!(msgs(&r)[0].contains("more than 1 MiB of tar headers"), "{:?}", msgs(&r));
+
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "a", "b").unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "a", &b"1"[..]).unwrap();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&b.into_inner().unwrap()).unwrap();
+        let r = verify_stream(&mut std::io::Cursor::new(e.finish().unwrap()), "x.spx", &opts).unwrap();
+        assert!(msgs(&r).iter().any(|m| m.contains("contains \"a\" twice")), "{:?}", msgs(&r));
     }
 }
