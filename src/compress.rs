@@ -1,5 +1,5 @@
 //! Compression: sniffing (gzip, bzip2, xz, zstd), decompressing readers that peel exactly one
-//! layer, and [`GzipWriter`], a deterministic parallel gzip encoder that can also *store*
+//! layer (optionally under [`Limits`], the decompression-bomb guard), and [`GzipWriter`], a deterministic parallel gzip encoder that can also *store*
 //! already-compressed data without spending CPU on it.
 //!
 //! The writer cuts compressible data into fixed 1 MiB chunks, deflates each chunk on its own
@@ -9,6 +9,8 @@
 //! no file name and OS byte 255.
 
 use std::io::{self, BufRead, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::{Compress, Compression as Level, FlushCompress, Status};
 
@@ -64,6 +66,111 @@ pub fn decompress<R: BufRead + Send + 'static>(mut r: R) -> io::Result<(Compress
         }
     };
     Ok((c, out))
+}
+
+/// A decoder for `r`, compressed with `c`, whose output is checked against `limits`: reading
+/// past them fails with an `InvalidData` error that says which limit was hit. `None` for zstd
+/// (not read); an uncompressed stream is returned as is.
+pub fn limited_decoder<'a, R: BufRead + 'a>(c: Compression, r: R, limits: Limits) -> Option<Box<dyn Read + 'a>> {
+    let input = Arc::new(AtomicU64::new(0));
+    let counted = CountIn { inner: r, n: input.clone() };
+    let dec: Box<dyn Read + 'a> = match c {
+        Compression::None => return Some(Box::new(counted.inner)),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(counted)),
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(counted)),
+        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(counted)),
+        Compression::Zstd => return None,
+    };
+    Some(Box::new(Bounded { inner: dec, input, out: 0, limits, format: c }))
+}
+
+/// Caps on what one compressed stream may expand to (CVE-2017-14992: a gzip bomb in a layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Decompressed bytes per stream.
+    pub max_bytes: u64,
+    /// Decompressed ÷ compressed bytes, checked once [`RATIO_GRACE`] bytes came out.
+    pub max_ratio: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_bytes: 64 << 30, max_ratio: 1000 }
+    }
+}
+
+impl Limits {
+    /// No limits: for spxpack's own output and inputs the user builds from.
+    pub const NONE: Limits = Limits { max_bytes: u64::MAX, max_ratio: u64::MAX };
+}
+
+/// Output below this size is never a bomb, whatever the ratio (a tar of a few zero-filled
+/// files compresses more than 1000×).
+pub const RATIO_GRACE: u64 = 64 << 20;
+
+/// Counts the compressed bytes a decoder consumes.
+struct CountIn<R> {
+    inner: R,
+    n: Arc<AtomicU64>,
+}
+
+impl<R: BufRead> Read for CountIn<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n.fetch_add(k as u64, Ordering::Relaxed);
+        Ok(k)
+    }
+}
+
+impl<R: BufRead> BufRead for CountIn<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, amt: usize) {
+        self.n.fetch_add(amt as u64, Ordering::Relaxed);
+        self.inner.consume(amt);
+    }
+}
+
+/// A decoder's output, checked against [`Limits`].
+struct Bounded<D> {
+    inner: D,
+    input: Arc<AtomicU64>,
+    out: u64,
+    limits: Limits,
+    format: Compression,
+}
+
+impl<D: Read> Read for Bounded<D> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.out += k as u64;
+        let bomb = |what: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{what}; a decompression bomb? (raise --max-decompressed/--max-ratio if the content is genuine)"
+                ),
+            )
+        };
+        if self.out > self.limits.max_bytes {
+            return Err(bomb(format!(
+                "the {} stream decompresses to more than {} bytes",
+                self.format.name(),
+                self.limits.max_bytes
+            )));
+        }
+        let input = self.input.load(Ordering::Relaxed).max(1);
+        if self.out > RATIO_GRACE && self.out / input > self.limits.max_ratio {
+            return Err(bomb(format!(
+                "the {} stream expands more than {}× ({input} bytes became {})",
+                self.format.name(),
+                self.limits.max_ratio,
+                self.out
+            )));
+        }
+        Ok(k)
+    }
 }
 
 /// Bytes of compressible input per independently deflated chunk.
@@ -256,6 +363,28 @@ pub fn default_threads() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limited_decoders_stop_bombs() {
+        let zeros = vec![0u8; (RATIO_GRACE + (8 << 20)) as usize];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), Level::best());
+        gz.write_all(&zeros).unwrap();
+        let packed = gz.finish().unwrap();
+        let read = |limits: Limits| {
+            let mut d = limited_decoder(Compression::Gzip, &packed[..], limits).unwrap();
+            io::copy(&mut d, &mut io::sink())
+        };
+        // deflate shrinks zeros about 1030×: over the default ratio once past the grace size
+        let e = read(Limits::default()).unwrap_err();
+        assert!(e.to_string().contains("expands more than 1000×"), "{e}");
+        assert_eq!(read(Limits { max_bytes: 64 << 30, max_ratio: 2000 }).unwrap(), zeros.len() as u64);
+        let e = read(Limits { max_bytes: 1 << 20, max_ratio: 1000 }).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("more than 1048576 bytes"), "{e}");
+        let e = read(Limits { max_bytes: u64::MAX, max_ratio: 100 }).unwrap_err();
+        assert!(e.to_string().contains("expands more than 100×"), "{e}");
+        assert!(limited_decoder(Compression::Zstd, &packed[..], Limits::NONE).is_none());
+    }
 
     fn sample(n: usize) -> Vec<u8> {
         let mut v = Vec::with_capacity(n);

@@ -1,14 +1,17 @@
 //! Random access to the entries of a tar archive given as input (docker-archive, oci-archive,
 //! SPX): one pass records every entry's offset and size, paths are normalised and checked
 //! (absolute paths, `..`, NUL, duplicates and truncation are errors), and links are resolved
-//! only within the archive. A compressed archive (gzip, bzip2, xz) is first decompressed into
+//! only within the archive. PAX records and GNU long names are capped at [`MAX_HEADER_BYTES`]
+//! per entry ([`HeaderGuard`], shared with the streaming readers). A compressed archive (gzip, bzip2, xz) is first decompressed into
 //! an anonymous temporary file that the kernel removes even if the process is killed.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::compress::{self, Compression};
@@ -18,6 +21,62 @@ use crate::error::{Error, Result};
 const MAX_ENTRIES: usize = 2_000_000;
 /// Link hops beyond this count mean a cycle.
 const MAX_HOPS: usize = 40;
+/// What the tar reader may consume between two entries: headers, PAX records and GNU long
+/// names (Go caps PAX headers at 1 MiB after CVE-2022-2879; the tar crate has no cap).
+pub const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// Wraps the reader under `tar::Archive` and fails it when more than [`MAX_HEADER_BYTES`] are
+/// read while the archive looks for the next entry. Arm it before each `next()`, disarm it
+/// once an entry is returned (its content is not counted); see [`HeaderGuard::next`].
+pub struct HeaderGuard<R> {
+    inner: R,
+    left: Rc<Cell<Option<u64>>>,
+}
+
+/// The switch of a [`HeaderGuard`].
+#[derive(Clone)]
+pub struct GuardSwitch(Rc<Cell<Option<u64>>>);
+
+impl<R> HeaderGuard<R> {
+    pub fn new(inner: R) -> (Self, GuardSwitch) {
+        let left = Rc::new(Cell::new(None));
+        (HeaderGuard { inner, left: left.clone() }, GuardSwitch(left))
+    }
+}
+
+impl GuardSwitch {
+    /// `entries.next()` with the guard armed.
+    pub fn next<I: Iterator>(&self, entries: &mut I) -> Option<I::Item> {
+        self.0.set(Some(MAX_HEADER_BYTES));
+        let e = entries.next();
+        self.0.set(None);
+        e
+    }
+}
+
+impl<R: Read> Read for HeaderGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(left) = self.left.get() else { return self.inner.read(buf) };
+        let k = self.inner.read(buf)?;
+        if k as u64 > left {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "more than {} MiB of tar headers (PAX records, GNU long names) for one entry",
+                    MAX_HEADER_BYTES >> 20
+                ),
+            ));
+        }
+        self.left.set(Some(left - k as u64));
+        Ok(k)
+    }
+}
+
+impl<R: Seek> Seek for HeaderGuard<R> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
@@ -95,10 +154,11 @@ impl TarArchive {
         }
         let mut reader = BufReader::with_capacity(1 << 16, &*self.file);
         reader.seek(SeekFrom::Start(0)).map_err(|e| Error::io("cannot read", Path::new(&self.display), e))?;
-        let mut archive = tar::Archive::new(reader);
+        let (guarded, guard) = HeaderGuard::new(reader);
+        let mut archive = tar::Archive::new(guarded);
         let mut end = 0u64;
-        let entries = archive.entries_with_seek().map_err(|e| corrupt(e.to_string()))?;
-        for entry in entries {
+        let mut entries = archive.entries_with_seek().map_err(|e| corrupt(e.to_string()))?;
+        while let Some(entry) = guard.next(&mut entries) {
             let entry = entry.map_err(|e| corrupt(e.to_string()))?;
             if self.order.len() >= MAX_ENTRIES {
                 return Err(corrupt(format!("more than {MAX_ENTRIES} entries")));
@@ -116,6 +176,10 @@ impl TarArchive {
             let size = entry.size();
             let header = entry.header();
             let kind = header.entry_type();
+            end = offset + size.div_ceil(512) * 512;
+            if kind == tar::EntryType::XGlobalHeader {
+                continue; // archive-wide PAX metadata (git archive writes one), not an entry
+            }
             let e = if kind.is_file() || kind == tar::EntryType::Continuous {
                 if offset.checked_add(size).is_none_or(|x| x > len) {
                     return Err(corrupt(format!("entry {name:?} extends past the end of the file (truncated)")));
@@ -133,7 +197,6 @@ impl TarArchive {
             } else {
                 Entry::Other
             };
-            end = offset + size.div_ceil(512) * 512;
             match self.entries.get(&name) {
                 Some(Entry::Dir) if e == Entry::Dir => continue,
                 Some(_) => {
@@ -389,5 +452,100 @@ mod tests {
             let e = open(&good[..cut]).err().unwrap_or_else(|| panic!("cut at {cut} must fail")).to_string();
             assert!(e.contains("truncated") || e.contains("not a valid"), "{cut}: {e}");
         }
+    }
+
+    /// One raw header block (ustar) with `size_field` in the header, followed by `data`.
+    fn raw(name: &str, kind: u8, size_field: u64, data: &[u8]) -> Vec<u8> {
+        let mut h = tar::Header::new_ustar();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(tar::EntryType::new(kind));
+        h.set_size(size_field);
+        h.set_mode(0o644);
+        h.set_cksum();
+        let mut v = h.as_bytes().to_vec();
+        v.extend_from_slice(data);
+        v.resize(v.len().div_ceil(512) * 512, 0);
+        v
+    }
+
+    /// A PAX `x` (or `g`) entry with one record.
+    fn pax(kind: u8, key: &str, value: &str) -> Vec<u8> {
+        let body = format!(" {key}={value}\n");
+        let mut n = body.len() + 1;
+        while format!("{n}{body}").len() != n {
+            n += 1;
+        }
+        let rec = format!("{n}{body}");
+        raw("PaxHeaders/x", kind, rec.len() as u64, rec.as_bytes())
+    }
+
+    /// The entry names GNU tar sees (`None` when GNU tar is not installed).
+    fn gnu_tar_names(bytes: &[u8]) -> Option<Vec<String>> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        let out = std::process::Command::new("tar").arg("-tf").arg(f.path()).output().ok()?;
+        assert!(out.status.success(), "GNU tar refused it: {}", String::from_utf8_lossy(&out.stderr));
+        Some(String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim_end_matches('/').to_string()).collect())
+    }
+
+    #[track_caller]
+    fn same_as_gnu_tar(bytes: &[u8], want: &[&str]) {
+        let a = open(bytes).unwrap();
+        assert_eq!(a.names(), want);
+        if let Some(gnu) = gnu_tar_names(bytes) {
+            assert_eq!(gnu, want, "GNU tar sees other entries");
+        }
+    }
+
+    #[test]
+    fn pax_and_gnu_desync_shapes_read_like_gnu_tar() {
+        let inner = [raw("smuggled", b'0', 5, b"evil!"), vec![0; 1024]].concat();
+        let end = vec![0u8; 1024];
+        // TARmageddon (CVE-2025-62518): the ustar size says 0, PAX says 2048: PAX wins
+        let a = [pax(b'x', "size", "2048"), raw("f", b'0', 0, &inner), end.clone()].concat();
+        same_as_gnu_tar(&a, &["f"]);
+        assert_eq!(open(&a).unwrap().read("f", 4096).unwrap(), inner);
+        // the inverse (RUSTSEC-2026-0068): ustar 2048, PAX 0; PAX still wins, for both readers
+        let b = [pax(b'x', "size", "0"), raw("f", b'0', 2048, &inner), end.clone()].concat();
+        same_as_gnu_tar(&b, &["f", "smuggled"]);
+        // PAX x before a GNU L long name (GHSA-3pv8-6f4r-ffg2): the size is the file's, not the L's
+        let long = "d/".repeat(60) + "file";
+        let c = [
+            pax(b'x', "size", "2048"),
+            raw("././@LongLink", b'L', long.len() as u64 + 1, format!("{long}\0").as_bytes()),
+            raw("short", b'0', 0, &inner),
+            end.clone(),
+        ]
+        .concat();
+        same_as_gnu_tar(&c, &[long.as_str()]);
+        // global headers are metadata, however many there are
+        let d =
+            [pax(b'g', "comment", "one"), pax(b'g', "comment", "two"), raw("a", b'0', 1, b"1"), end.clone()].concat();
+        same_as_gnu_tar(&d, &["a"]);
+        // data after the end-of-archive blocks is ignored, as by Docker (Go's archive/tar) and GNU tar
+        let e = [raw("a", b'0', 1, b"1"), end.clone(), b"trailing junk".to_vec()].concat();
+        same_as_gnu_tar(&e, &["a"]);
+    }
+
+    #[test]
+    fn oversized_headers_and_shadowing_links_are_refused() {
+        let end = vec![0u8; 1024];
+        let huge = "n/".repeat(600 << 10);
+        let a = [raw("././@LongLink", b'L', huge.len() as u64, huge.as_bytes()), raw("x", b'0', 1, b"1"), end.clone()]
+            .concat();
+        let e = open(&a).unwrap_err().to_string();
+        assert!(e.contains("more than 1 MiB of tar headers"), "{e}");
+        let b = [pax(b'x', "comment", &"c".repeat(2 << 20)), raw("x", b'0', 1, b"1"), end.clone()].concat();
+        let e = open(&b).unwrap_err().to_string();
+        assert!(e.contains("more than 1 MiB of tar headers"), "{e}");
+        // a symlink, then a file of the same name (RUSTSEC-2026-0067 / CVE-2021-32760 shape)
+        use tar::EntryType::*;
+        let e = open(&build(&[("a", Symlink, b"", Some("/etc")), ("a", Regular, b"x", None)])).unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        // a file under a symlink: lookups follow the link inside the archive (to its own etc/),
+        // never to the host
+        let a2 = open(&build(&[("a", Symlink, b"", Some("/etc")), ("a/passwd", Regular, b"x", None)])).unwrap();
+        let e = a2.read("a/passwd", 10).unwrap_err().to_string();
+        assert!(e.contains("no entry \"a/passwd\""), "{e}");
     }
 }

@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 
 use super::output::Term;
 use super::{RegistryArgs, RunArgs};
+use crate::compress::Limits;
 use crate::error::{Error, Result};
 use crate::pack::{self, BuildOptions, VerifyLevel};
 use crate::platform::Platform;
@@ -133,6 +134,14 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Decompression-bomb guard: the most bytes one compressed stream (the SPX, an image
+    /// archive, a layer) may expand to. Suffixes K, M, G, T (powers of 1024).
+    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
+    pub max_decompressed: u64,
+    /// Decompression-bomb guard: the most a compressed stream may expand (decompressed ÷
+    /// compressed bytes), checked once 64 MiB came out.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_ratio: u64,
 }
 
 pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
@@ -217,7 +226,8 @@ pub fn init(a: InitArgs, term: &Term) -> Result<()> {
 
 pub fn verify(a: VerifyArgs, term: &Term) -> Result<()> {
     let platform = a.platform.as_deref().map(Platform::parse).transpose()?;
-    let report = verify_file(&a.file, &VerifyOptions { full: !a.quick, platform })?;
+    let limits = Limits { max_bytes: a.max_decompressed, max_ratio: a.max_ratio };
+    let report = verify_file(&a.file, &VerifyOptions { full: !a.quick, platform, limits })?;
     let failed = report.findings.has_errors() || (a.strict && report.findings.warnings().next().is_some());
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?);
@@ -259,7 +269,7 @@ pub fn verify(a: VerifyArgs, term: &Term) -> Result<()> {
 
 /// `inspect` of an SPX: the report without layer hashing.
 pub fn inspect_spx(path: &Path, json: bool, term: &Term) -> Result<()> {
-    let report = verify_file(path, &VerifyOptions { full: false, platform: None })?;
+    let report = verify_file(path, &VerifyOptions { full: false, platform: None, limits: Limits::default() })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?);
         return Ok(());
@@ -269,4 +279,38 @@ pub fn inspect_spx(path: &Path, json: bool, term: &Term) -> Result<()> {
         term.warn(&format!("note: {}; run spxpack verify {} for details", inspect::counts(&report), path.display()));
     }
     Ok(())
+}
+
+/// `123`, `64K`, `500M`, `64G`, `1T` (powers of 1024; a trailing `B`/`iB` is fine).
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(split);
+    let bad = || format!("{s:?} is not a size like 500M or 64G");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let shift = match suffix.to_ascii_uppercase().as_str() {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1u64 << shift).filter(|v| *v > 0).ok_or_else(|| format!("{s:?} is zero or too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_sizes() {
+        use super::parse_size;
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("64G"), Ok(64 << 30));
+        assert_eq!(parse_size("500MiB"), Ok(500 << 20));
+        assert_eq!(parse_size("2k"), Ok(2048));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("lots").is_err());
+    }
 }

@@ -131,7 +131,11 @@ pub fn emit(opts: &BuildOptions, mut plan: Plan, reporter: &dyn Reporter) -> Res
         let started = std::time::Instant::now();
         reporter.message(&format!("checking {out_name}"));
         let mut reader = file.try_clone().map_err(werr)?;
-        let vopts = VerifyOptions { full: opts.verify == VerifyLevel::Full, platform: Some(plan.platform.clone()) };
+        let vopts = VerifyOptions {
+            full: opts.verify == VerifyLevel::Full,
+            platform: Some(plan.platform.clone()),
+            limits: crate::compress::Limits::NONE,
+        };
         let report = verify_stream(&mut reader, &out_name, &vopts)?;
         if let Some(e) = report.findings.into_error() {
             return Err(Error::internal(format!("the SPX just written does not pass verify: {}", e.message()))

@@ -103,7 +103,11 @@ pub fn prebuilt(
     reporter: &dyn Reporter,
 ) -> ArchiveKind {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let copts = CheckOptions { full: opts.verify == super::VerifyLevel::Full, platform: Some(platform) };
+    let copts = CheckOptions {
+        full: opts.verify == super::VerifyLevel::Full,
+        platform: Some(platform),
+        limits: crate::compress::Limits::NONE,
+    };
     let info = match std::fs::File::open(path) {
         Ok(mut file) => image_check::check(&mut file, &path.display().to_string(), &copts, f),
         Err(e) => {

@@ -2,7 +2,9 @@
 //! `--insecure-registry` hosts), the `/v2/` ping and its `WWW-Authenticate` challenge, Basic
 //! and Bearer token auth (with refresh tokens), and bounded retries with backoff on 429, 5xx
 //! and connection errors. Registry error bodies (`{"errors":[…]}`) are surfaced in messages;
-//! credentials are never logged and are not forwarded on cross-host redirects.
+//! credentials are never logged. Redirects are followed here, not by ureq, under the rules of
+//! [`super::redirect`]: `Authorization` only to its own origin, no https → http step, no
+//! link-local targets, a hop cap.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use ureq::Agent;
 use ureq::http::Response;
 
 use super::auth::{self, Credential, CredentialOptions, Found};
+use super::redirect;
 use crate::error::{Error, Result};
 use crate::reference::{Reference, is_loopback_host};
 
@@ -126,8 +129,9 @@ impl Client {
                 .http_status_as_error(false)
                 .tls_config(tls)
                 .user_agent(USER_AGENT)
-                .max_redirects(10)
-                .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
+                // redirects are followed by Client::follow, which enforces spxpack's rules
+                .max_redirects(0)
+                .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
                 .timeout_connect(Some(Duration::from_secs(30)))
                 .timeout_recv_response(Some(Duration::from_secs(120)))
                 .timeout_per_read(Some(Duration::from_secs(120)))
@@ -163,7 +167,9 @@ impl Client {
             let base = format!("{scheme}://{api_host}");
             let agent = if insecure && *scheme == "https" { &self.unverified } else { &self.verified };
             let url = format!("{base}/v2/");
-            let resp = self.send_with_retries(|| agent.get(&url).call(), &url, *scheme == schemes[schemes.len() - 1]);
+            let resp = self
+                .send_with_retries(|| agent.get(&url).call(), &url, *scheme == schemes[schemes.len() - 1])
+                .and_then(|r| self.follow(r, &url, api_host, false, &[], None, agent));
             match resp {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
@@ -269,7 +275,8 @@ impl Client {
                 }
                 req.call()
             };
-            let mut resp = self.send_with_retries(send, &url, true)?;
+            let resp = self.send_with_retries(send, &url, true)?;
+            let mut resp = self.follow(resp, &url, &h.name, head, headers, authz.as_deref(), agent)?;
             let status = resp.status().as_u16();
             if (200..300).contains(&status) {
                 return Ok(resp);
@@ -313,6 +320,67 @@ impl Client {
         }
     }
 
+    /// Follows the redirects of `resp`, the answer to `url` (a request to `registry`), under the
+    /// rules of [`redirect`]. `authz` goes only to `url`'s own origin; the other headers
+    /// (`Accept`, `Range`) to every hop.
+    #[allow(clippy::too_many_arguments)]
+    fn follow(
+        &self,
+        mut resp: Response<ureq::Body>,
+        url: &str,
+        registry: &str,
+        head: bool,
+        headers: &[(&str, String)],
+        authz: Option<&str>,
+        agent: &Agent,
+    ) -> Result<Response<ureq::Body>> {
+        let origin = redirect::origin(url).to_string();
+        let mut cur = url.to_string();
+        let mut hops = 0;
+        while redirect::is_redirect(resp.status().as_u16()) {
+            let shown = redirect::redact(&cur).to_string();
+            let location = resp.headers().get("location").and_then(|v| v.to_str().ok());
+            let Some(next) = location.and_then(|l| redirect::resolve(&cur, l)) else {
+                return Err(Error::network(format!(
+                    "registry {registry} answered {shown} with HTTP {} and no usable Location",
+                    resp.status().as_u16()
+                )));
+            };
+            hops += 1;
+            if hops > redirect::MAX_HOPS {
+                return Err(Error::network(format!(
+                    "registry {registry}: more than {} redirects for {}",
+                    redirect::MAX_HOPS,
+                    redirect::redact(url)
+                ))
+                .with_hint("the registry or a proxy in front of it redirects in a loop; check its configuration"));
+            }
+            redirect::check(registry, &cur, &next, |h| self.is_insecure(h))?;
+            let same = redirect::origin(&next) == origin;
+            let a = if same {
+                agent
+            } else if self.is_insecure(redirect::authority(&next)) {
+                &self.unverified
+            } else {
+                &self.verified
+            };
+            tracing::debug!("{shown}: redirected to {}", redirect::redact(&next));
+            let send = || {
+                let mut req = if head { a.head(&next) } else { a.get(&next) };
+                for (k, v) in headers {
+                    req = req.header(*k, v.as_str());
+                }
+                if same && let Some(z) = authz {
+                    req = req.header("Authorization", z);
+                }
+                req.call()
+            };
+            resp = self.send_with_retries(send, redirect::redact(&next), true)?;
+            cur = next;
+        }
+        Ok(resp)
+    }
+
     /// The `Authorization` header value for a request to `repo` on `h`.
     fn authorization(&self, h: &Host, repo: &str, force: bool) -> Result<Option<String>> {
         match &h.challenge {
@@ -348,6 +416,13 @@ impl Client {
         if realm_host.is_empty() {
             return Err(Error::network(format!("registry {} sent an invalid token realm {realm:?}", h.name)));
         }
+        if redirect::classify(realm_host) == redirect::HostClass::LinkLocal {
+            return Err(Error::auth(format!(
+                "registry {} wants tokens from {realm}, a link-local or metadata address; refusing to send credentials there",
+                h.name
+            ))
+            .with_hint("a registry never needs that; check the registry or the proxy in front of it"));
+        }
         if realm.starts_with("http://")
             && !is_loopback_host(realm_host)
             && !self.is_insecure(realm_host)
@@ -378,14 +453,19 @@ impl Client {
             }
             _ => {
                 let url = format!("{realm}{}{}", if realm.contains('?') { "&" } else { "?" }, encode_query(&query));
+                let authz = match cred {
+                    Some(Credential::Basic { username, password }) => Some(basic(username, password)),
+                    _ => None,
+                };
                 let send = || {
                     let mut req = agent.get(&url);
-                    if let Some(Credential::Basic { username, password }) = cred {
-                        req = req.header("Authorization", basic(username, password));
+                    if let Some(a) = &authz {
+                        req = req.header("Authorization", a.as_str());
                     }
                     req.call()
                 };
-                self.send_with_retries(send, realm, true)?
+                let resp = self.send_with_retries(send, realm, true)?;
+                self.follow(resp, &url, &h.name, false, &[], authz.as_deref(), agent)?
             }
         };
         let status = resp.status().as_u16();

@@ -14,14 +14,14 @@ use std::rc::Rc;
 use serde::Serialize;
 
 use super::Findings;
-use crate::compress::{self, Compression};
+use crate::compress::{self, Compression, Limits};
 use crate::digest::{Digest, Hasher};
 use crate::docker_archive::read::Item;
 use crate::image::validate::MAX_LAYERS;
 use crate::image::{ConfigView, parse_json};
 use crate::platform::Platform;
 use crate::progress::human_size;
-use crate::tar_index::normalize;
+use crate::tar_index::{HeaderGuard, normalize};
 
 /// Small entries are kept in memory (configs, manifests) up to this size each…
 const KEEP_MAX: u64 = 8 << 20;
@@ -35,6 +35,8 @@ pub struct CheckOptions<'a> {
     pub full: bool,
     /// The platform the images must be for.
     pub platform: Option<&'a Platform>,
+    /// Decompression-bomb guard for the archive and its layers.
+    pub limits: Limits,
 }
 
 /// One image of an archive.
@@ -87,21 +89,15 @@ pub fn check(r: &mut dyn Read, label: &str, opts: &CheckOptions, findings: &mut 
             return None;
         }
     };
-    let dec: Box<dyn Read + '_> = match outer {
-        Compression::None => Box::new(br),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
-        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(br)),
-        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(br)),
-        Compression::Zstd => {
-            findings.error(
-                format!("{label}: the archive is zstd-compressed; Docker 20.10 (CORE I/O) cannot load it"),
-                Some("compress it with gzip, or leave it uncompressed"),
-            );
-            return None;
-        }
+    let Some(dec) = compress::limited_decoder(outer, br, opts.limits) else {
+        findings.error(
+            format!("{label}: the archive is zstd-compressed; Docker 20.10 (CORE I/O) cannot load it"),
+            Some("compress it with gzip, or leave it uncompressed"),
+        );
+        return None;
     };
     let mut recs: BTreeMap<String, Rec> = BTreeMap::new();
-    if let Err(msg) = read_entries(dec, opts.full, &mut recs) {
+    if let Err(msg) = read_entries(dec, opts.full, opts.limits, &mut recs) {
         findings.error(format!("{label}: {msg}"), Some("the archive is damaged or not a tar file; save it again"));
         return None;
     }
@@ -158,14 +154,20 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-fn read_entries(r: Box<dyn Read + '_>, full: bool, recs: &mut BTreeMap<String, Rec>) -> Result<(), String> {
+fn read_entries(
+    r: Box<dyn Read + '_>,
+    full: bool,
+    limits: Limits,
+    recs: &mut BTreeMap<String, Rec>,
+) -> Result<(), String> {
     let consumed = Rc::new(Cell::new(0u64));
-    let mut ar = tar::Archive::new(Counting { inner: r, n: consumed.clone() });
+    let (guarded, guard) = HeaderGuard::new(Counting { inner: r, n: consumed.clone() });
+    let mut ar = tar::Archive::new(guarded);
     let mut kept = 0u64;
     let mut end = 0u64;
     let mut count = 0usize;
-    let entries = ar.entries().map_err(|e| format!("not a tar archive: {e}"))?;
-    for entry in entries {
+    let mut entries = ar.entries().map_err(|e| format!("not a tar archive: {e}"))?;
+    while let Some(entry) = guard.next(&mut entries) {
         let mut entry = entry.map_err(|e| format!("not a valid tar archive: {e}"))?;
         count += 1;
         let raw = entry.path_bytes().into_owned();
@@ -181,10 +183,10 @@ fn read_entries(r: Box<dyn Read + '_>, full: bool, recs: &mut BTreeMap<String, R
                 let mut data = Vec::with_capacity(size as usize);
                 entry.read_to_end(&mut data).map_err(|e| format!("{name}: truncated ({e})"))?;
                 kept += size;
-                let (sha, diff) = if full { hash_bytes(&data) } else { (None, None) };
+                let (sha, diff) = if full { hash_bytes(&data, limits) } else { (None, None) };
                 Rec::File { size, head: data[..data.len().min(8)].to_vec(), data: Some(data), sha, diff }
             } else if full {
-                let (head, sha, diff) = hash_stream(&mut entry).map_err(|e| format!("{name}: {e}"))?;
+                let (head, sha, diff) = hash_stream(&mut entry, limits).map_err(|e| format!("{name}: {e}"))?;
                 Rec::File { size, head, data: None, sha: Some(sha), diff }
             } else {
                 let mut head = vec![0u8; 8];
@@ -206,6 +208,8 @@ fn read_entries(r: Box<dyn Read + '_>, full: bool, recs: &mut BTreeMap<String, R
         } else {
             return Err(format!("entry {name:?} is a {kind:?}, not a file, directory or link"));
         };
+        // the rest of the content (of a directory, say) is not header data for the guard
+        io::copy(&mut entry, &mut io::sink()).map_err(|e| format!("{name}: truncated ({e})"))?;
         match recs.get(&name) {
             Some(Rec::Dir) if matches!(rec, Rec::Dir) => continue,
             Some(_) => return Err(format!("contains the entry {name:?} twice")),
@@ -234,17 +238,17 @@ fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// (sha256 of the bytes, sha256 of their decompressed content when compressed).
-fn hash_bytes(data: &[u8]) -> (Option<Digest>, Option<Digest>) {
+fn hash_bytes(data: &[u8], limits: Limits) -> (Option<Digest>, Option<Digest>) {
     let sha = Digest::of(data);
     let diff = match compress::sniff(data) {
         Compression::None | Compression::Zstd => None,
-        _ => decoded_digest(&mut &data[..]).ok().flatten(),
+        _ => decoded_digest(&mut &data[..], limits).ok().flatten(),
     };
     (Some(sha), diff)
 }
 
 /// Streams an entry once: first bytes, sha256 of the raw bytes, sha256 of the decompressed bytes.
-fn hash_stream(r: &mut dyn Read) -> io::Result<(Vec<u8>, Digest, Option<Digest>)> {
+fn hash_stream(r: &mut dyn Read, limits: Limits) -> io::Result<(Vec<u8>, Digest, Option<Digest>)> {
     struct Tee<'a> {
         inner: &'a mut dyn Read,
         h: Hasher,
@@ -259,22 +263,21 @@ fn hash_stream(r: &mut dyn Read) -> io::Result<(Vec<u8>, Digest, Option<Digest>)
     let mut br = BufReader::with_capacity(1 << 20, Tee { inner: r, h: Hasher::new() });
     let head = br.fill_buf()?;
     let head = head[..head.len().min(8)].to_vec();
-    let diff = decoded_digest(&mut br)?;
+    let diff = decoded_digest(&mut br, limits)?;
     io::copy(&mut br, &mut io::sink())?;
     let tee = br.into_inner();
     Ok((head, tee.h.finish(), diff))
 }
 
 /// sha256 of the decompressed content of `r` (`None` when it is not compressed or is zstd).
-fn decoded_digest(r: &mut dyn BufRead) -> io::Result<Option<Digest>> {
+fn decoded_digest(r: &mut dyn BufRead, limits: Limits) -> io::Result<Option<Digest>> {
     let c = compress::sniff(r.fill_buf()?);
+    if c == Compression::None {
+        return Ok(None);
+    }
+    let Some(mut dec) = compress::limited_decoder(c, r, limits) else { return Ok(None) };
     let mut h = Hasher::new();
-    match c {
-        Compression::None | Compression::Zstd => return Ok(None),
-        Compression::Gzip => io::copy(&mut flate2::bufread::MultiGzDecoder::new(r), &mut h)?,
-        Compression::Bzip2 => io::copy(&mut bzip2::bufread::MultiBzDecoder::new(r), &mut h)?,
-        Compression::Xz => io::copy(&mut xz2::bufread::XzDecoder::new_multi_decoder(r), &mut h)?,
-    };
+    io::copy(&mut dec, &mut h)?;
     h.flush()?;
     Ok(Some(h.finish()))
 }
@@ -482,7 +485,12 @@ mod tests {
     fn run(bytes: &[u8], full: bool) -> (Option<ArchiveInfo>, Vec<String>) {
         let mut f = Findings::new();
         let p = Platform::linux_arm64();
-        let info = check(&mut &bytes[..], "a.tar", &CheckOptions { full, platform: Some(&p) }, &mut f);
+        let info = check(
+            &mut &bytes[..],
+            "a.tar",
+            &CheckOptions { full, platform: Some(&p), limits: Limits::default() },
+            &mut f,
+        );
         (info, f.0.into_iter().map(|x| x.message).collect())
     }
 

@@ -14,11 +14,11 @@ use serde_json::{Map, Value};
 
 use super::image_check::{self, ArchiveInfo, CheckOptions};
 use super::{COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, compose, manifest};
-use crate::compress::{self, Compression};
+use crate::compress::{self, Compression, Limits};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::platform::Platform;
-use crate::tar_index::normalize;
+use crate::tar_index::{HeaderGuard, normalize};
 
 /// How to verify.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct VerifyOptions {
     pub full: bool,
     /// Overrides the platform implied by `installation_target`.
     pub platform: Option<Platform>,
+    /// Decompression-bomb guard for the SPX stream, the image archives and their layers.
+    pub limits: Limits,
 }
 
 /// One SPX member.
@@ -134,7 +136,7 @@ pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions
         }
         other => findings.error(format!("{file}: {}; an SPX is a gzip-compressed tar", describe(other)), Some(GZ_HINT)),
     }
-    let dec = decoder(outer, br);
+    let dec = decoder(outer, br, opts.limits);
     let walked = walk(dec, &mut |name, kind, size, mode, reader| {
         report.entries.push(EntryInfo { name: name.to_string(), kind, size, mode });
         if kind != "file" {
@@ -166,7 +168,7 @@ pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions
                 .platform
                 .clone()
                 .or_else(|| manifest_map.as_ref().and_then(manifest::target).map(|t| t.platform()));
-            let copts = CheckOptions { full: opts.full, platform: platform.as_ref() };
+            let copts = CheckOptions { full: opts.full, platform: platform.as_ref(), limits: opts.limits };
             top.archive = image_check::check(reader, &label, &copts, &mut findings);
             io::copy(reader, &mut io::sink())?;
         } else {
@@ -235,12 +237,12 @@ pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions
         let platform = opts.platform.clone().or(target);
         r.seek(SeekFrom::Start(0)).map_err(io_err)?;
         let br = BufReader::with_capacity(1 << 20, &mut *r);
-        let _ = walk(decoder(outer, br), &mut |name, _, _, _, reader| {
+        let _ = walk(decoder(outer, br, opts.limits), &mut |name, _, _, _, reader| {
             if missed.iter().any(|m| m == name)
                 && let Some(t) = tops.get_mut(name)
                 && t.archive.is_none()
             {
-                let copts = CheckOptions { full: opts.full, platform: platform.as_ref() };
+                let copts = CheckOptions { full: opts.full, platform: platform.as_ref(), limits: opts.limits };
                 t.archive = image_check::check(reader, &format!("{file}: {name}"), &copts, &mut findings);
             }
             Ok(())
@@ -262,13 +264,9 @@ fn describe(c: Compression) -> String {
     }
 }
 
-fn decoder<'a>(c: Compression, br: BufReader<&'a mut (impl Read + ?Sized)>) -> Box<dyn Read + 'a> {
-    match c {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
-        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(br)),
-        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(br)),
-        _ => Box::new(br),
-    }
+fn decoder<'a>(c: Compression, br: BufReader<&'a mut (impl Read + ?Sized)>, limits: Limits) -> Box<dyn Read + 'a> {
+    // zstd never gets here (the SPX is refused before)
+    compress::limited_decoder(c, br, limits).unwrap_or_else(|| Box::new(io::empty()))
 }
 
 type Visit<'v> = dyn FnMut(&str, &'static str, u64, u32, &mut dyn Read) -> io::Result<()> + 'v;
@@ -287,10 +285,12 @@ fn walk(r: Box<dyn Read + '_>, visit: &mut Visit) -> std::result::Result<(), Str
             Ok(k)
         }
     }
-    let mut ar = tar::Archive::new(Counting { inner: r, n: consumed.clone() });
+    let (guarded, guard) = HeaderGuard::new(Counting { inner: r, n: consumed.clone() });
+    let mut ar = tar::Archive::new(guarded);
     let mut end = 0u64;
     let mut count = 0;
-    for entry in ar.entries().map_err(|e| format!("not a tar archive: {e}"))? {
+    let mut entries = ar.entries().map_err(|e| format!("not a tar archive: {e}"))?;
+    while let Some(entry) = guard.next(&mut entries) {
         let mut entry = entry.map_err(|e| format!("not a valid tar archive: {e}"))?;
         count += 1;
         let raw = entry.path_bytes().into_owned();
@@ -328,6 +328,8 @@ fn walk(r: Box<dyn Read + '_>, visit: &mut Visit) -> std::result::Result<(), Str
             return Err(format!("entry {name:?} has the setuid/setgid bit; the SPX may be malicious"));
         }
         visit(&name, kind, size, mode, &mut entry).map_err(|e| format!("{name}: {e}"))?;
+        // the rest of the content (of a directory, say) is not header data for the guard
+        io::copy(&mut entry, &mut io::sink()).map_err(|e| format!("{name}: {e}"))?;
     }
     if count == 0 {
         return Err("it holds no entries".into());
@@ -491,7 +493,9 @@ mod tests {
         let m = br#"{"version":"1.0.0","extension_name":"x","installation_target":"spot","icon":"icon.png","images":["x.tar.gz"]}"#;
         let c = b"services:\n  a:\n    image: x:1\n";
         let mut s = spx(&[("manifest.json", m), ("docker-compose.yml", c), ("u.rules", b"a"), ("u.rules", b"a")], true);
-        let r = verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None }).unwrap();
+        let r =
+            verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None, limits: Limits::default() })
+                .unwrap();
         assert_eq!(
             msgs(&r),
             [
@@ -502,10 +506,42 @@ mod tests {
             ]
         );
         let mut s = spx(&[("manifest.json", m)], false);
-        let r = verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None }).unwrap();
+        let r =
+            verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None, limits: Limits::default() })
+                .unwrap();
         assert!(msgs(&r)[0].contains("not compressed; an SPX is a gzip-compressed tar"), "{:?}", msgs(&r));
         let mut s = spx(&[("../evil", b"x")], true);
-        let r = verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None }).unwrap();
+        let r =
+            verify_stream(&mut s, "x.spx", &VerifyOptions { full: false, platform: None, limits: Limits::default() })
+                .unwrap();
         assert!(msgs(&r)[0].contains("unsafe entry"), "{:?}", msgs(&r));
+    }
+
+    #[test]
+    fn oversized_long_names_and_shadowed_symlinks_are_errors() {
+        let opts = VerifyOptions { full: false, platform: None, limits: Limits::default() };
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "n/".repeat(600 << 10) + "f", &b"1"[..]).unwrap();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&b.into_inner().unwrap()).unwrap();
+        let r = verify_stream(&mut std::io::Cursor::new(e.finish().unwrap()), "x.spx", &opts).unwrap();
+        assert!(msgs(&r)[0].contains("more than 1 MiB of tar headers"), "{:?}", msgs(&r));
+
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "a", "b").unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "a", &b"1"[..]).unwrap();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&b.into_inner().unwrap()).unwrap();
+        let r = verify_stream(&mut std::io::Cursor::new(e.finish().unwrap()), "x.spx", &opts).unwrap();
+        assert!(msgs(&r).iter().any(|m| m.contains("contains \"a\" twice")), "{:?}", msgs(&r));
     }
 }

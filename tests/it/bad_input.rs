@@ -148,3 +148,54 @@ fn hostile_and_broken_archives_are_rejected() {
         &["/nonexistent-dir"],
     );
 }
+
+/// A tmpfs of `size` mounted on `dir` until dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: std::path::PathBuf, size: &str) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a tmpfs needs root (the integration tests run as root)");
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_gives_a_clear_error_and_leaves_nothing_behind() {
+    let e = env();
+    let s = Scratch::new();
+    let disk = SmallDisk::mount(s.path("full"), "64k");
+    let out = disk.0.join("out.tar");
+    let r = s.spx(&["pull", &format!("oci:{}:multi", e.busybox_oci.display()), "-o", out.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let line = r.error_line();
+    assert!(line.contains("no space left on device") && line.contains(disk.0.to_str().unwrap()), "{line}");
+    assert!(r.stderr.contains("hint: the disk is full"), "{}", r.stderr);
+    let left: Vec<_> = std::fs::read_dir(&disk.0).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "partial output left on the full disk: {left:?}");
+
+    // the hello SPX is about 18 kB: fill the disk first
+    let filler = disk.0.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while f.write_all(&[0u8; 4096]).is_ok() {}
+    drop(f);
+    let spx = disk.0.join("hello.spx");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello-extension");
+    let r = s.spx(&["build", example.to_str().unwrap(), "-o", spx.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.error_line().contains("no space left on device"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint: the disk is full"), "{}", r.stderr);
+    let left: Vec<_> = std::fs::read_dir(&disk.0).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left, ["filler"], "partial output left on the full disk");
+}

@@ -204,3 +204,35 @@ fn verify_reports_broken_spx_files() {
     std::fs::write(&ok, &bytes).unwrap();
     s.spx(&["verify", ok.to_str().unwrap()]).ok();
 }
+
+#[test]
+fn verify_stops_decompression_bombs() {
+    use std::io::{Read, Write};
+    let s = Scratch::new();
+    // 100 MiB of zeros in a tar: gzip -9 shrinks it about 1000×
+    let mut t = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best()));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(100 << 20);
+    h.set_mode(0o644);
+    h.set_cksum();
+    t.append_data(&mut h, "zeros.bin", std::io::repeat(0).take(100 << 20)).unwrap();
+    let bytes = t.into_inner().unwrap().finish().unwrap();
+    let bomb = s.path("bomb.spx");
+    std::fs::File::create(&bomb).unwrap().write_all(&bytes).unwrap();
+    let path = bomb.to_str().unwrap();
+    let r = s.spx(&["verify", "--max-decompressed", "10M", path]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("bomb.spx: ") && r.stderr.contains("more than 10485760 bytes"), "{}", r.stderr);
+    assert!(r.stderr.contains("--max-decompressed"), "{}", r.stderr);
+    // by default a stream may expand 1000× (deflate of zeros reaches about 1030×)
+    let r = s.spx(&["verify", path]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("bomb.spx: zeros.bin: the gzip stream expands more than 1000×"), "{}", r.stderr);
+    // raised limits let it through to the ordinary checks (it has no manifest.json)
+    let r = s.spx(&["verify", "--max-ratio", "2000", path]);
+    assert!(!r.stderr.contains("decompression bomb"), "{}", r.stderr);
+    assert!(r.stderr.contains("no manifest.json"), "{}", r.stderr);
+    let r = s.spx(&["verify", "--max-decompressed", "lots", path]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("not a size like 500M"), "{}", r.stderr);
+}
