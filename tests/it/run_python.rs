@@ -181,20 +181,15 @@ fn run_python_pip_with_proot_forced_and_binfmt_hidden() {
     );
     assert_eq!((v["run"]["sandbox"].as_str(), v["run"]["emulation"].as_str()), (Some("proot"), Some("proot-qemu")));
     docker(&["load", "-q", "-i", out.to_str().unwrap()]).ok();
-    let run = docker(&[
-        "run",
-        "--rm",
-        "--platform",
-        "linux/arm64",
-        "--network",
-        "none",
+    let run = crate::support::docker_run_arm64(
         &tag,
-        "sh",
-        "-c",
-        "python3 -c 'import six, platform; print(six.__version__, platform.machine())'; cat /data/greeting; \
-         test -e /usr/bin/pydoc3.11 || echo pydoc-removed",
-    ])
-    .ok();
+        &[
+            "sh",
+            "-c",
+            "python3 -c 'import six, platform; print(six.__version__, platform.machine())'; cat /data/greeting; \
+             test -e /usr/bin/pydoc3.11 || echo pydoc-removed",
+        ],
+    );
     assert_eq!(run.stdout, "1.16.0 aarch64\nhello\npydoc-removed\n", "{}", run.stderr);
 }
 

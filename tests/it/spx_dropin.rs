@@ -134,19 +134,10 @@ fn post_docking_callbacks_readme() {
         &outputs,
     );
     assert_eq!(spx::docker_load(&archive), ["docking_callback:arm64"]);
-    let py = crate::support::docker(&[
-        "run",
-        "--rm",
-        "--platform",
-        "linux/arm64",
-        "--network",
-        "none",
+    let py = crate::support::docker_run_arm64(
         "docking_callback:arm64",
-        "python3",
-        "-c",
-        "import six; print(six.__version__)",
-    ])
-    .ok();
+        &["python3", "-c", "import six; print(six.__version__)"],
+    );
     assert_eq!(py.stdout, "1.16.0\n");
     let r = run(
         &s,

@@ -159,6 +159,14 @@ pub fn docker(args: &[&str]) -> Run {
     run(&env().docker, args, &[])
 }
 
+/// `docker run --rm --platform linux/arm64 --network none IMAGE CMD…` on the test daemon (qemu
+/// through the host's binfmt handler); fails the test when it fails.
+pub fn docker_run_arm64(image: &str, cmd: &[&str]) -> Run {
+    let mut args = vec!["run", "--rm", "--platform", "linux/arm64", "--network", "none", image];
+    args.extend_from_slice(cmd);
+    docker(&args).ok()
+}
+
 pub fn skopeo(args: &[&str]) -> Run {
     run("skopeo", args, &[])
 }
