@@ -39,7 +39,7 @@ fn reads_docker_save_output_and_agrees_with_docker_inspect() {
     docker(&["rmi", &r]).ok();
     let load = docker(&["load", "-i", again.to_str().unwrap()]).ok();
     assert!(load.stdout.contains(&r), "{}", load.stdout);
-    let run = docker(&["run", "--rm", "--platform", "linux/arm64", "--network", "none", &r, "uname", "-m"]).ok();
+    let run = crate::support::docker_run_arm64(&r, &["uname", "-m"]);
     assert_eq!(run.stdout.trim(), "aarch64");
 }
 

@@ -40,9 +40,9 @@ fn build_sources_arm64_image_runs_under_qemu_from_tar_gz_and_oci_layout() {
     assert_eq!(&gz[..2], &[0x1f, 0x8b], "a .tar.gz output is gzipped");
     let load = docker(&["load", "-i", out.to_str().unwrap()]).ok();
     assert!(load.stdout.contains(&format!("Loaded image: {tag}")), "{}", load.stdout);
-    let run = docker(&["run", "--rm", "--platform", "linux/arm64", "--network", "none", &tag]).ok();
+    let run = crate::support::docker_run_arm64(&tag, &[]);
     assert_eq!(run.stdout.trim(), "hello robot from-cmd aarch64 /data");
-    let run = docker(&["run", "--rm", "--platform", "linux/arm64", "--network", "none", &tag, "arg"]).ok();
+    let run = crate::support::docker_run_arm64(&tag, &["arg"]);
     assert_eq!(run.stdout.trim(), "hello robot arg aarch64 /data");
 
     // the same build into an OCI layout, converted by skopeo (its docker-daemon: transport
@@ -59,7 +59,7 @@ fn build_sources_arm64_image_runs_under_qemu_from_tar_gz_and_oci_layout() {
     ])
     .ok();
     docker(&["load", "-q", "-i", via.to_str().unwrap()]).ok();
-    let run = docker(&["run", "--rm", "--platform", "linux/arm64", "--network", "none", &tag2]).ok();
+    let run = crate::support::docker_run_arm64(&tag2, &[]);
     assert_eq!(run.stdout.trim(), "hello robot from-cmd aarch64 /data");
     let _ = docker(&["rmi", "-f", &tag, &tag2]);
 }

@@ -14,7 +14,7 @@ fn plain_registry_index_pull_loads_and_runs_arm64_on_docker_20_10() {
     s.spx(&["pull", &r, "-o", out.to_str().unwrap()]).ok();
     let load = docker(&["load", "-i", out.to_str().unwrap()]).ok();
     assert!(load.stdout.contains(&format!("Loaded image: {r}")), "{}", load.stdout);
-    let run = docker(&["run", "--rm", "--platform", "linux/arm64", "--network", "none", &r, "uname", "-m"]).ok();
+    let run = crate::support::docker_run_arm64(&r, &["uname", "-m"]);
     assert_eq!(run.stdout.trim(), "aarch64");
     // docker agrees with the archive on the image ID
     let id = docker(&["image", "inspect", "--format", "{{.Id}}", &r]).ok();

@@ -62,7 +62,7 @@ fn build_with(
 }
 
 pub fn run_in(tag: &str, script: &str) -> String {
-    let r = docker(&["run", "--rm", "--platform", "linux/arm64", "--network", "none", tag, "sh", "-c", script]).ok();
+    let r = crate::support::docker_run_arm64(tag, &["sh", "-c", script]);
     r.stdout
 }
 

@@ -73,7 +73,7 @@ fn check_image(archive: &Path, tag: &str) -> String {
         echo '{\"a\":7}' | jq .a; test -e /usr/bin/pydoc3.11 || echo pydoc-removed; cat /data/greeting; \
         cat /usr/share/ca-certificates/mozilla/*.crt | cmp - /etc/ssl/certs/ca-certificates.crt && echo ca-not-baked-in; \
         ls -ln /usr/bin/jq | awk '{print $3, $4}'";
-    let r = docker(&["run", "--rm", "--platform", "linux/arm64", "--network", "none", tag, "sh", "-c", script]).ok();
+    let r = crate::support::docker_run_arm64(tag, &["sh", "-c", script]);
     let env = docker(&["image", "inspect", "--format", "{{json .Config.Env}}", tag]).ok();
     for leaked in ["PIP_CERT", "APT_CONFIG", "SSL_CERT_FILE", ".spxpack"] {
         assert!(!env.stdout.contains(leaked), "{leaked} in the image's Env: {}", env.stdout);

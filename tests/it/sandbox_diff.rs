@@ -114,7 +114,7 @@ fn sandbox_diff_writes_whiteouts_links_and_replacements_and_docker_runs_the_resu
     let script = "cat /data/sub; ls -A /data | tr '\\n' ' '; echo; test ! -e /bin/ls && echo no-ls; \
         tail -1 /etc/passwd; readlink /data/link; stat -c '%h %a' /data/sub; ls -d /empty; \
         test -p /data/fifo && echo fifo; test -e /tmp || echo no-tmp; test -e /data/y || echo no-y; uname -m";
-    let run = docker(&["run", "--rm", "--platform", "linux/arm64", "--network", "none", &tag, "sh", "-c", script]).ok();
+    let run = crate::support::docker_run_arm64(&tag, &["sh", "-c", script]);
     assert_eq!(
         run.stdout,
         "file\nfifo hard keep link sub \nno-ls\nappended\n/data/sub\n2 4755\n/empty\nfifo\nno-tmp\nno-y\naarch64\n",

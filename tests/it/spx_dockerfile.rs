@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{Scratch, docker, env, spx};
+use crate::support::{Scratch, env, spx};
 
 /// An extension whose one service is built from `app/Dockerfile` (FROM the test registry's busybox).
 fn ext(s: &Scratch, tag: &str, compose_build: &str) -> PathBuf {
@@ -38,7 +38,7 @@ fn load_and_run(spx_path: &Path, s: &Scratch, tag: &str) -> String {
     let x = s.path("x");
     spx::extract(spx_path, &x);
     assert_eq!(spx::docker_load(&x.join("built.tar.gz")), [tag]);
-    docker(&["run", "--rm", "--platform", "linux/arm64", "--network", "none", tag]).ok().stdout
+    crate::support::docker_run_arm64(tag, &[]).stdout
 }
 
 #[test]
