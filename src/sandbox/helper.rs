@@ -139,6 +139,11 @@ fn threads() -> usize {
 }
 
 fn exec_main(plan_path: &str) -> ! {
+    // first of all: nothing the caller left open may reach the step (see sys.rs)
+    if let Err(e) = super::sys::close_inherited_fds() {
+        eprintln!("spxpack sandbox: cannot close inherited file descriptors: {}", errno_text(e));
+        std::process::exit(SETUP_FAILED)
+    }
     let plan = load_plan(plan_path);
     let mut st = Status::open(&plan.aux);
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
@@ -177,11 +182,21 @@ fn exec_main(plan_path: &str) -> ! {
                     st.fail(&format!("write /proc/self/gid_map ({}): {}", gid_map.trim(), errno_text(e)));
                 }
             }
-            let child =
-                Command::new("/proc/self/exe").arg("__sandbox-init").arg(plan_path).stdin(Stdio::null()).spawn();
+            let child = Command::new("/proc/self/exe")
+                .arg("__sandbox-init")
+                .arg(plan_path)
+                .env_clear()
+                .stdin(Stdio::null())
+                .spawn();
             match child {
+                // the init closed the status file before the step could see it; the exit code
+                // is recorded here, outside the step's PID namespace
                 Ok(mut c) => match c.wait() {
-                    Ok(s) => std::process::exit(exit_code(s)),
+                    Ok(s) => {
+                        let code = exit_code(s);
+                        st.line(&format!("exit {code}"));
+                        std::process::exit(code)
+                    }
                     Err(e) => st.fail(&format!("wait: {}", errno_text(e))),
                 },
                 Err(e) => st.fail(&format!("cannot start the sandbox init: {}", errno_text(e))),
@@ -251,16 +266,22 @@ fn new_proc() -> Result<OwnedFd, String> {
     .map_err(|e| format!("mount proc: {}", errno_text(e)))
 }
 
-/// Makes the mount at `p` read-only, keeping its other flags (in a user namespace the
-/// kernel refuses a remount that would clear the locked nosuid/nodev/noexec flags).
+/// Makes the mount at `p` read-only, keeping its other flags.
 fn remount_ro(p: &str) -> std::io::Result<()> {
+    remount(p, MountFlags::RDONLY)
+}
+
+/// Adds `add` to the flags of the mount at `p`, keeping the others (in a user namespace the
+/// kernel refuses a remount that would clear the locked nosuid/nodev/noexec flags).
+fn remount(p: &str, add: MountFlags) -> std::io::Result<()> {
     use rustix::fs::StatVfsMountFlags as V;
     let f = rustix::fs::statvfs(p)?.f_flag;
-    let mut flags = MountFlags::BIND | MountFlags::RDONLY;
+    let mut flags = MountFlags::BIND | add;
     for (v, m) in [
         (V::NOSUID, MountFlags::NOSUID),
         (V::NODEV, MountFlags::NODEV),
         (V::NOEXEC, MountFlags::NOEXEC),
+        (V::RDONLY, MountFlags::RDONLY),
         (V::NOATIME, MountFlags::NOATIME),
         (V::NODIRATIME, MountFlags::NODIRATIME),
         (V::RELATIME, MountFlags::RELATIME),
@@ -325,6 +346,11 @@ fn init_main(plan_path: &str) -> ! {
     }
     if let Err(e) = rustix::mount::mount_bind_recursive(&plan.rootfs, &plan.rootfs) {
         st.fail(&format!("bind {} onto itself: {}", plan.rootfs.display(), errno_text(e)));
+    }
+    // device nodes a step makes (root keeps CAP_MKNOD, as in Docker) cannot be opened: the
+    // host's disks stay out of reach; /dev's own nodes are separate mounts
+    if let Err(e) = remount(&plan.rootfs.to_string_lossy(), MountFlags::NODEV) {
+        st.fail(&format!("make {} nodev: {}", plan.rootfs.display(), errno_text(e)));
     }
     if let Err(e) = std::env::set_current_dir(&plan.rootfs) {
         st.fail(&format!("chdir {}: {}", plan.rootfs.display(), errno_text(e)));
@@ -434,6 +460,13 @@ fn init_main(plan_path: &str) -> ! {
     if let Err(e) = std::env::set_current_dir(&plan.workdir) {
         st.fail(&format!("working directory {} in the rootfs: {}", plan.workdir, errno_text(e)));
     }
+    // nothing of the plumbing stays open: the status file is closed once the step runs
+    drop(guest);
+    drop(qemu_fd);
+    drop(sys);
+    if let Err(e) = docker_posture() {
+        st.fail(&e);
+    }
     if *fake_root && let Err(e) = super::seccomp::install_fake_root() {
         st.fail(&e);
     }
@@ -443,16 +476,15 @@ fn init_main(plan_path: &str) -> ! {
     if let Some((u, g)) = plan.user {
         c.uid(u).gid(g);
     }
-    st.line("started");
     match c.spawn() {
-        Ok(mut child) => match child.wait() {
-            Ok(s) => {
-                let code = exit_code(s);
-                st.line(&format!("exit {code}"));
-                std::process::exit(code)
+        Ok(mut child) => {
+            st.line("started");
+            drop(st);
+            match child.wait() {
+                Ok(s) => std::process::exit(exit_code(s)),
+                Err(_) => std::process::exit(SETUP_FAILED),
             }
-            Err(e) => st.fail(&format!("wait: {}", errno_text(e))),
-        },
+        }
         Err(e) => {
             let why = if e.raw_os_error() == Some(libc::ENOEXEC) {
                 format!("cannot execute {prog}: exec format error (no emulator for this architecture)")
@@ -462,6 +494,54 @@ fn init_main(plan_path: &str) -> ! {
             st.fail(&why)
         }
     }
+}
+
+/// Capabilities a step keeps: Docker's default set (`CapEff` 0xa80425fb).
+fn docker_caps() -> rustix::thread::CapabilitySet {
+    use rustix::thread::CapabilitySet as C;
+    C::CHOWN
+        | C::DAC_OVERRIDE
+        | C::FOWNER
+        | C::FSETID
+        | C::KILL
+        | C::SETGID
+        | C::SETUID
+        | C::SETPCAP
+        | C::NET_BIND_SERVICE
+        | C::NET_RAW
+        | C::SYS_CHROOT
+        | C::MKNOD
+        | C::AUDIT_WRITE
+        | C::SETFCAP
+}
+
+/// Gives the step Docker's default posture, inherited through `execve`: the capability
+/// bounding set reduced to Docker's default capabilities (a root step gets exactly those; a
+/// setuid program run by another `USER` cannot gain more), empty inheritable and ambient sets,
+/// Docker's seccomp deny list, and this init made non-dumpable so the step (which has no
+/// `CAP_SYS_PTRACE`) cannot open `/proc/1/{environ,fd,mem,exe}`. no_new_privs stays off, as in
+/// Docker, so setuid programs keep working for non-root users (the userns rung's fake-root
+/// filter sets it; there every id change is emulated anyway).
+fn docker_posture() -> Result<(), String> {
+    use rustix::thread::CapabilitySet;
+    let last: u32 =
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40);
+    let keep = docker_caps().bits();
+    for cap in (0..=last.min(63)).filter(|c| keep & (1 << c) == 0) {
+        match rustix::thread::remove_capability_from_bounding_set(CapabilitySet::from_bits_retain(1 << cap)) {
+            Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+            Err(e) => return Err(format!("drop capability {cap} from the bounding set: {}", errno_text(e))),
+        }
+    }
+    let mut caps = rustix::thread::capabilities(None).map_err(|e| format!("capget: {}", errno_text(e)))?;
+    caps.inheritable = CapabilitySet::empty();
+    rustix::thread::set_capabilities(None, caps).map_err(|e| format!("capset: {}", errno_text(e)))?;
+    for prog in super::seccomp::docker_default_programs()? {
+        super::sys::install_filter(&prog)
+            .map_err(|e| format!("cannot install the seccomp filter: {}", errno_text(e)))?;
+    }
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| format!("prctl(PR_SET_DUMPABLE): {}", errno_text(e)))
 }
 
 fn setup_dev(st: &mut Status, devs: Vec<(&str, OwnedFd)>, guest: &OwnedFd) {

@@ -33,6 +33,7 @@ mod proot;
 pub mod rootfs;
 mod seccomp;
 pub mod snapshot;
+mod sys;
 mod user;
 
 use std::collections::VecDeque;
@@ -392,9 +393,17 @@ impl Runner {
 
         let (mut reader, writer) = std::io::pipe().map_err(|e| Error::io("cannot create a pipe for", &plan_path, e))?;
         let writer2 = writer.try_clone().map_err(|e| Error::io("cannot create a pipe for", &plan_path, e))?;
+        if self.sandbox == Sandbox::Proot {
+            // proot shares the host's /proc: at least spxpack's own environment and descriptors
+            // (credentials, the output pipe) are then closed to a step of the same user
+            let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+        }
+        // the helper gets no environment of spxpack's (credentials, tokens): all it needs is
+        // in the plan, and the step's environment is the plan's `env` alone
         let mut child = Command::new(&self.helper)
             .arg("__sandbox-exec")
             .arg(&plan_path)
+            .env_clear()
             .stdin(Stdio::null())
             .stdout(writer)
             .stderr(writer2)

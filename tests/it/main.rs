@@ -34,6 +34,7 @@ mod sandbox_diff;
 mod sandbox_python;
 mod sandbox_rungs;
 mod sandbox_safety;
+mod sandbox_secrets;
 mod spx_build;
 // images built from Dockerfiles (compose build:, -f/-t) inside spxpack build
 mod spx_dockerfile;
