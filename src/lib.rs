@@ -12,6 +12,7 @@ pub mod compress;
 pub mod digest;
 pub mod docker_archive;
 pub mod error;
+pub mod http;
 pub mod image;
 pub mod inspect;
 pub mod oci_layout;
