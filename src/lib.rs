@@ -14,6 +14,7 @@ pub mod docker_archive;
 pub mod error;
 pub mod http;
 pub mod image;
+pub mod input;
 pub mod inspect;
 pub mod oci_layout;
 pub mod pack;

@@ -98,7 +98,8 @@ impl Client {
             ca_files.extend(crt_files(d, opts.cert_dirs.contains(d)));
         }
         for path in &ca_files {
-            let pem = std::fs::read(path).map_err(|e| Error::io("cannot read CA certificate", path, e))?;
+            let pem = crate::input::read(path, crate::input::MAX_TEXT)
+                .map_err(|e| Error::io("cannot read CA certificate", path, e))?;
             let mut n = 0;
             for item in ureq::tls::parse_pem(&pem) {
                 match item {

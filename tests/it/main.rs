@@ -39,3 +39,5 @@ mod sandbox_safety;
 mod spx_build;
 // images built from Dockerfiles (compose build:, -f/-t) inside spxpack build
 mod spx_dockerfile;
+// FIFOs and /dev/zero as input files: refused, in bounded time and memory
+mod untrusted_files;
