@@ -3,7 +3,6 @@
 //! one), resolves nested indexes to the wanted platform, and serves blobs from
 //! `blobs/sha256/<hex>` with digest verification.
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,11 +39,7 @@ impl LayoutFs {
         match self {
             LayoutFs::Dir(root) => {
                 let p = root.join(path);
-                let meta = std::fs::metadata(&p).map_err(|e| Error::io("cannot read", &p, e))?;
-                if meta.len() > MAX_DOC {
-                    return Err(Error::input(format!("{} is larger than {MAX_DOC} bytes", p.display())));
-                }
-                std::fs::read(&p).map_err(|e| Error::io("cannot read", &p, e))
+                crate::input::read(&p, MAX_DOC).map_err(|e| Error::io("cannot read", &p, e))
             }
             LayoutFs::Tar(t) => t.read(path, MAX_DOC),
         }
@@ -61,7 +56,7 @@ impl LayoutFs {
         match self {
             LayoutFs::Dir(root) => {
                 let p = root.join(path);
-                let f = File::open(&p).map_err(|e| Error::io("cannot open", &p, e))?;
+                let f = crate::input::open(&p).map_err(|e| Error::io("cannot open", &p, e))?;
                 let len = f.metadata().map_err(|e| Error::io("cannot stat", &p, e))?.len();
                 Ok((Box::new(BufReader::with_capacity(1 << 20, f)), len))
             }
@@ -243,7 +238,7 @@ pub fn write_dir(dir: &Path, images: &[(&Image, Option<String>)], progress: &dyn
     };
     let mut index: Index = if dir.join("index.json").is_file() {
         Index::parse(
-            &std::fs::read(dir.join("index.json")).map_err(|e| Error::io("cannot read", dir, e))?,
+            &crate::input::read(&dir.join("index.json"), MAX_DOC).map_err(|e| Error::io("cannot read", dir, e))?,
             "index.json",
         )?
     } else {

@@ -76,7 +76,7 @@ impl Source {
         if p.is_dir() {
             return Ok(Source::OciDir { path: p.to_path_buf(), tag: None });
         }
-        if p.is_file() {
+        if crate::input::names_a_file(p) {
             return Ok(Source::DockerArchive { path: p.to_path_buf(), selector: Selector::Only });
         }
         if s.starts_with('/')

@@ -102,7 +102,7 @@ impl TarArchive {
     /// Opens and indexes `path`. `what` names the archive kind in errors ("docker archive").
     pub fn open(path: &Path, what: &str) -> Result<Self> {
         let display = path.display().to_string();
-        let mut f = File::open(path).map_err(|e| Error::io(&format!("cannot open {what}"), path, e))?;
+        let mut f = crate::input::open(path).map_err(|e| Error::io(&format!("cannot open {what}"), path, e))?;
         let mut head = [0u8; 8];
         let n = read_up_to(&mut f, &mut head).map_err(|e| Error::io("cannot read", path, e))?;
         let outer = compress::sniff(&head[..n]);

@@ -51,7 +51,7 @@ pub struct Matcher {
 impl Matcher {
     /// Reads `file` (missing file = no patterns). `shown` names it in messages.
     pub fn from_file(file: &Path, shown: &str) -> Result<Self> {
-        let text = match std::fs::read(file) {
+        let text = match crate::input::read(file, crate::input::MAX_TEXT) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Matcher::default()),
             Err(e) => return Err(Error::io("cannot read", file, e)),

@@ -1,5 +1,12 @@
 //! ADD of an `http(s)://` URL: the file is downloaded into the staging directory (hashed on the
 //! way) and added with mode 0600, like Docker does. Remote archives are not unpacked.
+//!
+//! Redirects follow spxpack's one policy for every HTTP request ([`crate::http`]): at most 5
+//! hops, no https → http, never a link-local or metadata address, no private address reached
+//! from a public host. The URL written in the Dockerfile obeys the address rule too, with one
+//! decision: a link-local or metadata address (`169.254.169.254`, `fe80::/10`, …) is refused
+//! before connecting, while loopback and private addresses the user wrote explicitly are
+//! allowed, as `docker build` allows them (a file server on the build machine or the LAN).
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -10,6 +17,7 @@ use super::fsview::{Content, ContentSrc, Kind, Node};
 use super::layers::Staging;
 use crate::digest::Hasher;
 use crate::error::{Error, Result};
+use crate::http;
 
 pub fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
@@ -29,17 +37,19 @@ pub fn file_name(url: &str) -> String {
 /// Downloads `url`; returns the file name and the node to add.
 pub fn download(url: &str, staging: &Staging, loc: &Loc) -> Result<(String, Node)> {
     let name = file_name(url);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_body(Some(Duration::from_secs(600)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let fail = |m: String| Error::network(format!("{loc}: ADD {url}: {m}"));
-    let mut resp = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
+    let what = format!("{loc}: ADD");
+    let requester = http::Requester::Download { what: &what, url };
+    requester.check_first(url)?;
+    let agent = http::agent(|c| c.timeout_recv_body(Some(Duration::from_secs(600))));
+    let shown = http::redact(url);
+    let fail = |m: String| Error::network(format!("{loc}: ADD {shown}: {m}"));
+    let call = |u: &str| agent.get(u).call().map_err(|e| http::policy_error(&e).unwrap_or_else(|| fail(e.to_string())));
+    let first = call(url)?;
+    // nothing but the URL is sent, so every hop may get the same request
+    let mut resp = requester.follow(first, url, |next, _same_origin| call(next))?;
     let status = resp.status().as_u16();
     if status != 200 {
-        return Err(Error::input(format!("{loc}: ADD {url}: the server answered HTTP {status}"))
+        return Err(Error::input(format!("{loc}: ADD {shown}: the server answered HTTP {status}"))
             .with_hint("check the URL; spxpack downloads it like docker build does"));
     }
     let path = staging.new_path(&name);

@@ -134,9 +134,12 @@ pub fn build(opts: &BuildOptions, resolver: &Resolver, reporter: &dyn Reporter) 
 
 fn build_inner(opts: &BuildOptions, resolver: &Resolver, reporter: &dyn Reporter) -> Result<BuildOutput> {
     let shown = opts.dockerfile.display().to_string();
-    let text = std::fs::read(&opts.dockerfile).map_err(|e| {
-        Error::io("cannot read the Dockerfile", &opts.dockerfile, e).with_hint("pass the Dockerfile with -f PATH")
-    })?;
+    let text =
+        crate::input::read(&opts.dockerfile, crate::input::MAX_TEXT).map_err(|e| match crate::input::refusal(&e) {
+            Some(refused) => refused,
+            None => Error::io("cannot read the Dockerfile", &opts.dockerfile, e)
+                .with_hint("pass the Dockerfile with -f PATH"),
+        })?;
     let text = String::from_utf8(text).map_err(|_| Error::input(format!("{shown} is not UTF-8 text")))?;
     let df = dockerfile::parse(&text, &shown)?;
     let cache = resolver.cache.clone();

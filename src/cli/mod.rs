@@ -131,7 +131,7 @@ pub struct RunArgs {
 impl RunArgs {
     pub(crate) fn options(&self) -> Result<crate::build::run::RunOptions> {
         if let Some(c) = &self.ca_bundle
-            && !c.is_file()
+            && !crate::input::names_a_file(c)
         {
             return Err(Error::not_found(format!("--ca-bundle {}: no such file", c.display()))
                 .with_hint("pass a PEM file, e.g. /etc/ssl/certs/ca-certificates.crt"));

@@ -31,7 +31,7 @@ pub fn asset(
                 f.error(format!("{what} {}: names no file", p.display()), None);
                 return;
             };
-            let src = [dir.join(p), cwd.join(p)].into_iter().find(|c| c.is_file());
+            let src = [dir.join(p), cwd.join(p)].into_iter().find(|c| crate::input::names_a_file(c));
             let Some(src) = src else {
                 f.error(
                     format!("{what} {}: not found (looked in {} and {})", p.display(), dir.display(), cwd.display()),
@@ -62,7 +62,7 @@ pub fn asset(
                 (dir.join(n), n.to_string())
             }
             Some(_) => return, // reported by the manifest rules
-            None if dir.join(default).is_file() => (dir.join(default), default.to_string()),
+            None if crate::input::names_a_file(&dir.join(default)) => (dir.join(default), default.to_string()),
             None => return,
         },
     };

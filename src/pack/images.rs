@@ -83,7 +83,7 @@ pub fn build_req(image: &str, build: DockerBuild, what: &str, f: &mut Findings) 
         );
         return None;
     }
-    if !build.dockerfile.is_file() {
+    if !crate::input::names_a_file(&build.dockerfile) {
         f.error(
             format!("{what}: Dockerfile {} does not exist", build.dockerfile.display()),
             Some("add a Dockerfile to the build context, or name it with build.dockerfile (-f for the SDK flags)"),
@@ -108,10 +108,13 @@ pub fn prebuilt(
         platform: Some(platform),
         limits: crate::compress::Limits::NONE,
     };
-    let info = match std::fs::File::open(path) {
+    let info = match crate::input::open(path) {
         Ok(mut file) => image_check::check(&mut file, &path.display().to_string(), &copts, f),
         Err(e) => {
-            f.error(format!("{}: {}", path.display(), assets::io_text(&e)), None);
+            match crate::input::refusal(&e) {
+                Some(refused) => f.error(refused.message().to_string(), refused.hint()),
+                None => f.error(format!("{}: {}", path.display(), assets::io_text(&e)), None),
+            }
             None
         }
     };

@@ -94,8 +94,9 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
 
     // manifest.json
     let manifest_path = dir.join(MANIFEST);
-    let mut m = match std::fs::read(&manifest_path) {
+    let mut m = match crate::input::read(&manifest_path, crate::input::MAX_TEXT) {
         Ok(bytes) => manifest::parse(&bytes, &shown_dir(MANIFEST), &mut f),
+        Err(e) if let Some(refused) = crate::input::refusal(&e) => return Err(refused),
         Err(e) => {
             let hint = format!("create one with: spxpack init {} --image IMAGE", dir.display());
             return Err(Error::input(format!("{}: {}", manifest_path.display(), assets::io_text(&e))).with_hint(hint));
@@ -145,7 +146,7 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
     }
 
     // the compose file
-    let found: Vec<&str> = COMPOSE_NAMES.iter().copied().filter(|n| dir.join(n).is_file()).collect();
+    let found: Vec<&str> = COMPOSE_NAMES.iter().copied().filter(|n| crate::input::names_a_file(&dir.join(n))).collect();
     let compose_path = match found.as_slice() {
         [one] => Some(dir.join(one)),
         [] => {
@@ -167,19 +168,23 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
             None
         }
     };
-    let compose: Option<Compose> = compose_path.as_ref().and_then(|p| match std::fs::read(p) {
-        Ok(bytes) => {
-            let mut cf = Findings::new();
-            let label = p.display().to_string();
-            let c = compose::check(&bytes, &compose::Rules { file: &label, target, platform: &platform }, &mut cf);
-            f.extend(if opts.skip_compose_validation { cf.downgraded() } else { cf });
-            c
-        }
-        Err(e) => {
-            f.error(format!("{}: {}", p.display(), assets::io_text(&e)), None);
-            None
-        }
-    });
+    let compose: Option<Compose> =
+        compose_path.as_ref().and_then(|p| match crate::input::read(p, crate::input::MAX_TEXT) {
+            Ok(bytes) => {
+                let mut cf = Findings::new();
+                let label = p.display().to_string();
+                let c = compose::check(&bytes, &compose::Rules { file: &label, target, platform: &platform }, &mut cf);
+                f.extend(if opts.skip_compose_validation { cf.downgraded() } else { cf });
+                c
+            }
+            Err(e) => {
+                match crate::input::refusal(&e) {
+                    Some(refused) => f.error(refused.message().to_string(), refused.hint()),
+                    None => f.error(format!("{}: {}", p.display(), assets::io_text(&e)), None),
+                }
+                None
+            }
+        });
 
     // the SDK script's Dockerfile builds: -f DOCKERFILE… -t TAG…, context = the Dockerfile's directory
     let mut dockerfile_reqs: Vec<ImageReq> = Vec::new();

@@ -121,7 +121,7 @@ pub fn lookup(opts: &CredentialOptions, registry: &str, repository: &str) -> Res
     }
     // 3-5. files
     for path in candidate_files(opts) {
-        let text = match std::fs::read(&path) {
+        let text = match crate::input::read(&path, crate::input::MAX_TEXT) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("cannot read credentials file", &path, e)),

@@ -2,9 +2,9 @@
 //! `--insecure-registry` hosts), the `/v2/` ping and its `WWW-Authenticate` challenge, Basic
 //! and Bearer token auth (with refresh tokens), and bounded retries with backoff on 429, 5xx
 //! and connection errors. Registry error bodies (`{"errors":[…]}`) are surfaced in messages;
-//! credentials are never logged. Redirects are followed here, not by ureq, under the rules of
-//! [`super::redirect`]: `Authorization` only to its own origin, no https → http step, no
-//! link-local targets, a hop cap.
+//! credentials are never logged. Redirects are followed here, not by ureq, under spxpack's one
+//! redirect policy ([`crate::http`]): `Authorization` only to its own origin, no https → http
+//! step, no link-local targets, a hop cap.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,8 +17,8 @@ use ureq::Agent;
 use ureq::http::Response;
 
 use super::auth::{self, Credential, CredentialOptions, Found};
-use super::redirect;
 use crate::error::{Error, Result};
+use crate::http;
 use crate::reference::{Reference, is_loopback_host};
 
 /// Settings for talking to registries.
@@ -79,8 +79,6 @@ pub struct Client {
     hosts: Mutex<HashMap<String, Arc<Host>>>,
 }
 
-const USER_AGENT: &str = concat!("spxpack/", env!("CARGO_PKG_VERSION"));
-
 impl Client {
     pub fn new(opts: ClientOptions) -> Result<Self> {
         let mut certs: Vec<ureq::tls::Certificate<'static>> = Vec::new();
@@ -100,7 +98,8 @@ impl Client {
             ca_files.extend(crt_files(d, opts.cert_dirs.contains(d)));
         }
         for path in &ca_files {
-            let pem = std::fs::read(path).map_err(|e| Error::io("cannot read CA certificate", path, e))?;
+            let pem = crate::input::read(path, crate::input::MAX_TEXT)
+                .map_err(|e| Error::io("cannot read CA certificate", path, e))?;
             let mut n = 0;
             for item in ureq::tls::parse_pem(&pem) {
                 match item {
@@ -125,19 +124,12 @@ impl Client {
                 .root_certs(roots.clone())
                 .disable_verification(!verify)
                 .build();
-            Agent::config_builder()
-                .http_status_as_error(false)
-                .tls_config(tls)
-                .user_agent(USER_AGENT)
-                // redirects are followed by Client::follow, which enforces spxpack's rules
-                .max_redirects(0)
-                .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
-                .timeout_connect(Some(Duration::from_secs(30)))
-                .timeout_recv_response(Some(Duration::from_secs(120)))
-                .timeout_per_read(Some(Duration::from_secs(120)))
-                .accept_encoding("identity")
-                .build()
-                .into()
+            http::agent(|c| {
+                c.tls_config(tls)
+                    .timeout_recv_response(Some(Duration::from_secs(120)))
+                    .timeout_per_read(Some(Duration::from_secs(120)))
+                    .accept_encoding("identity")
+            })
         };
         Ok(Client { verified: build(true), unverified: build(false), opts, hosts: Mutex::new(HashMap::new()) })
     }
@@ -320,13 +312,13 @@ impl Client {
         }
     }
 
-    /// Follows the redirects of `resp`, the answer to `url` (a request to `registry`), under the
-    /// rules of [`redirect`]. `authz` goes only to `url`'s own origin; the other headers
-    /// (`Accept`, `Range`) to every hop.
+    /// Follows the redirects of `resp`, the answer to `url` (a request to `registry`), under
+    /// spxpack's redirect policy ([`http::Requester::follow`]). `authz` goes only to `url`'s own
+    /// origin; the other headers (`Accept`, `Range`) to every hop.
     #[allow(clippy::too_many_arguments)]
     fn follow(
         &self,
-        mut resp: Response<ureq::Body>,
+        resp: Response<ureq::Body>,
         url: &str,
         registry: &str,
         head: bool,
@@ -334,39 +326,18 @@ impl Client {
         authz: Option<&str>,
         agent: &Agent,
     ) -> Result<Response<ureq::Body>> {
-        let origin = redirect::origin(url).to_string();
-        let mut cur = url.to_string();
-        let mut hops = 0;
-        while redirect::is_redirect(resp.status().as_u16()) {
-            let shown = redirect::redact(&cur).to_string();
-            let location = resp.headers().get("location").and_then(|v| v.to_str().ok());
-            let Some(next) = location.and_then(|l| redirect::resolve(&cur, l)) else {
-                return Err(Error::network(format!(
-                    "registry {registry} answered {shown} with HTTP {} and no usable Location",
-                    resp.status().as_u16()
-                )));
-            };
-            hops += 1;
-            if hops > redirect::MAX_HOPS {
-                return Err(Error::network(format!(
-                    "registry {registry}: more than {} redirects for {}",
-                    redirect::MAX_HOPS,
-                    redirect::redact(url)
-                ))
-                .with_hint("the registry or a proxy in front of it redirects in a loop; check its configuration"));
-            }
-            redirect::check(registry, &cur, &next, |h| self.is_insecure(h))?;
-            let same = redirect::origin(&next) == origin;
+        let insecure = |h: &str| self.is_insecure(h);
+        let requester = http::Requester::Registry { registry, insecure: &insecure };
+        requester.follow(resp, url, |next, same| {
             let a = if same {
                 agent
-            } else if self.is_insecure(redirect::authority(&next)) {
+            } else if self.is_insecure(http::authority(next)) {
                 &self.unverified
             } else {
                 &self.verified
             };
-            tracing::debug!("{shown}: redirected to {}", redirect::redact(&next));
             let send = || {
-                let mut req = if head { a.head(&next) } else { a.get(&next) };
+                let mut req = if head { a.head(next) } else { a.get(next) };
                 for (k, v) in headers {
                     req = req.header(*k, v.as_str());
                 }
@@ -375,10 +346,8 @@ impl Client {
                 }
                 req.call()
             };
-            resp = self.send_with_retries(send, redirect::redact(&next), true)?;
-            cur = next;
-        }
-        Ok(resp)
+            self.send_with_retries(send, http::redact(next), true)
+        })
     }
 
     /// The `Authorization` header value for a request to `repo` on `h`.
@@ -416,7 +385,7 @@ impl Client {
         if realm_host.is_empty() {
             return Err(Error::network(format!("registry {} sent an invalid token realm {realm:?}", h.name)));
         }
-        if redirect::classify(realm_host) == redirect::HostClass::LinkLocal {
+        if http::classify(realm_host) == http::HostClass::LinkLocal {
             return Err(Error::auth(format!(
                 "registry {} wants tokens from {realm}, a link-local or metadata address; refusing to send credentials there",
                 h.name
@@ -630,6 +599,9 @@ fn is_transient(e: &ureq::Error) -> bool {
 }
 
 fn transport_error(url: &str, e: &ureq::Error) -> Error {
+    if let Some(refused) = http::policy_error(e) {
+        return refused;
+    }
     let text = e.to_string();
     let lower = text.to_lowercase();
     let host = url.split('/').nth(2).unwrap_or(url);

@@ -6,7 +6,6 @@
 pub mod auth;
 pub mod client;
 pub mod mirror;
-pub mod redirect;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;

@@ -298,9 +298,11 @@ impl Runner {
         let mut apt = String::new();
         let mut notes = Vec::new();
         if let Some(ca) = &spec.ca_bundle {
-            let extra = std::fs::read(ca).map_err(|e| {
-                Error::io("cannot read the CA bundle", ca, e).with_hint("pass a PEM file with --ca-bundle")
-            })?;
+            let extra =
+                crate::input::read(ca, crate::input::MAX_TEXT).map_err(|e| match crate::input::refusal(&e) {
+                    Some(refused) => refused,
+                    None => Error::io("cannot read the CA bundle", ca, e).with_hint("pass a PEM file with --ca-bundle"),
+                })?;
             if !extra.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
                 return Err(Error::input(format!("{} contains no PEM certificate", ca.display())));
             }

@@ -197,7 +197,7 @@ pub fn check_icon(label: &str, head: &[u8], size: u64, findings: &mut Findings) 
 pub fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut buf = Vec::with_capacity(n);
-    fs::File::open(path)?.take(n as u64).read_to_end(&mut buf)?;
+    crate::input::open(path)?.take(n as u64).read_to_end(&mut buf)?;
     Ok(buf)
 }
 

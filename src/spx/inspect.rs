@@ -16,7 +16,7 @@ pub fn looks_like_spx(path: &Path) -> bool {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("spx")) {
         return path.is_file();
     }
-    let Ok(f) = std::fs::File::open(path) else { return false };
+    let Ok(f) = crate::input::open(path) else { return false };
     let mut head = Vec::new();
     if flate2::read::MultiGzDecoder::new(f).take(64 << 10).read_to_end(&mut head).is_err() && head.len() < 1024 {
         return false;
@@ -35,12 +35,12 @@ pub fn looks_like_spx(path: &Path) -> bool {
 /// Whether a gzip'd (or plain) tar holds a JSON-object `manifest.json` at its root, wherever it
 /// is in the stream (reads up to that entry).
 pub fn has_extension_manifest(path: &Path) -> bool {
-    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let Ok(mut f) = crate::input::open(path) else { return false };
     let mut magic = [0u8; 2];
     if f.read_exact(&mut magic).is_err() {
         return false;
     }
-    let Ok(f) = std::fs::File::open(path) else { return false };
+    let Ok(f) = crate::input::open(path) else { return false };
     let r: Box<dyn Read> =
         if magic == [0x1f, 0x8b] { Box::new(flate2::read::MultiGzDecoder::new(f)) } else { Box::new(f) };
     let mut ar = tar::Archive::new(r);

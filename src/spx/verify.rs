@@ -82,7 +82,7 @@ impl SpxReport {
 
 /// Verifies the SPX at `path`.
 pub fn verify_file(path: &Path, opts: &VerifyOptions) -> Result<SpxReport> {
-    let mut f = std::fs::File::open(path).map_err(|e| match e.kind() {
+    let mut f = crate::input::open(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => {
             Error::not_found(format!("{}: no such file", path.display())).with_hint("give the path of an .spx file")
         }

@@ -5,7 +5,6 @@
 //! the executable bit of the source. Content that is already compressed (image archives, PNG,
 //! gzip …) goes into *stored* deflate blocks through the [`Sink`] so no CPU is spent on it.
 
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
@@ -157,8 +156,8 @@ fn pax_record(key: &str, value: &str) -> Vec<u8> {
     format!("{len} {key}={value}\n").into_bytes()
 }
 
-fn copy_file(sink: &mut dyn Sink, path: &PathBuf, size: u64, name: &str, progress: &dyn Fn(u64)) -> Result<()> {
-    let mut f = File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
+fn copy_file(sink: &mut dyn Sink, path: &std::path::Path, size: u64, name: &str, progress: &dyn Fn(u64)) -> Result<()> {
+    let mut f = crate::input::open(path).map_err(|e| Error::io("cannot read", path, e))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut left = size;
     let mut stored: Option<bool> = None;

@@ -13,6 +13,8 @@ mod build_sources;
 mod build_util;
 mod faults;
 mod pull;
+// one redirect policy for every HTTP request (ADD <url> like registries)
+mod redirect_policy;
 // the bundled example extension (README's first command)
 mod spx_example;
 // every Spot SDK example extension, built with the compose files untouched
@@ -38,3 +40,5 @@ mod sandbox_secrets;
 mod spx_build;
 // images built from Dockerfiles (compose build:, -f/-t) inside spxpack build
 mod spx_dockerfile;
+// FIFOs and /dev/zero as input files: refused, in bounded time and memory
+mod untrusted_files;

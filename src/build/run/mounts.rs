@@ -56,7 +56,9 @@ impl Secret {
 
     fn read(&self) -> Result<Vec<u8>> {
         match &self.source {
-            SecretSource::File(p) => std::fs::read(p).map_err(|e| Error::io("cannot read secret", p, e)),
+            SecretSource::File(p) => {
+                crate::input::read(p, crate::input::MAX_TEXT).map_err(|e| Error::io("cannot read secret", p, e))
+            }
             SecretSource::Env(v) => std::env::var(v).map(String::into_bytes).map_err(|_| {
                 Error::input(format!("secret {}: environment variable {v} is not set", self.id))
                     .with_hint(format!("export {v}, or pass --secret id={},src=FILE", self.id))
