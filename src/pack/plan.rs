@@ -94,6 +94,9 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
 
     // manifest.json
     let manifest_path = dir.join(MANIFEST);
+    if let Some((msg, hint)) = assets::symlink_escape(&manifest_path, dir, "the manifest") {
+        return Err(Error::input(msg).with_hint(hint));
+    }
     let mut m = match std::fs::read(&manifest_path) {
         Ok(bytes) => manifest::parse(&bytes, &shown_dir(MANIFEST), &mut f),
         Err(e) => {
@@ -178,7 +181,13 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
             None
         }
     };
+    if let Some(p) = &compose_path
+        && let Some((msg, hint)) = assets::symlink_escape(p, dir, "the compose file")
+    {
+        f.error(msg, Some(&hint));
+    }
     let compose: Option<Compose> = compose_path.as_ref().and_then(|p| match std::fs::read(p) {
+        _ if assets::symlink_escape(p, dir, "").is_some() => None,
         Ok(bytes) => {
             let mut cf = Findings::new();
             let label = p.display().to_string();
@@ -334,13 +343,23 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
     // the archives: prebuilt ones in the directory, the rest written by spxpack
     let drop_in_name = tee.as_ref().and_then(|(i, _)| images_list.as_ref().and_then(|l| l.get(*i)).cloned());
     let mut archives: Vec<ArchivePlan> = Vec::new();
+    let mut refused_archive = false;
     for n in images_list.iter().flatten() {
         if n.is_empty() || n.contains('/') || n.contains('\\') || n == "." || n == ".." {
             continue; // reported by the manifest rules
         }
         let path = dir.join(n);
         let kind = if Some(n) != drop_in_name.as_ref() && path.is_file() {
-            prebuilt(&path, n, opts, &platform, &mut f, reporter)
+            match assets::symlink_escape(&path, dir, "image archive") {
+                Some((msg, hint)) => {
+                    // not read: its images count as bundled, so nothing else is reported about it
+                    f.error(msg, Some(&hint));
+                    refused_archive = true;
+                    let info = ArchiveInfo { compression: "none", images: vec![], layers_verified: false };
+                    ArchiveKind::Prebuilt { path: path.clone(), size: 0, info }
+                }
+                None => prebuilt(&path, n, opts, &platform, &mut f, reporter),
+            }
         } else {
             ArchiveKind::Generated { reqs: vec![] }
         };
@@ -360,6 +379,9 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
         }) {
             reporter.message(&format!("{} is in the prebuilt archive {}", req.tag, a.name));
             continue;
+        }
+        if refused_archive {
+            continue; // which archive it goes into depends on the refused one
         }
         let Some(idx) = pick_archive(&req, wanted.as_deref(), &mut archives, &mut images_list, &extension_name, &mut f)
         else {
@@ -403,7 +425,7 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
                 _ => false,
             });
         let excused = provided.iter().any(|p| same_image(p, image)) || (s.has_build && opts.image_archive.is_none());
-        if !bundled && !excused {
+        if !bundled && !excused && !refused_archive {
             let how = if opts.image_archive.is_some() { "--extra-image-tags" } else { "a prebuilt archive" };
             f.error(
                 format!(
@@ -454,7 +476,7 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
             f.error(format!("--additional-files {}: names no file", a.display()), None);
             continue;
         };
-        assets::add_path(&mut extra, &dir.join(a), &base, Some(dir), "additional file", &mut f);
+        assets::add_path(&mut extra, &dir.join(a), &base, dir, true, "additional file", &mut f);
     }
     for p in compose.iter().flat_map(|c| &c.additional_files) {
         match manifest::check_member_path(p) {
@@ -467,7 +489,7 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
                     tree_files.push(dir.join(p));
                 }
                 let name = crate::tar_index::normalize(p).ok().flatten().unwrap_or_else(|| p.clone());
-                assets::add_path(&mut extra, &dir.join(p), &name, Some(dir), "additional file", &mut f);
+                assets::add_path(&mut extra, &dir.join(p), &name, dir, true, "additional file", &mut f);
             }
         }
     }
