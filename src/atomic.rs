@@ -80,28 +80,238 @@ pub fn unregister(p: &Path) {
     }
 }
 
+/// The directory a path is in (`.` for a bare file name).
+fn parent_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// What a file type is, for messages.
+fn kind_of(ft: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+/// The output policy of every command, decided before any work: the path that is renamed over
+/// when `dest` is written. An existing output must be a regular file (after following
+/// symlinks): a directory, device, FIFO or socket (`-o /dev/stdout`, `-o /dev/null`) is refused,
+/// never replaced. A symlink — to a regular file, or to a file that does not exist yet in an
+/// existing directory — is written through: the result is its final target, so the temporary
+/// file is created next to the target and the symlink stays a symlink. The target's directory
+/// must exist. `what` names the output in messages (`output`, `the output`, `--image-archive`).
+pub fn output_target(dest: &Path, what: &str) -> Result<PathBuf> {
+    let shown = dest.display();
+    let not_regular = |kind: &str| {
+        Error::input(format!("{what} {shown}: is {kind}, not a regular file"))
+            .with_hint("give a regular file path, e.g. -o images.tar.gz")
+    };
+    // follow the symlinks of the last component ourselves, to know where the file really is
+    let mut target = dest.to_path_buf();
+    let mut hops = 0;
+    while let Ok(m) = fs::symlink_metadata(&target) {
+        if !m.file_type().is_symlink() {
+            break;
+        }
+        hops += 1;
+        if hops > 40 {
+            return Err(Error::input(format!("{what} {shown}: too many levels of symbolic links"))
+                .with_hint("give a regular file path"));
+        }
+        let link = fs::read_link(&target).map_err(|e| Error::io("cannot read the symlink", &target, e))?;
+        target = if link.is_absolute() { link } else { parent_dir(&target).join(link) };
+    }
+    match fs::metadata(dest) {
+        Ok(m) if m.is_dir() => {
+            return Err(Error::input(format!("{what} {shown}: is a directory"))
+                .with_hint("give a file name, e.g. -o images.tar.gz"));
+        }
+        Ok(m) if !m.is_file() => return Err(not_regular(kind_of(&m.file_type()))),
+        Ok(m) => {
+            // a regular file: the path found must be that file (not e.g. a /proc/*/fd link to a
+            // deleted file or a pipe), or the rename would land somewhere else
+            if !fs::symlink_metadata(&target).is_ok_and(|t| same_file(&t, &m)) {
+                return Err(not_regular("a link spxpack cannot follow to a file path"));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
+            // nothing there yet (or a dangling symlink): the file is created at `target`
+        }
+        Err(e) => return Err(Error::io("cannot write", dest, e)),
+    }
+    let dir = parent_dir(&target);
+    if !dir.is_dir() {
+        let msg = if target == dest {
+            format!("{what} {shown}: the directory {} does not exist", dir.display())
+        } else {
+            format!("{what} {shown}: is a symlink into {}, which does not exist", dir.display())
+        };
+        return Err(Error::not_found(msg).with_hint("create it first, or choose another path"));
+    }
+    Ok(target)
+}
+
+/// How an [`Input`] is read.
+#[derive(Debug, Clone)]
+pub enum InputKind {
+    /// One file.
+    File,
+    /// A directory read whole (an OCI layout, an additional-files directory, a named context).
+    Tree,
+    /// An OCI layout read whole; an `-o oci:` output may still update it in place (new blobs
+    /// only, `index.json` replaced last).
+    Layout,
+    /// A build context: read whole except what its `.dockerignore` excludes.
+    Context(crate::build::dockerignore::Matcher),
+}
+
+/// Something a command reads, which its outputs must never overwrite.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// What it is, for messages: `the Dockerfile`, `the source`, `the build context`.
+    pub label: String,
+    pub path: PathBuf,
+    pub kind: InputKind,
+}
+
+impl Input {
+    pub fn file(label: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Input { label: label.into(), path: path.into(), kind: InputKind::File }
+    }
+    pub fn tree(label: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Input { label: label.into(), path: path.into(), kind: InputKind::Tree }
+    }
+    /// The local files an image source reads (none for a registry reference).
+    pub fn of_source(src: &crate::source::Source, label: &str) -> Option<Self> {
+        use crate::source::Source;
+        match src {
+            Source::Registry(_) => None,
+            Source::OciDir { path, .. } => {
+                Some(Input { label: label.into(), path: path.clone(), kind: InputKind::Layout })
+            }
+            Source::OciArchive { path, .. } | Source::DockerArchive { path, .. } => Some(Input::file(label, path)),
+        }
+    }
+}
+
+/// Refuses an output that would overwrite an input: `target` (from [`output_target`]) is the
+/// same file as an input file (device and inode, so symlinks, hard links and `..` are seen
+/// through), or lies inside an input tree (compared by device and inode of its directories,
+/// so bind mounts and symlinked parents are seen through too; for a build context, unless
+/// its `.dockerignore` excludes it). An output inside a directory that is not read whole — the
+/// extension directory — is fine.
+pub fn refuse_inputs(dest: &Path, target: &Path, what: &str, inputs: &[Input]) -> Result<()> {
+    let shown = dest.display();
+    let out_meta = fs::metadata(target).ok();
+    // the output's directory chain, nearest first, with the output's path below each; the
+    // directories that do not exist yet (e.g. a new OCI layout) are taken by name
+    let mut chain: Vec<(fs::Metadata, String)> = Vec::new();
+    let mut rel: Vec<String> = target.file_name().map(|n| n.to_string_lossy().into_owned()).into_iter().collect();
+    let mut dir = parent_dir(target);
+    let existing = loop {
+        match fs::canonicalize(&dir) {
+            Ok(c) => break Some(c),
+            Err(_) => match dir.file_name() {
+                Some(n) => {
+                    rel.push(n.to_string_lossy().into_owned());
+                    dir = parent_dir(&dir);
+                }
+                None => break None,
+            },
+        }
+    };
+    let mut cur = existing.as_deref();
+    while let Some(d) = cur {
+        if let Ok(m) = fs::metadata(d) {
+            chain.push((m, rel.iter().rev().cloned().collect::<Vec<_>>().join("/")));
+        }
+        if let Some(n) = d.file_name() {
+            rel.push(n.to_string_lossy().into_owned());
+        }
+        cur = d.parent();
+    }
+    for i in inputs {
+        let Ok(im) = fs::metadata(&i.path) else { continue };
+        match &i.kind {
+            InputKind::File => {
+                if out_meta.as_ref().is_some_and(|o| same_file(o, &im)) {
+                    return Err(Error::input(format!(
+                        "{what} {shown}: would overwrite {} {}",
+                        i.label,
+                        i.path.display()
+                    ))
+                    .with_hint("choose another output path; spxpack never replaces its inputs"));
+                }
+            }
+            InputKind::Tree | InputKind::Layout | InputKind::Context(_) => {
+                let Some((_, rel)) = chain.iter().find(|(m, _)| same_file(m, &im)) else { continue };
+                if let InputKind::Context(ignore) = &i.kind {
+                    if ignore.excludes(rel) {
+                        continue;
+                    }
+                    return Err(Error::input(format!(
+                        "{what} {shown}: is inside {} {}, which the build reads",
+                        i.label,
+                        i.path.display()
+                    ))
+                    .with_hint(format!("choose an output path outside it, or exclude {rel} in its .dockerignore")));
+                }
+                return Err(Error::input(format!(
+                    "{what} {shown}: is inside {} {}, which is read whole",
+                    i.label,
+                    i.path.display()
+                ))
+                .with_hint("choose an output path outside it"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`output_target`] and [`refuse_inputs`] together: the check every command runs on each
+/// output before any work. Returns the path that will be renamed over.
+pub fn check_output(dest: &Path, what: &str, inputs: &[Input]) -> Result<PathBuf> {
+    let target = output_target(dest, what)?;
+    refuse_inputs(dest, &target, what, inputs)?;
+    Ok(target)
+}
+
 /// A file being written atomically.
 pub struct AtomicFile {
     file: Option<File>,
     tmp: PathBuf,
+    /// The path as given, for messages.
     dest: PathBuf,
+    /// What is renamed over: `dest` with its symlinks followed.
+    target: PathBuf,
 }
 
 impl AtomicFile {
+    /// Starts writing `dest` under the policy of [`output_target`]: a symlink is written
+    /// through (the temporary file goes next to its target and is renamed over the target), and
+    /// anything that is not a regular file is refused.
     pub fn create(dest: &Path) -> Result<Self> {
-        let dir = match dest.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !dir.is_dir() {
-            return Err(Error::not_found(format!("output directory {} does not exist", dir.display()))
-                .with_hint("create it first, or choose another -o path"));
-        }
-        if dest.is_dir() {
-            return Err(Error::input(format!("output {} is a directory", dest.display()))
-                .with_hint("give a file name, e.g. -o images.tar.gz"));
-        }
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let target = output_target(dest, "output")?;
+        let dir = parent_dir(&target);
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
         let t = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".partial")
@@ -110,7 +320,7 @@ impl AtomicFile {
             .map_err(|e| Error::io("cannot create a temporary file in", &dir, e))?;
         let (file, path) = t.keep().map_err(|e| Error::io("cannot create a temporary file in", &dir, e.error))?;
         register(&path);
-        Ok(AtomicFile { file: Some(file), tmp: path, dest: dest.to_path_buf() })
+        Ok(AtomicFile { file: Some(file), tmp: path, dest: dest.to_path_buf(), target })
     }
 
     pub fn file(&mut self) -> &mut File {
@@ -138,12 +348,10 @@ impl AtomicFile {
         f.sync_all().map_err(|e| Error::io("cannot write", &self.dest, e))?;
         tracing::info!("fsync {}: {:.2}s", self.dest.display(), t.elapsed().as_secs_f64());
         drop(f);
-        fs::rename(&self.tmp, &self.dest)
+        fs::rename(&self.tmp, &self.target)
             .map_err(|e| Error::io("cannot move the output into place at", &self.dest, e))?;
         unregister(&self.tmp);
-        if let Some(dir) = self.dest.parent().filter(|d| !d.as_os_str().is_empty())
-            && let Ok(d) = File::open(dir)
-        {
+        if let Ok(d) = File::open(parent_dir(&self.target)) {
             let _ = d.sync_all();
         }
         self.tmp = PathBuf::new();
@@ -173,6 +381,70 @@ impl io::Write for AtomicFile {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn outputs_that_are_not_regular_files_are_refused_and_symlinks_are_written_through() {
+        let d = tempfile::tempdir().unwrap();
+        // devices and FIFOs are refused before anything is created; the symlink to one stays
+        let link = d.path().join("stdout");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        for p in [Path::new("/dev/null"), link.as_path()] {
+            let e = AtomicFile::create(p).err().expect("refused");
+            assert_eq!(e.kind(), crate::error::Kind::Input);
+            assert!(e.message().contains("is a character device, not a regular file"), "{}", e.message());
+            assert!(e.hint().unwrap().contains("give a regular file path"));
+        }
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(AtomicFile::create(d.path()).err().unwrap().message().ends_with("is a directory"));
+        // a symlink to a file, and a dangling one into an existing directory: written through
+        fs::create_dir(d.path().join("real")).unwrap();
+        fs::write(d.path().join("real/a.tar"), "old").unwrap();
+        std::os::unix::fs::symlink("real/a.tar", d.path().join("a.tar")).unwrap();
+        std::os::unix::fs::symlink("real/b.tar", d.path().join("b.tar")).unwrap();
+        for n in ["a.tar", "b.tar"] {
+            let mut a = AtomicFile::create(&d.path().join(n)).unwrap();
+            a.write_all(b"new").unwrap();
+            a.commit().unwrap();
+            assert!(fs::symlink_metadata(d.path().join(n)).unwrap().file_type().is_symlink(), "{n}");
+            assert_eq!(fs::read(d.path().join("real").join(n)).unwrap(), b"new");
+        }
+        assert_eq!(fs::read_dir(d.path().join("real")).unwrap().count(), 2, "no temporary file left");
+        // a dangling symlink into a missing directory
+        std::os::unix::fs::symlink("nowhere/c.tar", d.path().join("c.tar")).unwrap();
+        assert_eq!(AtomicFile::create(&d.path().join("c.tar")).err().unwrap().kind(), crate::error::Kind::NotFound);
+    }
+
+    #[test]
+    fn outputs_that_are_inputs_or_inside_input_trees_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = |n: &str| d.path().join(n);
+        fs::create_dir_all(p("ctx/sub")).unwrap();
+        fs::create_dir_all(p("layout")).unwrap();
+        fs::write(p("in.tar"), "input").unwrap();
+        fs::hard_link(p("in.tar"), p("hard.tar")).unwrap();
+        std::os::unix::fs::symlink("in.tar", p("soft.tar")).unwrap();
+        let ignore = crate::build::dockerignore::Matcher::parse("sub/*.tar\n", ".dockerignore").unwrap();
+        let inputs = [
+            Input::file("the source", p("in.tar")),
+            Input { label: "the build context".into(), path: p("ctx"), kind: InputKind::Context(ignore) },
+            Input::tree("the additional files directory", p("layout")),
+        ];
+        let refused = |out: PathBuf| check_output(&out, "output", &inputs).err().map(|e| e.message().to_string());
+        for same in ["in.tar", "hard.tar", "soft.tar", "ctx/../in.tar"] {
+            let m = refused(p(same)).unwrap_or_else(|| panic!("{same} allowed"));
+            assert!(m.contains("would overwrite the source") && m.contains("in.tar"), "{m}");
+        }
+        let m = refused(p("ctx/sub/out.tgz")).expect("inside the context");
+        assert!(m.contains("is inside the build context"), "{m}");
+        assert!(refused(p("layout/x.tar")).unwrap().contains("which is read whole"));
+        // excluded by the context's .dockerignore, or next to the inputs: allowed
+        assert_eq!(refused(p("ctx/sub/out.tar")), None);
+        assert_eq!(refused(p("out.tar")), None);
+        // an input tree reached through a symlinked parent is still seen
+        std::os::unix::fs::symlink(p("layout"), p("alias")).unwrap();
+        assert!(refused(p("alias/x.tar")).is_some());
+        assert_eq!(fs::read(p("in.tar")).unwrap(), b"input");
+    }
 
     #[test]
     fn commit_or_nothing() {

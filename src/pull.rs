@@ -51,6 +51,10 @@ pub fn pull(sources: &[Source], opts: &PullOptions, reporter: &dyn Reporter) -> 
     if sources.is_empty() {
         return Err(Error::input("no images given").with_hint("e.g. spxpack pull python:3.10-slim -o images.tar.gz"));
     }
+    // before any download: the output must be writable and must not be one of the sources
+    let inputs: Vec<_> =
+        sources.iter().filter_map(|s| crate::atomic::Input::of_source(s, "the image source")).collect();
+    crate::atomic::check_output(&opts.output, "output", &inputs)?;
     let cache = BlobCache::open(opts.cache_dir.clone(), opts.offline)?;
     let resolver = Resolver::new(cache, opts.client.clone());
     let images = resolve_all(&resolver, sources, &opts.platform, reporter)?;

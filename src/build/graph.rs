@@ -59,7 +59,7 @@ pub(super) fn platform_args(target: &Platform, stage: &str) -> Vec<(String, Stri
 }
 
 /// `NAME.dockerignore` next to the Dockerfile wins over `.dockerignore` in the context.
-pub(super) fn ignore_file(dockerfile: &Path, context: &Path) -> Result<Matcher> {
+pub(crate) fn ignore_file(dockerfile: &Path, context: &Path) -> Result<Matcher> {
     let name = dockerfile.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let specific = dockerfile.with_file_name(format!("{name}.dockerignore"));
     if specific.is_file() {

@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::image::{Image, media};
 use crate::platform::Platform;
 use crate::progress::Reporter;
-use crate::source::Resolver;
+use crate::source::{Resolver, Source};
 
 use config::Config;
 use ctx::{Ctx, Stats, assemble, root_layers};
@@ -95,6 +95,40 @@ impl BuildOptions {
             executor: None,
         }
     }
+}
+
+/// The local files and directories a build reads, for the output checks of
+/// [`crate::atomic::refuse_inputs`]: the Dockerfile, the context (less its `.dockerignore`),
+/// the `--build-context` directories and image sources, and the local `FROM` sources
+/// (`oci:`, `oci-archive:`, `docker-archive:`; those spelled with variables are not expanded).
+/// Read before the build, so problems here are left to the build to report.
+pub fn inputs(opts: &BuildOptions) -> Vec<crate::atomic::Input> {
+    use crate::atomic::{Input, InputKind};
+    let mut v = vec![Input::file("the Dockerfile", &opts.dockerfile)];
+    let ignore = ignore_file(&opts.dockerfile, &opts.context).unwrap_or_default();
+    v.push(Input { label: "the build context".into(), path: opts.context.clone(), kind: InputKind::Context(ignore) });
+    for (k, val) in &opts.build_contexts {
+        let label = format!("--build-context {k}");
+        let src = val.strip_prefix("oci-layout://").map(|r| format!("oci:{r}"));
+        let src = src.as_deref().unwrap_or(val);
+        if ["oci:", "oci-archive:", "docker-archive:"].iter().any(|t| src.starts_with(t)) {
+            v.extend(Source::parse(src).ok().and_then(|s| Input::of_source(&s, &label)));
+        } else if !val.contains("://") {
+            v.push(Input::tree(label, val));
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string(&opts.dockerfile)
+        && let Ok(df) = dockerfile::parse(&text, &opts.dockerfile.display().to_string())
+    {
+        for s in &df.stages {
+            let image = &s.from.image;
+            if !image.contains('$') && ["oci:", "oci-archive:", "docker-archive:"].iter().any(|t| image.starts_with(t))
+            {
+                v.extend(Source::parse(image).ok().and_then(|src| Input::of_source(&src, "the FROM image source")));
+            }
+        }
+    }
+    v
 }
 
 /// The result of a build.

@@ -115,17 +115,27 @@ pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
         Some((d, t)) if !t.contains('/') && !d.is_empty() => (PathBuf::from(d), Some(t.to_string())),
         _ => (PathBuf::from(r), None),
     });
-    if oci.is_none() {
-        // fail before the build, not after it
-        let out = std::path::Path::new(&a.output);
-        let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        if !dir.is_dir() {
-            return Err(Error::not_found(format!("output directory {} does not exist", dir.display()))
-                .with_hint("create it first, or choose another -o path"));
+    // fail before the build, not after it: the output must be writable and no input of the build
+    let inputs = build::inputs(&opts);
+    match &oci {
+        Some((dir, _)) => {
+            // a layout directory is created or updated (new blobs, index.json replaced last): it
+            // must not lie in anything read whole, and its index must not be an input; updating
+            // the layout a FROM reads is fine
+            let out = std::path::Path::new(&a.output);
+            crate::atomic::refuse_inputs(out, dir, "output", &inputs)?;
+            let same = |p: &std::path::Path| {
+                std::fs::canonicalize(p).ok().is_some_and(|c| std::fs::canonicalize(dir).ok() == Some(c))
+            };
+            let others: Vec<_> = inputs
+                .iter()
+                .filter(|i| !(matches!(i.kind, crate::atomic::InputKind::Layout) && same(&i.path)))
+                .cloned()
+                .collect();
+            crate::atomic::refuse_inputs(out, &dir.join("index.json"), "output", &others)?;
         }
-        if out.is_dir() {
-            return Err(Error::input(format!("output {} is a directory", out.display()))
-                .with_hint("give a file name (image.tar, image.tar.gz), or oci:DIR for an OCI layout"));
+        None => {
+            crate::atomic::check_output(std::path::Path::new(&a.output), "output", &inputs)?;
         }
     }
     let cache = crate::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;

@@ -70,7 +70,7 @@ pub fn asset(
         added.push((key.to_string(), Value::from(name.clone())));
     }
     let label = format!("manifest.json $.{key}");
-    assets::add_path(out, &src, &name, None, &label, f);
+    assets::add_path(out, &src, &name, dir, false, &label, f);
     if out.iter().any(|e| matches!(e.body, Body::Dir)) {
         f.error(format!("{label}: {} is a directory", src.display()), None);
         out.clear();

@@ -94,6 +94,9 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
 
     // manifest.json
     let manifest_path = dir.join(MANIFEST);
+    if let Some((msg, hint)) = assets::symlink_escape(&manifest_path, dir, "the manifest") {
+        return Err(Error::input(msg).with_hint(hint));
+    }
     let mut m = match crate::input::read(&manifest_path, crate::input::MAX_TEXT) {
         Ok(bytes) => manifest::parse(&bytes, &shown_dir(MANIFEST), &mut f),
         Err(e) if let Some(refused) = crate::input::refusal(&e) => return Err(refused),
@@ -115,9 +118,20 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
     let out_file = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let out_stem = out_file.strip_suffix(".spx").unwrap_or(&out_file).to_string();
     let extension_name = name_in_manifest.clone().unwrap_or_else(|| out_stem.clone());
-    check_output(&output, "the output", &mut f);
-    if let Some(ia) = &opts.image_archive {
-        check_output(&opts.cwd.join(ia), "--image-archive", &mut f);
+    let out_target = check_output(&output, "the output", &mut f);
+    let tee_target =
+        opts.image_archive.as_ref().and_then(|ia| check_output(&opts.cwd.join(ia), "--image-archive", &mut f));
+    if let (Some(a), Some(b)) = (&out_target, &tee_target)
+        && same_path(a, b)
+    {
+        f.error(
+            format!(
+                "the output {} and --image-archive {} are the same file",
+                output.display(),
+                opts.cwd.join(opts.image_archive.as_deref().unwrap_or(b)).display()
+            ),
+            Some("give the SPX and the image archive different names"),
+        );
     }
     if !out_file.ends_with(".spx") {
         f.warn(format!("the output {out_file} does not end in .spx"), Some("the extension pages upload .spx files"));
@@ -168,8 +182,16 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
             None
         }
     };
-    let compose: Option<Compose> =
-        compose_path.as_ref().and_then(|p| match crate::input::read(p, crate::input::MAX_TEXT) {
+    if let Some(p) = &compose_path
+        && let Some((msg, hint)) = assets::symlink_escape(p, dir, "the compose file")
+    {
+        f.error(msg, Some(&hint));
+    }
+    let compose: Option<Compose> = compose_path.as_ref().and_then(|p| {
+        if assets::symlink_escape(p, dir, "").is_some() {
+            return None;
+        }
+        match crate::input::read(p, crate::input::MAX_TEXT) {
             Ok(bytes) => {
                 let mut cf = Findings::new();
                 let label = p.display().to_string();
@@ -184,7 +206,8 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
                 }
                 None
             }
-        });
+        }
+    });
 
     // the SDK script's Dockerfile builds: -f DOCKERFILE… -t TAG…, context = the Dockerfile's directory
     let mut dockerfile_reqs: Vec<ImageReq> = Vec::new();
@@ -328,13 +351,23 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
     // the archives: prebuilt ones in the directory, the rest written by spxpack
     let drop_in_name = tee.as_ref().and_then(|(i, _)| images_list.as_ref().and_then(|l| l.get(*i)).cloned());
     let mut archives: Vec<ArchivePlan> = Vec::new();
+    let mut refused_archive = false;
     for n in images_list.iter().flatten() {
         if n.is_empty() || n.contains('/') || n.contains('\\') || n == "." || n == ".." {
             continue; // reported by the manifest rules
         }
         let path = dir.join(n);
         let kind = if Some(n) != drop_in_name.as_ref() && path.is_file() {
-            prebuilt(&path, n, opts, &platform, &mut f, reporter)
+            match assets::symlink_escape(&path, dir, "image archive") {
+                Some((msg, hint)) => {
+                    // not read: its images count as bundled, so nothing else is reported about it
+                    f.error(msg, Some(&hint));
+                    refused_archive = true;
+                    let info = ArchiveInfo { compression: "none", images: vec![], layers_verified: false };
+                    ArchiveKind::Prebuilt { path: path.clone(), size: 0, info }
+                }
+                None => prebuilt(&path, n, opts, &platform, &mut f, reporter),
+            }
         } else {
             ArchiveKind::Generated { reqs: vec![] }
         };
@@ -354,6 +387,9 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
         }) {
             reporter.message(&format!("{} is in the prebuilt archive {}", req.tag, a.name));
             continue;
+        }
+        if refused_archive {
+            continue; // which archive it goes into depends on the refused one
         }
         let Some(idx) = pick_archive(&req, wanted.as_deref(), &mut archives, &mut images_list, &extension_name, &mut f)
         else {
@@ -397,7 +433,7 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
                 _ => false,
             });
         let excused = provided.iter().any(|p| same_image(p, image)) || (s.has_build && opts.image_archive.is_none());
-        if !bundled && !excused {
+        if !bundled && !excused && !refused_archive {
             let how = if opts.image_archive.is_some() { "--extra-image-tags" } else { "a prebuilt archive" };
             f.error(
                 format!(
@@ -439,12 +475,16 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
         let head = assets::read_head(path, 64).unwrap_or_default();
         assets::check_icon(&format!("icon {name}"), &head, *size, &mut f);
     }
+    let mut tree_files: Vec<PathBuf> = Vec::new();
     for a in &opts.additional_files {
+        if dir.join(a).is_dir() {
+            tree_files.push(dir.join(a));
+        }
         let Some(base) = a.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             f.error(format!("--additional-files {}: names no file", a.display()), None);
             continue;
         };
-        assets::add_path(&mut extra, &dir.join(a), &base, Some(dir), "additional file", &mut f);
+        assets::add_path(&mut extra, &dir.join(a), &base, dir, true, "additional file", &mut f);
     }
     for p in compose.iter().flat_map(|c| &c.additional_files) {
         match manifest::check_member_path(p) {
@@ -453,8 +493,11 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
                 Some("list paths inside the extension directory"),
             ),
             Ok(()) => {
+                if dir.join(p).is_dir() {
+                    tree_files.push(dir.join(p));
+                }
                 let name = crate::tar_index::normalize(p).ok().flatten().unwrap_or_else(|| p.clone());
-                assets::add_path(&mut extra, &dir.join(p), &name, Some(dir), "additional file", &mut f);
+                assets::add_path(&mut extra, &dir.join(p), &name, dir, true, "additional file", &mut f);
             }
         }
     }
@@ -508,6 +551,19 @@ pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
     entries.extend(udev_entries);
     let entries = dedupe(entries, &mut f, reporter);
 
+    // no output may overwrite what the build reads
+    let read = inputs(&manifest_path, compose_path.as_ref(), &tree_files, &entries, &images, &dockerfile_reqs);
+    for (dest, target, what) in [
+        (Some(output.clone()), out_target, "the output"),
+        (opts.image_archive.as_ref().map(|ia| opts.cwd.join(ia)), tee_target, "--image-archive"),
+    ] {
+        if let (Some(dest), Some(target)) = (dest, target)
+            && let Err(e) = crate::atomic::refuse_inputs(&dest, &target, what, &read)
+        {
+            f.error(e.message(), e.hint());
+        }
+    }
+
     f.finish(reporter)?;
     if !manifest_added.is_empty() {
         let note = if manifest_added.iter().any(|k| k == "date") && opts.epoch == 0 {
@@ -524,18 +580,63 @@ fn compose_label(p: &Option<PathBuf>) -> String {
     p.as_ref().map_or_else(|| COMPOSE.to_string(), |p| p.display().to_string())
 }
 
-/// The output's directory must exist (checked before any download) and the output must not be one.
-fn check_output(path: &std::path::Path, what: &str, f: &mut Findings) {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !parent.is_dir() {
-        f.error(
-            format!("{what} {}: the directory {} does not exist", path.display(), parent.display()),
-            Some("create it first, or choose another path"),
-        );
-    } else if path.is_dir() {
-        f.error(format!("{what} {}: is a directory", path.display()), Some("give a file name, e.g. -o my_ext.spx"));
+/// The output policy of [`crate::atomic::output_target`] (its directory exists, it is not a
+/// directory, device or FIFO), checked before any download; the path that will be written.
+fn check_output(path: &std::path::Path, what: &str, f: &mut Findings) -> Option<PathBuf> {
+    match crate::atomic::output_target(path, what) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            f.error(e.message(), e.hint());
+            None
+        }
     }
+}
+
+/// Whether two output paths name the same file (their directories compared canonically).
+fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let canon = |p: &std::path::Path| {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        std::fs::canonicalize(dir).ok().map(|d| d.join(p.file_name().unwrap_or_default()))
+    };
+    canon(a).is_some() && canon(a) == canon(b)
+}
+
+/// Everything the build reads from disk, for [`crate::atomic::refuse_inputs`]. The SDK's `-f`
+/// Dockerfiles are inputs, but their directory (the build context, usually the package
+/// directory) is not treated as read whole: writing the SPX and the `-i` archive there is the
+/// SDK script's documented habit.
+fn inputs(
+    manifest_path: &std::path::Path,
+    compose_path: Option<&PathBuf>,
+    tree_files: &[PathBuf],
+    entries: &[Entry],
+    images: &[ImageReq],
+    sdk_builds: &[ImageReq],
+) -> Vec<crate::atomic::Input> {
+    use crate::atomic::{Input, InputKind};
+    let mut v = vec![Input::file("the manifest", manifest_path)];
+    v.extend(compose_path.map(|p| Input::file("the compose file", p)));
+    for e in entries {
+        if let Body::File { path, .. } = &e.body {
+            // named as the user gave it when that is a path
+            let shown = std::path::Path::new(&e.origin);
+            v.push(Input::file("the packaged file", if shown.exists() { shown } else { path }));
+        }
+    }
+    v.extend(tree_files.iter().map(|p| Input::tree("the additional files directory", p)));
+    for r in images {
+        match &r.from {
+            ImageFrom::Source(s) => v.extend(Input::of_source(s, "the image source")),
+            ImageFrom::Build(b) => {
+                let sdk = sdk_builds.iter().any(|x| x.from == r.from);
+                let opts = crate::build::BuildOptions::new(&b.dockerfile, &b.context);
+                v.extend(
+                    crate::build::inputs(&opts)
+                        .into_iter()
+                        .filter(|i| !(sdk && matches!(i.kind, InputKind::Context(_)))),
+                );
+            }
+        }
+    }
+    v
 }

@@ -11,17 +11,73 @@ use std::path::{Path, PathBuf};
 use super::Findings;
 use super::writer::{Body, Entry};
 
+/// The one symlink rule for every file that goes into an SPX (manifest, compose file, prebuilt
+/// image archives, icon, udev rules, additional files and everything below them): a symlink is
+/// followed only while it resolves inside the extension directory `root`, so a link to a host
+/// file (`icon.png -> ~/.ssh/id_rsa`) is never packaged. `None` when `src` is fine under this
+/// rule (or missing: reported by the caller), else the error and its hint, naming `src`.
+/// A regular file outside `root` reached without a symlink — `--icon` found in the current
+/// directory — is not this rule's business (additional files are confined by [`add_path`]).
+pub fn symlink_escape(src: &Path, root: &Path, what: &str) -> Option<(String, String)> {
+    escape_shown(src, src, root, what)
+}
+
+/// [`symlink_escape`], naming the file as `shown`.
+fn escape_shown(src: &Path, shown: &Path, root: &Path, what: &str) -> Option<(String, String)> {
+    let canon = fs::canonicalize(src).ok()?;
+    let root_canon = fs::canonicalize(root).ok()?;
+    if canon.starts_with(&root_canon) {
+        return None;
+    }
+    let is_link = fs::symlink_metadata(src).is_ok_and(|m| m.file_type().is_symlink());
+    let how = if is_link {
+        "is a symlink"
+    } else if lexical(src).starts_with(lexical(root)) {
+        "is inside the extension directory only through a symlink" // a symlinked parent directory
+    } else {
+        return None;
+    };
+    Some((
+        format!(
+            "{what} {}: {how} to {}, outside the extension directory {}",
+            shown.display(),
+            canon.display(),
+            root.display()
+        ),
+        "copy the file into the extension directory instead of linking to it; spxpack never packages host files through symlinks"
+            .to_string(),
+    ))
+}
+
+/// The absolute form of `p` with `.` and `..` removed by name, without following symlinks.
+fn lexical(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c.as_os_str()),
+        }
+    }
+    out
+}
+
 /// Adds `src` under the SPX name `name`: a file, or a directory with everything below it.
-/// With `root`, `src` and every symlink below it must resolve inside `root`.
+/// Every symlink, `src` included, must resolve inside the extension directory `root`
+/// ([`symlink_escape`]); with `confine`, `src` itself must be inside `root` too.
 pub fn add_path(
     entries: &mut Vec<Entry>,
     src: &Path,
     name: &str,
-    root: Option<&Path>,
+    root: &Path,
+    confine: bool,
     what: &str,
     findings: &mut Findings,
 ) {
-    let root_canon = root.and_then(|r| fs::canonicalize(r).ok());
     let canon = match fs::canonicalize(src) {
         Ok(c) => c,
         Err(e) => {
@@ -32,17 +88,23 @@ pub fn add_path(
             return;
         }
     };
-    if let Some(r) = &root_canon
+    if let Some((msg, hint)) = symlink_escape(src, root, what) {
+        findings.error(msg, Some(&hint));
+        return;
+    }
+    let root_canon = fs::canonicalize(root).ok();
+    if confine
+        && let Some(r) = &root_canon
         && !canon.starts_with(r)
     {
         findings.error(
-            format!("{what} {}: outside the package directory {}", src.display(), root.expect("root").display()),
+            format!("{what} {}: outside the package directory {}", src.display(), root.display()),
             Some("only files inside the extension directory can be packaged; copy it there"),
         );
         return;
     }
     let mut ancestors = BTreeSet::new();
-    walk(entries, &canon, src, name, root_canon.as_deref(), what, &mut ancestors, findings);
+    walk(entries, &canon, src, name, root, what, &mut ancestors, findings);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -51,7 +113,7 @@ fn walk(
     real: &Path,
     shown: &Path,
     name: &str,
-    root: Option<&Path>,
+    root: &Path,
     what: &str,
     ancestors: &mut BTreeSet<PathBuf>,
     findings: &mut Findings,
@@ -119,13 +181,8 @@ fn walk(
         let real_child = match fs::symlink_metadata(&child_path) {
             Ok(m) if m.file_type().is_symlink() => match fs::canonicalize(&child_path) {
                 Ok(c) => {
-                    if let Some(r) = root
-                        && !c.starts_with(r)
-                    {
-                        findings.error(
-                            format!("{what} {}: symlink points outside the package directory", child_shown.display()),
-                            Some("replace the symlink with the file, or remove it"),
-                        );
+                    if let Some((msg, hint)) = escape_shown(&child_path, &child_shown, root, what) {
+                        findings.error(msg, Some(&hint));
                         continue;
                     }
                     c
@@ -229,7 +286,7 @@ mod tests {
         fs::write(d.path().join("secret"), "s").unwrap();
         let mut e = Vec::new();
         let mut f = Findings::new();
-        add_path(&mut e, &root.join("data"), "data", Some(&root), "additional file", &mut f);
+        add_path(&mut e, &root.join("data"), "data", &root, true, "additional file", &mut f);
         assert!(f.0.is_empty(), "{f:?}");
         let names: Vec<(String, u32)> = e.iter().map(|x| (x.name.clone(), x.mode)).collect();
         assert_eq!(
@@ -245,14 +302,49 @@ mod tests {
         );
         std::os::unix::fs::symlink("../../secret", root.join("data/escape")).unwrap();
         let mut f = Findings::new();
-        add_path(&mut Vec::new(), &root.join("data"), "data", Some(&root), "additional file", &mut f);
-        assert!(f.0[0].message.contains("points outside the package directory"), "{f:?}");
+        add_path(&mut Vec::new(), &root.join("data"), "data", &root, true, "additional file", &mut f);
+        assert!(f.0[0].message.contains("data/escape: is a symlink to"), "{f:?}");
+        assert!(f.0[0].message.contains("outside the extension directory"), "{f:?}");
         let mut f = Findings::new();
-        add_path(&mut Vec::new(), &d.path().join("secret"), "secret", Some(&root), "additional file", &mut f);
+        add_path(&mut Vec::new(), &d.path().join("secret"), "secret", &root, true, "additional file", &mut f);
         assert!(f.0[0].message.contains("outside the package directory"), "{f:?}");
         let mut f = Findings::new();
-        add_path(&mut Vec::new(), &root.join("nope"), "nope", Some(&root), "icon", &mut f);
+        add_path(&mut Vec::new(), &root.join("nope"), "nope", &root, true, "icon", &mut f);
         assert!(f.0[0].message.ends_with("nope: no such file or directory"), "{f:?}");
+    }
+
+    #[test]
+    fn symlinks_leading_out_of_the_extension_directory_are_refused_wherever_the_file_comes_from() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("ext");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(d.path().join("host_secret"), "s").unwrap();
+        fs::write(root.join("sub/icon.png"), "i").unwrap();
+        std::os::unix::fs::symlink("../host_secret", root.join("icon.png")).unwrap();
+        std::os::unix::fs::symlink("sub/icon.png", root.join("inside.png")).unwrap();
+        std::os::unix::fs::symlink(d.path(), root.join("up")).unwrap();
+        // a symlink out: refused, named, with a hint
+        let (msg, hint) = symlink_escape(&root.join("icon.png"), &root, "manifest.json $.icon").unwrap();
+        assert!(msg.starts_with(&format!("manifest.json $.icon {}: is a symlink to", root.join("icon.png").display())));
+        assert!(msg.contains("host_secret") && msg.contains("outside the extension directory"), "{msg}");
+        assert!(hint.contains("copy the file"), "{hint}");
+        // through a symlinked parent directory
+        let (msg, _) = symlink_escape(&root.join("up/host_secret"), &root, "icon").unwrap();
+        assert!(msg.contains("only through a symlink"), "{msg}");
+        // links that stay inside, plain files, files outside named directly: not this rule's business
+        assert!(symlink_escape(&root.join("inside.png"), &root, "icon").is_none());
+        assert!(symlink_escape(&root.join("sub/icon.png"), &root, "icon").is_none());
+        assert!(symlink_escape(&d.path().join("host_secret"), &root, "icon").is_none());
+        // add_path applies it, confined or not (icon/udev from the current directory are not confined)
+        for confine in [false, true] {
+            let mut f = Findings::new();
+            let mut e = Vec::new();
+            add_path(&mut e, &root.join("icon.png"), "icon.png", &root, confine, "icon", &mut f);
+            assert!(e.is_empty() && f.0.len() == 1 && f.0[0].message.contains("is a symlink"), "{f:?}");
+        }
+        let mut f = Findings::new();
+        add_path(&mut Vec::new(), &d.path().join("host_secret"), "x", &root, false, "icon", &mut f);
+        assert!(f.0.is_empty(), "{f:?}");
     }
 
     #[test]

@@ -23,6 +23,8 @@ mod spx_sdk_examples;
 mod spx_dropin;
 // bad extension inputs: one error line each, exit 1, nothing written
 mod spx_bad_input;
+// where outputs may go: never over an input, never over a device or FIFO; symlinks written through
+mod outputs;
 // verify and inspect of SPX files made by the SDK script's method, by hand, or broken
 mod spx_verify;
 // spxpack init, then build

@@ -261,3 +261,45 @@ fn output_directory_missing_is_found_before_any_download() {
     assert_eq!(v.code, 1, "{}", v.stderr);
     assert!(v.error_line().ends_with("missing.spx: no such file"), "{}", v.stderr);
 }
+
+/// One rule for every file that goes into the SPX: a symlink leading out of the extension
+/// directory is refused (the host file is never packaged), whichever way the file is named.
+#[test]
+fn packaged_files_that_are_symlinks_out_of_the_extension_are_refused() {
+    let symlink_out = |s: &Scratch, name: &str| {
+        std::fs::write(s.path("host_secret"), "PRIVATE KEY").unwrap();
+        let p = s.path("ext").join(name);
+        let _ = std::fs::remove_file(&p);
+        std::os::unix::fs::symlink(s.path("host_secret"), &p).unwrap();
+    };
+    let cases: &[(&str, &str, &[&str], &str)] = &[
+        ("icon", "icon.png", &[], "manifest.json $.icon"),
+        ("udev_rules", "99-x.rules", &[], "manifest.json $.udev_rules"),
+        ("--udev-rule", "99-y.rules", &["--udev-rule", "99-y.rules"], "manifest.json $.udev_rules"),
+        ("--additional-files", "notes.txt", &["--additional-files", "notes.txt"], "additional file"),
+        ("prebuilt archive", "hello_extension.tar.gz", &[], "image archive"),
+        ("compose file", "docker-compose.yml", &[], "the compose file"),
+        ("manifest", "manifest.json", &[], "the manifest"),
+    ];
+    for (case, name, extra, what) in cases {
+        let s = Scratch::new();
+        ext(&s);
+        if *case == "udev_rules" {
+            edit(&manifest(&s), "\"icon\": \"icon.png\",", "\"icon\": \"icon.png\", \"udev_rules\": \"99-x.rules\",");
+        }
+        symlink_out(&s, name);
+        let r = build(&s, extra);
+        rejected(
+            &s,
+            &r,
+            &[&[what, &format!("ext/{name}: is a symlink to"), "host_secret", "outside the extension directory"]],
+        );
+        assert!(r.stderr.contains("hint: copy the file into the extension directory"), "{case}: {}", r.stderr);
+    }
+    // a symlink that stays inside the extension directory is followed
+    let s = Scratch::new();
+    ext(&s);
+    std::fs::rename(s.path("ext/icon.png"), s.path("ext/image/icon.png")).unwrap();
+    std::os::unix::fs::symlink("image/icon.png", s.path("ext/icon.png")).unwrap();
+    build(&s, &[]).ok();
+}
