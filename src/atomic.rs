@@ -180,7 +180,7 @@ pub enum InputKind {
     /// only, `index.json` replaced last).
     Layout,
     /// A build context: read whole except what its `.dockerignore` excludes.
-    Context(crate::build::dockerignore::Matcher),
+    Context(crate::dockerfile::dockerignore::Matcher),
 }
 
 /// Something a command reads, which its outputs must never overwrite.
@@ -423,7 +423,7 @@ mod tests {
         fs::write(p("in.tar"), "input").unwrap();
         fs::hard_link(p("in.tar"), p("hard.tar")).unwrap();
         std::os::unix::fs::symlink("in.tar", p("soft.tar")).unwrap();
-        let ignore = crate::build::dockerignore::Matcher::parse("sub/*.tar\n", ".dockerignore").unwrap();
+        let ignore = crate::dockerfile::dockerignore::Matcher::parse("sub/*.tar\n", ".dockerignore").unwrap();
         let inputs = [
             Input::file("the source", p("in.tar")),
             Input { label: "the build context".into(), path: p("ctx"), kind: InputKind::Context(ignore) },

@@ -7,7 +7,7 @@
 
 pub mod atomic;
 pub mod blob_cache;
-pub mod build;
+pub mod dockerfile;
 pub mod compress;
 pub mod digest;
 pub mod docker_archive;

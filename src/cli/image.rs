@@ -1,4 +1,4 @@
-//! `spxpack image build`: flags → `build::BuildOptions`, the build, and the output (a
+//! `spxpack image build`: flags → `dockerfile::BuildOptions`, the build, and the output (a
 //! docker-save archive or an OCI layout directory).
 
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::output::Term;
 use super::{RegistryArgs, RunArgs};
-use crate::build::{self, BuildOptions};
+use crate::dockerfile::{self, BuildOptions};
 use crate::docker_archive::{self, ArchiveImage, WriteOptions};
 use crate::error::{Error, Result};
 use crate::platform::Platform;
@@ -109,14 +109,14 @@ pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
     }
     opts.jobs = a.jobs;
     opts.compression_level = a.compression_level;
-    let executor = std::sync::Arc::new(crate::build::run::SandboxExecutor::new(a.run.options()?));
+    let executor = std::sync::Arc::new(crate::dockerfile::run::SandboxExecutor::new(a.run.options()?));
     opts.executor = Some(executor.clone());
     let oci = a.output.strip_prefix("oci:").map(|r| match r.rsplit_once(':') {
         Some((d, t)) if !t.contains('/') && !d.is_empty() => (PathBuf::from(d), Some(t.to_string())),
         _ => (PathBuf::from(r), None),
     });
     // fail before the build, not after it: the output must be writable and no input of the build
-    let inputs = build::inputs(&opts);
+    let inputs = dockerfile::inputs(&opts);
     match &oci {
         Some((dir, _)) => {
             // a layout directory is created or updated (new blobs, index.json replaced last): it
@@ -140,7 +140,7 @@ pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
     }
     let cache = crate::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
     let resolver = Resolver::new(cache, a.registry.client_options()?);
-    let out = build::build(&opts, &resolver, term)?;
+    let out = dockerfile::build(&opts, &resolver, term)?;
     tracing::info!("build: {:.2}s", started.elapsed().as_secs_f64());
     let img = &out.image;
     match &oci {

@@ -129,20 +129,20 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    pub(crate) fn options(&self) -> Result<crate::build::run::RunOptions> {
+    pub(crate) fn options(&self) -> Result<crate::dockerfile::run::RunOptions> {
         if let Some(c) = &self.ca_bundle
             && !crate::input::names_a_file(c)
         {
             return Err(Error::not_found(format!("--ca-bundle {}: no such file", c.display()))
                 .with_hint("pass a PEM file, e.g. /etc/ssl/certs/ca-certificates.crt"));
         }
-        Ok(crate::build::run::RunOptions {
+        Ok(crate::dockerfile::run::RunOptions {
             isolation: crate::sandbox::Isolation::parse(&self.isolation)?,
             qemu: self.qemu.clone(),
             proot: self.proot.clone(),
             helper: None,
             ca_bundle: self.ca_bundle.clone(),
-            secrets: self.secret.iter().map(|s| crate::build::run::Secret::parse(s)).collect::<Result<_>>()?,
+            secrets: self.secret.iter().map(|s| crate::dockerfile::run::Secret::parse(s)).collect::<Result<_>>()?,
         })
     }
 }

@@ -10,8 +10,8 @@ use std::time::Instant;
 use clap::Args;
 
 use super::output::Term;
-use crate::build::run::{RunOptions, SandboxExecutor};
-use crate::build::{self, BuildOptions};
+use crate::dockerfile::run::{RunOptions, SandboxExecutor};
+use crate::dockerfile::{self, BuildOptions};
 use crate::error::{Error, Result};
 use crate::platform::Platform;
 use crate::sandbox::{self, Isolation};
@@ -141,7 +141,7 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
     let resolver = Resolver::new(cache, crate::registry::ClientOptions::default());
     let quiet = Term::new(true); // warnings only
     let reporter: &dyn crate::progress::Reporter = if a.json { &quiet } else { term };
-    let built = build::build(&opts, &resolver, reporter);
+    let built = dockerfile::build(&opts, &resolver, reporter);
     let steps = executor.steps();
     let steps_json: Vec<serde_json::Value> = steps
         .iter()

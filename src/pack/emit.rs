@@ -33,14 +33,14 @@ pub fn emit(opts: &BuildOptions, mut plan: Plan, reporter: &dyn Reporter) -> Res
         let resolver = Resolver::new(cache, opts.client.clone());
         let mut images = Vec::with_capacity(plan.images.len());
         // one executor for every image: its sandbox is detected once
-        let executor = Arc::new(crate::build::run::SandboxExecutor::new(opts.run.clone()));
+        let executor = Arc::new(crate::dockerfile::run::SandboxExecutor::new(opts.run.clone()));
         for req in &plan.images {
             let image = match &req.from {
                 ImageFrom::Source(src) => {
                     pull::resolve_all(&resolver, std::slice::from_ref(src), &plan.platform, reporter)?.remove(0)
                 }
                 ImageFrom::Build(b) => {
-                    let mut bo = crate::build::BuildOptions::new(b.dockerfile.clone(), &b.context);
+                    let mut bo = crate::dockerfile::BuildOptions::new(b.dockerfile.clone(), &b.context);
                     bo.platform = plan.platform.clone();
                     bo.build_args = b.args.clone();
                     bo.target = b.target.clone();
@@ -48,7 +48,7 @@ pub fn emit(opts: &BuildOptions, mut plan: Plan, reporter: &dyn Reporter) -> Res
                     bo.compression_level = opts.level;
                     bo.jobs = opts.jobs;
                     bo.executor = Some(executor.clone());
-                    let img = crate::build::build_image(&bo, &resolver, reporter).map_err(|e| e.context(&req.shown))?;
+                    let img = crate::dockerfile::build_image(&bo, &resolver, reporter).map_err(|e| e.context(&req.shown))?;
                     pull::check_images(std::slice::from_ref(&img), &plan.platform)?;
                     img
                 }

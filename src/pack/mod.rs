@@ -64,7 +64,7 @@ pub struct BuildOptions {
     /// mtime of every entry and the default manifest `date` (`SOURCE_DATE_EPOCH` or 0).
     pub epoch: u64,
     /// How RUN steps of `build:` images are executed.
-    pub run: crate::build::run::RunOptions,
+    pub run: crate::dockerfile::run::RunOptions,
 }
 
 /// One image archive of the result.

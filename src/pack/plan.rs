@@ -629,9 +629,9 @@ fn inputs(
             ImageFrom::Source(s) => v.extend(Input::of_source(s, "the image source")),
             ImageFrom::Build(b) => {
                 let sdk = sdk_builds.iter().any(|x| x.from == r.from);
-                let opts = crate::build::BuildOptions::new(&b.dockerfile, &b.context);
+                let opts = crate::dockerfile::BuildOptions::new(&b.dockerfile, &b.context);
                 v.extend(
-                    crate::build::inputs(&opts)
+                    crate::dockerfile::inputs(&opts)
                         .into_iter()
                         .filter(|i| !(sdk && matches!(i.kind, InputKind::Context(_)))),
                 );

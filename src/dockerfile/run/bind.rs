@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::flags::{Mount, MountKind};
-use crate::build::StageResult;
-use crate::build::copy::{self, CopyRequest, Plan, PlanEntry, Source};
-use crate::build::ctx::{Ctx, FromUse};
-use crate::build::dockerfile::Loc;
-use crate::build::fsview::{ContentSrc, FsView, Kind, Node, PathKey};
-use crate::build::layer::{self, LayerOptions};
-use crate::build::layers::{BlobLookup, Staging};
-use crate::build::tree::Tree;
+use crate::dockerfile::StageResult;
+use crate::dockerfile::copy::{self, CopyRequest, Plan, PlanEntry, Source};
+use crate::dockerfile::ctx::{Ctx, FromUse};
+use crate::dockerfile::dockerfile::Loc;
+use crate::dockerfile::fsview::{ContentSrc, FsView, Kind, Node, PathKey};
+use crate::dockerfile::layer::{self, LayerOptions};
+use crate::dockerfile::layers::{BlobLookup, Staging};
+use crate::dockerfile::tree::Tree;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::platform::Platform;
@@ -69,7 +69,7 @@ pub(crate) fn plan(
         // a directory is mounted itself (the planner made a fresh 0755 destination for its
         // contents); the root of a tree stays that fresh directory, as the context's root does
         // in BuildKit
-        let resolved = tree.resolve(&crate::build::fsview::normalize(source));
+        let resolved = tree.resolve(&crate::dockerfile::fsview::normalize(source));
         if !resolved.path.is_empty()
             && let Some(n) = tree.node(&resolved.path)?.filter(Node::is_dir)
             && let Some(e) = plan.entries.get_mut(&PathKey(ROOT.into()))

@@ -88,9 +88,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::build::copy::{Plan, PlanEntry};
-    use crate::build::fsview::{Content, ContentSrc, Kind, Node, PathKey};
-    use crate::build::{BuildOptions, build, layer};
+    use crate::dockerfile::copy::{Plan, PlanEntry};
+    use crate::dockerfile::fsview::{Content, ContentSrc, Kind, Node, PathKey};
+    use crate::dockerfile::{BuildOptions, build, layer};
     use crate::source::Resolver;
 
     /// Pretends to run the command: the layer gets `/ran` holding the argv, env and workdir.
@@ -113,7 +113,7 @@ mod tests {
             let mut entries = BTreeMap::new();
             entries.insert(PathKey("ran".into()), PlanEntry { node, hardlink: None, implied: false });
             let plan = Plan { entries };
-            let staging = crate::build::layers::Staging::new(req.cache)?;
+            let staging = crate::dockerfile::layers::Staging::new(req.cache)?;
             let l = layer::write(&plan, req.layer_options, req.cache, &staging)?;
             Ok(RunOutcome { layer: Some(l), cached: false, how: "faked".into() })
         }

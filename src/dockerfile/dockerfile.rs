@@ -294,7 +294,7 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::instr::parse_duration;
+    use crate::dockerfile::instr::parse_duration;
 
     #[test]
     fn parses_forms_and_locations() {

@@ -4,7 +4,7 @@
 //! as unsupported. What a flag changes in the step's result is part of the step's cache key
 //! ([`RunFlags::key_text`]; the content a bind mount shows is added by the executor).
 
-use crate::build::dockerfile::Loc;
+use crate::dockerfile::dockerfile::Loc;
 use crate::error::{Error, Result};
 use crate::sandbox::Network;
 
@@ -201,7 +201,7 @@ fn parse_mount(spec: &str, workdir: &str, loc: &Loc, expand: Expand) -> Result<M
     }
     // relative targets are relative to the working directory (BuildKit)
     let absolute = |t: &str| {
-        crate::build::fsview::normalize(&if t.starts_with('/') { t.to_string() } else { format!("{workdir}/{t}") })
+        crate::dockerfile::fsview::normalize(&if t.starts_with('/') { t.to_string() } else { format!("{workdir}/{t}") })
     };
     let kind = match typ.as_str() {
         "cache" => {
@@ -265,7 +265,7 @@ fn parse_mount(spec: &str, workdir: &str, loc: &Loc, expand: Expand) -> Result<M
                 }
             }
             let source = get(&["source", "src"]).flatten().unwrap_or_else(|| ".".into());
-            if crate::build::tree::has_wildcards(&source) {
+            if crate::dockerfile::tree::has_wildcards(&source) {
                 return Err(loc
                     .error(format!("RUN --mount=type=bind,source={source}: source is one path, not a pattern"))
                     .with_hint("mount the directory that holds the files"));

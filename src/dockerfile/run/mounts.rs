@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::RunOptions;
 use super::flags::{Mount, MountKind};
-use crate::build::executor::RunRequest;
+use crate::dockerfile::executor::RunRequest;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::sandbox::{GuestMount, Runner, Sandbox};
