@@ -24,11 +24,11 @@ pub enum ImageCommand {
     /// sandbox (root, a user namespace or proot; qemu for a foreign architecture) without a
     /// daemon. Layers are cached in the blob cache: a rebuild with nothing changed writes no
     /// layer and runs no step.
-    Build(BuildArgs),
+    Build(ImageBuildArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct BuildArgs {
+pub struct ImageBuildArgs {
     /// The build context directory.
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
@@ -82,7 +82,7 @@ fn split_kv(s: &str, flag: &str) -> Result<(String, String)> {
     }
 }
 
-pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
+pub fn build(a: ImageBuildArgs, term: &Term) -> Result<()> {
     let started = std::time::Instant::now();
     let platform = Platform::parse(&a.platform)?;
     for t in &a.tags {

@@ -51,7 +51,7 @@ pub enum Command {
     /// platform (linux/arm64 for CORE I/O; linux/amd64 for installation_target orbit), and writes
     /// the SPX with the images saved under their compose image: names. The flags of the SDK's
     /// build_extension.py are accepted with the same meaning (see docs/build-flags.md).
-    Build(Box<spx::BuildArgs>),
+    Build(Box<spx::PackArgs>),
     /// Create manifest.json and docker-compose.yml for an image.
     Init(spx::InitArgs),
     /// Check an existing .spx offline: manifest rules, compose file, and every image archive
@@ -224,7 +224,7 @@ fn pull(a: PullArgs, term: &Term) -> Result<()> {
     let sources = a.sources.iter().map(|s| Source::parse(s)).collect::<Result<Vec<_>>>()?;
     let mut write = crate::docker_archive::WriteOptions::for_path(&a.output);
     write.level = a.compression_level;
-    let opts = crate::pull::PullOptions {
+    let opts = crate::ops::pull::PullOptions {
         platform,
         output: a.output.clone(),
         cache_dir: a.registry.cache_dir.clone(),
@@ -234,7 +234,7 @@ fn pull(a: PullArgs, term: &Term) -> Result<()> {
         write: Some(write),
     };
     let started = std::time::Instant::now();
-    let s = crate::pull::pull(&sources, &opts, term)?;
+    let s = crate::ops::pull::pull(&sources, &opts, term)?;
     if a.json {
         let v = serde_json::json!({
             "output": s.output,
@@ -265,17 +265,17 @@ fn inspect(a: InspectArgs, term: &Term) -> Result<()> {
     if a.source.to_ascii_lowercase().ends_with(".spx") && !path.exists() {
         return Err(Error::not_found(format!("{}: no such file", a.source)));
     }
-    if path.is_file() && crate::spx::inspect::looks_like_spx(path) {
+    if path.is_file() && crate::ops::inspect_spx::looks_like_spx(path) {
         return spx::inspect_spx(path, a.json, term);
     }
     let platform = Platform::parse(&a.platform)?;
     let src = Source::parse_path_or_ref(&a.source)?;
     let cache = crate::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
     let resolver = Resolver::new(cache, a.registry.client_options()?);
-    let report = match crate::inspect::inspect(&resolver, &src, &platform) {
+    let report = match crate::ops::inspect::inspect(&resolver, &src, &platform) {
         Ok(r) => r,
         // an SPX with its manifest.json further in (e.g. made with `tar czf x *`)
-        Err(e) if path.is_file() && crate::spx::inspect::has_extension_manifest(path) => {
+        Err(e) if path.is_file() && crate::ops::inspect_spx::has_extension_manifest(path) => {
             drop(e);
             return spx::inspect_spx(path, a.json, term);
         }
@@ -284,7 +284,7 @@ fn inspect(a: InspectArgs, term: &Term) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?);
     } else {
-        print!("{}", crate::inspect::render(&report));
+        print!("{}", crate::ops::inspect::render(&report));
     }
     Ok(())
 }

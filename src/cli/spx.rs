@@ -9,16 +9,17 @@ use super::output::Term;
 use super::{RegistryArgs, RunArgs};
 use crate::compress::Limits;
 use crate::error::{Error, Result};
-use crate::pack::{self, BuildOptions, VerifyLevel};
+use crate::ops::pack::{self, PackOptions, VerifyLevel};
 use crate::platform::Platform;
 use crate::progress::{Reporter, human_size};
-use crate::spx::verify::{VerifyOptions, verify_file};
-use crate::spx::{Target, init, inspect, warning_line};
+use crate::ops::verify::{VerifyOptions, verify_file};
+use crate::ops::{init, inspect_spx as inspect};
+use crate::spx::{Target, warning_line};
 
 const SDK: &str = "Flags of the SDK's build_extension.py (same meaning; see docs/build-flags.md)";
 
 #[derive(Debug, Args)]
-pub struct BuildArgs {
+pub struct PackArgs {
     /// The extension directory holding manifest.json and docker-compose.yml (or compose.yaml)
     /// [default: --package-dir, else the current directory].
     #[arg(value_name = "DIR")]
@@ -144,14 +145,14 @@ pub struct VerifyArgs {
     pub max_ratio: u64,
 }
 
-pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
+pub fn build(a: PackArgs, term: &Term) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read", Path::new("."), e))?;
     let platform = match (&a.platform, a.amd64) {
         (Some(p), _) => Some(Platform::parse(p)?),
         (None, true) => Some(Platform::linux_amd64()),
         (None, false) => None,
     };
-    let opts = BuildOptions {
+    let opts = PackOptions {
         dir: a.dir.clone().or(a.package_dir.clone()).unwrap_or_else(|| PathBuf::from(".")),
         cwd,
         output: a.output.clone(),
@@ -179,7 +180,7 @@ pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
         run: a.run.options()?,
     };
     let started = std::time::Instant::now();
-    let s = pack::build(&opts, term)?;
+    let s = pack::pack(&opts, term)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s).map_err(|e| Error::internal(e.to_string()))?);
         return Ok(());

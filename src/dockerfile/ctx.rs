@@ -114,7 +114,7 @@ impl Ctx<'_> {
                 platform.normalized()
             ));
         }
-        crate::pull::prefetch(std::slice::from_ref(&img), self.opts.jobs, self.reporter)?;
+        crate::ops::pull::prefetch(std::slice::from_ref(&img), self.opts.jobs, self.reporter)?;
         for l in &img.manifest.layers {
             self.register(l, img.source.clone());
         }

@@ -11,11 +11,8 @@
 pub mod assets;
 pub mod compose;
 pub mod image_check;
-pub mod init;
-pub mod inspect;
 pub mod json;
 pub mod manifest;
-pub mod verify;
 pub mod writer;
 
 use serde::Serialize;

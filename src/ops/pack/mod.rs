@@ -34,7 +34,7 @@ pub use crate::registry::Mirror;
 
 /// Everything `build` needs, resolved from flags and environment by the CLI.
 #[derive(Debug, Clone)]
-pub struct BuildOptions {
+pub struct PackOptions {
     /// The extension (package) directory with `manifest.json` and the compose file.
     pub dir: PathBuf,
     /// Where relative flag paths (`--icon`, `--udev-rule` fallbacks) are resolved.
@@ -79,7 +79,7 @@ pub struct ArchiveSummary {
 
 /// What `build` wrote.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct BuildSummary {
+pub struct PackSummary {
     pub output: PathBuf,
     pub extension_name: String,
     pub target: Target,
@@ -94,7 +94,7 @@ pub struct BuildSummary {
 }
 
 /// Builds the SPX; see the module docs.
-pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummary> {
+pub fn pack(opts: &PackOptions, reporter: &dyn Reporter) -> Result<PackSummary> {
     let plan = plan::plan(opts, reporter)?;
     reporter.message(&format!(
         "packaging {} {} for {} into {}",

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::plan::ImageFrom;
 use super::plan::{ArchiveKind, Plan};
-use super::{ArchiveSummary, BuildOptions, BuildSummary, VerifyLevel};
+use super::{ArchiveSummary, PackOptions, PackSummary, VerifyLevel};
 use crate::atomic::AtomicFile;
 use crate::blob_cache::BlobCache;
 use crate::compress::GzipWriter;
@@ -19,12 +19,12 @@ use crate::docker_archive::write::{Plain, Sink, WriteOptions, write_to};
 use crate::error::{Error, Result};
 use crate::image::{BlobReader, BlobSource, Descriptor, Image, media};
 use crate::progress::Reporter;
-use crate::pull;
+use crate::ops::pull;
 use crate::source::Resolver;
-use crate::spx::verify::{VerifyOptions, verify_stream};
+use crate::ops::verify::{VerifyOptions, verify_stream};
 use crate::spx::writer::{self, Body};
 
-pub fn emit(opts: &BuildOptions, mut plan: Plan, reporter: &dyn Reporter) -> Result<BuildSummary> {
+pub fn emit(opts: &PackOptions, mut plan: Plan, reporter: &dyn Reporter) -> Result<PackSummary> {
     // images
     let images: Vec<Image> = if plan.images.is_empty() {
         Vec::new()
@@ -173,7 +173,7 @@ pub fn emit(opts: &BuildOptions, mut plan: Plan, reporter: &dyn Reporter) -> Res
             },
         })
         .collect();
-    Ok(BuildSummary {
+    Ok(PackSummary {
         output: plan.output.clone(),
         extension_name: plan.extension_name.clone(),
         target: plan.target,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::BuildOptions;
+use super::PackOptions;
 use super::files::{asset, dedupe};
 use super::images::{build_req, pick_archive, prebuilt, registry_req, source_req};
 use crate::error::{Error, Result};
@@ -83,7 +83,7 @@ pub struct Plan {
     pub tee: Option<(usize, PathBuf)>,
 }
 
-pub fn plan(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Plan> {
+pub fn plan(opts: &PackOptions, reporter: &dyn Reporter) -> Result<Plan> {
     let dir = &opts.dir;
     if !dir.is_dir() {
         return Err(Error::not_found(format!("extension directory {} does not exist", dir.display()))

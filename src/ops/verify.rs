@@ -2,7 +2,7 @@
 //! by hand (`tar czf`) — read as a single stream (multi-member gzip, PAX and GNU headers are
 //! fine): safe entry names, the manifest rules, compose checks, compose `image:` ↔ bundled
 //! `RepoTags`, icon/udev/images ↔ entries, and every image archive replayed through
-//! `docker load`'s checks ([`super::image_check`]). Duplicate entries are an error, except
+//! `docker load`'s checks ([`crate::spx::image_check`]). Duplicate entries are an error, except
 //! byte-identical ones (which the SDK script writes), which are a warning.
 
 use std::collections::BTreeMap;
@@ -12,8 +12,8 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::image_check::{self, ArchiveInfo, CheckOptions};
-use super::{COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, compose, manifest};
+use crate::spx::image_check::{self, ArchiveInfo, CheckOptions};
+use crate::spx::{COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, compose, manifest};
 use crate::compress::{self, Compression, Limits};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
@@ -159,7 +159,7 @@ pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions
         let is_candidate = top_level
             && match &want_images {
                 Some(list) => list.iter().any(|n| n == name),
-                None => super::is_archive_name(name),
+                None => crate::spx::is_archive_name(name),
             };
         let mut top = Top { size, head: vec![], data: None, sha: None, kind, archive: None };
         if is_candidate {

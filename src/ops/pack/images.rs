@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::BuildOptions;
+use super::PackOptions;
 use super::plan::{ArchiveKind, ArchivePlan, DockerBuild, ImageFrom, ImageReq};
 use crate::platform::Platform;
 use crate::progress::Reporter;
@@ -15,7 +15,7 @@ use crate::spx::image_check::{self, ArchiveInfo, CheckOptions};
 use crate::spx::{self, Findings, assets};
 
 /// An image pulled by reference (through a mirror when one applies).
-pub fn registry_req(image: &str, opts: &BuildOptions, what: &str, f: &mut Findings) -> Option<ImageReq> {
+pub fn registry_req(image: &str, opts: &PackOptions, what: &str, f: &mut Findings) -> Option<ImageReq> {
     let r = match Reference::parse(image) {
         Ok(r) => r,
         Err(e) => {
@@ -42,7 +42,7 @@ pub fn registry_req(image: &str, opts: &BuildOptions, what: &str, f: &mut Findin
 pub fn source_req(
     src: &str,
     image: &str,
-    opts: &BuildOptions,
+    opts: &PackOptions,
     service: &str,
     file: &str,
     f: &mut Findings,
@@ -97,7 +97,7 @@ pub fn build_req(image: &str, build: DockerBuild, what: &str, f: &mut Findings) 
 pub fn prebuilt(
     path: &Path,
     name: &str,
-    opts: &BuildOptions,
+    opts: &PackOptions,
     platform: &Platform,
     f: &mut Findings,
     reporter: &dyn Reporter,

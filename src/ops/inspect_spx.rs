@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::Path;
 
 use super::verify::SpxReport;
-use super::{MANIFEST, Severity, manifest};
+use crate::spx::{MANIFEST, Severity, manifest};
 use crate::progress::human_size;
 
 /// Whether `path` is an SPX: named `*.spx`, or a gzip'd tar whose first entry is a JSON-object

@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{COMPOSE, COMPOSE_NAMES, MANIFEST, Target, manifest};
+use crate::spx::{COMPOSE, COMPOSE_NAMES, MANIFEST, Target, manifest};
 use crate::atomic::AtomicFile;
 use crate::docker_archive::DockerArchive;
 use crate::error::{Error, Result};
@@ -117,7 +117,7 @@ fn services_for(
             let source = (!in_dir).then(|| format!("docker-archive:{}:{tag}", relative(path, dir).display()));
             out.push((svc, tag.clone(), source));
         }
-        let prebuilt = in_dir.then_some(file_name).filter(|n| super::is_archive_name(n));
+        let prebuilt = in_dir.then_some(file_name).filter(|n| crate::spx::is_archive_name(n));
         return Ok((out, prebuilt));
     }
     if is_transport {
@@ -249,11 +249,11 @@ mod tests {
         };
         let s = init(&opts).unwrap();
         assert_eq!(s.extension_name, "my-ext");
-        let mut f = super::super::Findings::new();
+        let mut f = crate::spx::Findings::new();
         let p = Target::Spot.platform();
-        let c = super::super::compose::check(
+        let c = crate::spx::compose::check(
             &std::fs::read(dir.join(COMPOSE)).unwrap(),
-            &super::super::compose::Rules { file: "c", target: Target::Spot, platform: &p },
+            &crate::spx::compose::Rules { file: "c", target: Target::Spot, platform: &p },
             &mut f,
         )
         .unwrap();
