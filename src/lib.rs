@@ -27,4 +27,3 @@ pub mod spx;
 pub mod tar_index;
 
 pub use error::{Error, Kind, Result};
-pub mod cli;

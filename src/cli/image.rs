@@ -7,12 +7,12 @@ use clap::{Args, Subcommand};
 
 use super::output::Term;
 use super::{RegistryArgs, RunArgs};
-use crate::dockerfile::{self, BuildOptions};
-use crate::docker_archive::{self, ArchiveImage, WriteOptions};
-use crate::error::{Error, Result};
-use crate::platform::Platform;
-use crate::progress::{Reporter, human_size};
-use crate::source::Resolver;
+use spxpack::dockerfile::{self, BuildOptions};
+use spxpack::docker_archive::{self, ArchiveImage, WriteOptions};
+use spxpack::error::{Error, Result};
+use spxpack::platform::Platform;
+use spxpack::progress::{Reporter, human_size};
+use spxpack::source::Resolver;
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -109,7 +109,7 @@ pub fn build(a: ImageBuildArgs, term: &Term) -> Result<()> {
     }
     opts.jobs = a.jobs;
     opts.compression_level = a.compression_level;
-    let executor = std::sync::Arc::new(crate::dockerfile::run::SandboxExecutor::new(a.run.options()?));
+    let executor = std::sync::Arc::new(spxpack::dockerfile::run::SandboxExecutor::new(a.run.options()?));
     opts.executor = Some(executor.clone());
     let oci = a.output.strip_prefix("oci:").map(|r| match r.rsplit_once(':') {
         Some((d, t)) if !t.contains('/') && !d.is_empty() => (PathBuf::from(d), Some(t.to_string())),
@@ -123,22 +123,22 @@ pub fn build(a: ImageBuildArgs, term: &Term) -> Result<()> {
             // must not lie in anything read whole, and its index must not be an input; updating
             // the layout a FROM reads is fine
             let out = std::path::Path::new(&a.output);
-            crate::atomic::refuse_inputs(out, dir, "output", &inputs)?;
+            spxpack::atomic::refuse_inputs(out, dir, "output", &inputs)?;
             let same = |p: &std::path::Path| {
                 std::fs::canonicalize(p).ok().is_some_and(|c| std::fs::canonicalize(dir).ok() == Some(c))
             };
             let others: Vec<_> = inputs
                 .iter()
-                .filter(|i| !(matches!(i.kind, crate::atomic::InputKind::Layout) && same(&i.path)))
+                .filter(|i| !(matches!(i.kind, spxpack::atomic::InputKind::Layout) && same(&i.path)))
                 .cloned()
                 .collect();
-            crate::atomic::refuse_inputs(out, &dir.join("index.json"), "output", &others)?;
+            spxpack::atomic::refuse_inputs(out, &dir.join("index.json"), "output", &others)?;
         }
         None => {
-            crate::atomic::check_output(std::path::Path::new(&a.output), "output", &inputs)?;
+            spxpack::atomic::check_output(std::path::Path::new(&a.output), "output", &inputs)?;
         }
     }
-    let cache = crate::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
+    let cache = spxpack::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
     let resolver = Resolver::new(cache, a.registry.client_options()?);
     let out = dockerfile::build(&opts, &resolver, term)?;
     tracing::info!("build: {:.2}s", started.elapsed().as_secs_f64());
@@ -146,7 +146,7 @@ pub fn build(a: ImageBuildArgs, term: &Term) -> Result<()> {
     match &oci {
         Some((dir, tag)) => {
             let name = tag.clone().or_else(|| a.tags.first().cloned());
-            crate::oci_layout::write_dir(dir, &[(img, name)], &|n| term.bytes(n))?;
+            spxpack::oci_layout::write_dir(dir, &[(img, name)], &|n| term.bytes(n))?;
         }
         None => {
             if a.tags.is_empty() {

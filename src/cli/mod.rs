@@ -10,11 +10,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::error::{Error, Result};
-use crate::platform::Platform;
-use crate::registry::ClientOptions;
-use crate::registry::auth::CredentialOptions;
-use crate::source::{Resolver, Source};
+use spxpack::error::{Error, Result};
+use spxpack::platform::Platform;
+use spxpack::registry::ClientOptions;
+use spxpack::registry::auth::CredentialOptions;
+use spxpack::source::{Resolver, Source};
 use output::Term;
 
 #[derive(Debug, Parser)]
@@ -129,20 +129,20 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    pub(crate) fn options(&self) -> Result<crate::dockerfile::run::RunOptions> {
+    pub(crate) fn options(&self) -> Result<spxpack::dockerfile::run::RunOptions> {
         if let Some(c) = &self.ca_bundle
-            && !crate::input::names_a_file(c)
+            && !spxpack::input::names_a_file(c)
         {
             return Err(Error::not_found(format!("--ca-bundle {}: no such file", c.display()))
                 .with_hint("pass a PEM file, e.g. /etc/ssl/certs/ca-certificates.crt"));
         }
-        Ok(crate::dockerfile::run::RunOptions {
-            isolation: crate::sandbox::Isolation::parse(&self.isolation)?,
+        Ok(spxpack::dockerfile::run::RunOptions {
+            isolation: spxpack::sandbox::Isolation::parse(&self.isolation)?,
             qemu: self.qemu.clone(),
             proot: self.proot.clone(),
             helper: None,
             ca_bundle: self.ca_bundle.clone(),
-            secrets: self.secret.iter().map(|s| crate::dockerfile::run::Secret::parse(s)).collect::<Result<_>>()?,
+            secrets: self.secret.iter().map(|s| spxpack::dockerfile::run::Secret::parse(s)).collect::<Result<_>>()?,
         })
     }
 }
@@ -160,7 +160,7 @@ impl RegistryArgs {
             cert_dirs: self.cert_dir.clone(),
             creds,
             retries: self.retries,
-            mirrors: crate::registry::Mirror::parse_all(&self.registry_mirror)?,
+            mirrors: spxpack::registry::Mirror::parse_all(&self.registry_mirror)?,
             ..Default::default()
         })
     }
@@ -222,9 +222,9 @@ pub fn run(cli: Cli) -> Result<()> {
 fn pull(a: PullArgs, term: &Term) -> Result<()> {
     let platform = Platform::parse(&a.platform)?;
     let sources = a.sources.iter().map(|s| Source::parse(s)).collect::<Result<Vec<_>>>()?;
-    let mut write = crate::docker_archive::WriteOptions::for_path(&a.output);
+    let mut write = spxpack::docker_archive::WriteOptions::for_path(&a.output);
     write.level = a.compression_level;
-    let opts = crate::ops::pull::PullOptions {
+    let opts = spxpack::ops::pull::PullOptions {
         platform,
         output: a.output.clone(),
         cache_dir: a.registry.cache_dir.clone(),
@@ -234,7 +234,7 @@ fn pull(a: PullArgs, term: &Term) -> Result<()> {
         write: Some(write),
     };
     let started = std::time::Instant::now();
-    let s = crate::ops::pull::pull(&sources, &opts, term)?;
+    let s = spxpack::ops::pull::pull(&sources, &opts, term)?;
     if a.json {
         let v = serde_json::json!({
             "output": s.output,
@@ -253,7 +253,7 @@ fn pull(a: PullArgs, term: &Term) -> Result<()> {
             s.images.len(),
             if s.images.len() == 1 { "" } else { "s" },
             s.archive.blobs,
-            crate::progress::human_size(size),
+            spxpack::progress::human_size(size),
             started.elapsed().as_secs_f32()
         ));
     }
@@ -265,17 +265,17 @@ fn inspect(a: InspectArgs, term: &Term) -> Result<()> {
     if a.source.to_ascii_lowercase().ends_with(".spx") && !path.exists() {
         return Err(Error::not_found(format!("{}: no such file", a.source)));
     }
-    if path.is_file() && crate::ops::inspect_spx::looks_like_spx(path) {
+    if path.is_file() && spxpack::ops::inspect_spx::looks_like_spx(path) {
         return spx::inspect_spx(path, a.json, term);
     }
     let platform = Platform::parse(&a.platform)?;
     let src = Source::parse_path_or_ref(&a.source)?;
-    let cache = crate::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
+    let cache = spxpack::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
     let resolver = Resolver::new(cache, a.registry.client_options()?);
-    let report = match crate::ops::inspect::inspect(&resolver, &src, &platform) {
+    let report = match spxpack::ops::inspect::inspect(&resolver, &src, &platform) {
         Ok(r) => r,
         // an SPX with its manifest.json further in (e.g. made with `tar czf x *`)
-        Err(e) if path.is_file() && crate::ops::inspect_spx::has_extension_manifest(path) => {
+        Err(e) if path.is_file() && spxpack::ops::inspect_spx::has_extension_manifest(path) => {
             drop(e);
             return spx::inspect_spx(path, a.json, term);
         }
@@ -284,7 +284,7 @@ fn inspect(a: InspectArgs, term: &Term) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?);
     } else {
-        print!("{}", crate::ops::inspect::render(&report));
+        print!("{}", spxpack::ops::inspect::render(&report));
     }
     Ok(())
 }

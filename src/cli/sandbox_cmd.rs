@@ -10,12 +10,12 @@ use std::time::Instant;
 use clap::Args;
 
 use super::output::Term;
-use crate::dockerfile::run::{RunOptions, SandboxExecutor};
-use crate::dockerfile::{self, BuildOptions};
-use crate::error::{Error, Result};
-use crate::platform::Platform;
-use crate::sandbox::{self, Isolation};
-use crate::source::Resolver;
+use spxpack::dockerfile::run::{RunOptions, SandboxExecutor};
+use spxpack::dockerfile::{self, BuildOptions};
+use spxpack::error::{Error, Result};
+use spxpack::platform::Platform;
+use spxpack::sandbox::{self, Isolation};
+use spxpack::source::Resolver;
 
 #[derive(Debug, Args)]
 pub struct SandboxRunArgs {
@@ -137,10 +137,10 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
     opts.no_cache = true; // a sandbox tool: always run the steps
     let executor = Arc::new(SandboxExecutor::new(run_opts));
     opts.executor = Some(executor.clone());
-    let cache = crate::blob_cache::BlobCache::open(a.cache_dir.clone(), a.offline)?;
-    let resolver = Resolver::new(cache, crate::registry::ClientOptions::default());
+    let cache = spxpack::blob_cache::BlobCache::open(a.cache_dir.clone(), a.offline)?;
+    let resolver = Resolver::new(cache, spxpack::registry::ClientOptions::default());
     let quiet = Term::new(true); // warnings only
-    let reporter: &dyn crate::progress::Reporter = if a.json { &quiet } else { term };
+    let reporter: &dyn spxpack::progress::Reporter = if a.json { &quiet } else { term };
     let built = dockerfile::build(&opts, &resolver, reporter);
     let steps = executor.steps();
     let steps_json: Vec<serde_json::Value> = steps
@@ -162,11 +162,11 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
     }
     let built = built?;
     if let Some(outp) = &a.output {
-        let mut w = crate::docker_archive::WriteOptions::for_path(outp);
+        let mut w = spxpack::docker_archive::WriteOptions::for_path(outp);
         w.mtime = opts.epoch;
-        crate::docker_archive::write_file(
+        spxpack::docker_archive::write_file(
             outp,
-            &[crate::docker_archive::ArchiveImage { image: &built.image, tags: vec![a.tag.clone()] }],
+            &[spxpack::docker_archive::ArchiveImage { image: &built.image, tags: vec![a.tag.clone()] }],
             &w,
             &|_| {},
         )?;

@@ -7,14 +7,14 @@ use clap::{Args, ValueEnum};
 
 use super::output::Term;
 use super::{RegistryArgs, RunArgs};
-use crate::compress::Limits;
-use crate::error::{Error, Result};
-use crate::ops::pack::{self, PackOptions, VerifyLevel};
-use crate::platform::Platform;
-use crate::progress::{Reporter, human_size};
-use crate::ops::verify::{VerifyOptions, verify_file};
-use crate::ops::{init, inspect_spx as inspect};
-use crate::spx::{Target, warning_line};
+use spxpack::compress::Limits;
+use spxpack::error::{Error, Result};
+use spxpack::ops::pack::{self, PackOptions, VerifyLevel};
+use spxpack::platform::Platform;
+use spxpack::progress::{Reporter, human_size};
+use spxpack::ops::verify::{VerifyOptions, verify_file};
+use spxpack::ops::{init, inspect_spx as inspect};
+use spxpack::spx::{Target, warning_line};
 
 const SDK: &str = "Flags of the SDK's build_extension.py (same meaning; see docs/build-flags.md)";
 
@@ -176,7 +176,7 @@ pub fn build(a: PackArgs, term: &Term) -> Result<()> {
             VerifyArg::Quick => VerifyLevel::Quick,
             VerifyArg::Full => VerifyLevel::Full,
         },
-        epoch: crate::docker_archive::write::source_date_epoch(),
+        epoch: spxpack::docker_archive::write::source_date_epoch(),
         run: a.run.options()?,
     };
     let started = std::time::Instant::now();
@@ -235,8 +235,8 @@ pub fn verify(a: VerifyArgs, term: &Term) -> Result<()> {
     } else {
         for f in &report.findings.0 {
             match f.severity {
-                crate::spx::Severity::Warning => term.warn(&warning_line(f)),
-                crate::spx::Severity::Error => {
+                spxpack::spx::Severity::Warning => term.warn(&warning_line(f)),
+                spxpack::spx::Severity::Error => {
                     term.warn(&format!("error: {}", f.message));
                     if let Some(h) = &f.hint {
                         term.warn(&format!("  hint: {h}"));
