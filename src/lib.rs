@@ -7,10 +7,10 @@
 
 pub mod atomic;
 pub mod blob_cache;
-pub mod dockerfile;
 pub mod compress;
 pub mod digest;
 pub mod docker_archive;
+pub mod dockerfile;
 pub mod error;
 pub mod http;
 pub mod image;

@@ -35,10 +35,7 @@ fn main() {
             }
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            if let Some(h) = e.hint() {
-                eprintln!("hint: {h}");
-            }
+            eprint!("{}", e.render());
             std::process::exit(e.exit_code());
         }
     }

@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 
 use super::output::Term;
 use super::{RegistryArgs, RunArgs};
-use spxpack::dockerfile::{self, BuildOptions};
 use spxpack::docker_archive::{self, ArchiveImage, WriteOptions};
+use spxpack::dockerfile::{self, BuildOptions};
 use spxpack::error::{Error, Result};
 use spxpack::platform::Platform;
 use spxpack::progress::{Reporter, human_size};

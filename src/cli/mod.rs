@@ -10,12 +10,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use output::Term;
 use spxpack::error::{Error, Result};
 use spxpack::platform::Platform;
 use spxpack::registry::ClientOptions;
 use spxpack::registry::auth::CredentialOptions;
 use spxpack::source::{Resolver, Source};
-use output::Term;
 
 #[derive(Debug, Parser)]
 #[command(

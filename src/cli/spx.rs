@@ -10,10 +10,10 @@ use super::{RegistryArgs, RunArgs};
 use spxpack::compress::Limits;
 use spxpack::error::{Error, Result};
 use spxpack::ops::pack::{self, PackOptions, VerifyLevel};
-use spxpack::platform::Platform;
-use spxpack::progress::{Reporter, human_size};
 use spxpack::ops::verify::{VerifyOptions, verify_file};
 use spxpack::ops::{init, inspect_spx as inspect};
+use spxpack::platform::Platform;
+use spxpack::progress::{Reporter, human_size};
 use spxpack::spx::{Target, warning_line};
 
 const SDK: &str = "Flags of the SDK's build_extension.py (same meaning; see docs/build-flags.md)";

@@ -9,12 +9,12 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::spx::{COMPOSE, COMPOSE_NAMES, MANIFEST, Target, manifest};
 use crate::atomic::AtomicFile;
 use crate::docker_archive::DockerArchive;
 use crate::error::{Error, Result};
 use crate::reference::Reference;
 use crate::source::Source;
+use crate::spx::{COMPOSE, COMPOSE_NAMES, MANIFEST, Target, manifest};
 
 #[derive(Debug, Clone)]
 pub struct InitOptions {

@@ -12,12 +12,12 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::spx::image_check::{self, ArchiveInfo, CheckOptions};
-use crate::spx::{COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, compose, manifest};
 use crate::compress::{self, Compression, Limits};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::platform::Platform;
+use crate::spx::image_check::{self, ArchiveInfo, CheckOptions};
+use crate::spx::{COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, compose, manifest};
 use crate::tar_index::{HeaderGuard, normalize};
 
 /// How to verify.

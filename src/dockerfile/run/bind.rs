@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::flags::{Mount, MountKind};
+use crate::digest::Digest;
 use crate::dockerfile::StageResult;
 use crate::dockerfile::copy::{self, CopyRequest, Plan, PlanEntry, Source};
 use crate::dockerfile::ctx::{Ctx, FromUse};
@@ -20,7 +21,6 @@ use crate::dockerfile::fsview::{ContentSrc, FsView, Kind, Node, PathKey};
 use crate::dockerfile::layer::{self, LayerOptions};
 use crate::dockerfile::layers::{BlobLookup, Staging};
 use crate::dockerfile::tree::Tree;
-use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::platform::Platform;
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::RunOptions;
 use super::flags::{Mount, MountKind};
-use crate::dockerfile::executor::RunRequest;
 use crate::digest::Digest;
+use crate::dockerfile::executor::RunRequest;
 use crate::error::{Error, Result};
 use crate::sandbox::{GuestMount, Runner, Sandbox};
 

@@ -18,10 +18,10 @@ use crate::docker_archive::ArchiveImage;
 use crate::docker_archive::write::{Plain, Sink, WriteOptions, write_to};
 use crate::error::{Error, Result};
 use crate::image::{BlobReader, BlobSource, Descriptor, Image, media};
-use crate::progress::Reporter;
 use crate::ops::pull;
-use crate::source::Resolver;
 use crate::ops::verify::{VerifyOptions, verify_stream};
+use crate::progress::Reporter;
+use crate::source::Resolver;
 use crate::spx::writer::{self, Body};
 
 pub fn emit(opts: &PackOptions, mut plan: Plan, reporter: &dyn Reporter) -> Result<PackSummary> {
@@ -48,7 +48,8 @@ pub fn emit(opts: &PackOptions, mut plan: Plan, reporter: &dyn Reporter) -> Resu
                     bo.compression_level = opts.level;
                     bo.jobs = opts.jobs;
                     bo.executor = Some(executor.clone());
-                    let img = crate::dockerfile::build_image(&bo, &resolver, reporter).map_err(|e| e.context(&req.shown))?;
+                    let img =
+                        crate::dockerfile::build_image(&bo, &resolver, reporter).map_err(|e| e.context(&req.shown))?;
                     pull::check_images(std::slice::from_ref(&img), &plan.platform)?;
                     img
                 }
