@@ -12,6 +12,7 @@ pub mod digest;
 pub mod docker_archive;
 pub mod dockerfile;
 pub mod error;
+pub mod host_env;
 pub mod http;
 pub mod image;
 pub mod input;
