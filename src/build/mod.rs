@@ -117,7 +117,10 @@ pub fn inputs(opts: &BuildOptions) -> Vec<crate::atomic::Input> {
             v.push(Input::tree(label, val));
         }
     }
-    if let Ok(text) = std::fs::read_to_string(&opts.dockerfile)
+    // a FIFO, a device or an oversized file is refused here without reading it; the build
+    // itself then reports it
+    if let Ok(bytes) = crate::input::read(&opts.dockerfile, crate::input::MAX_TEXT)
+        && let Ok(text) = String::from_utf8(bytes)
         && let Ok(df) = dockerfile::parse(&text, &opts.dockerfile.display().to_string())
     {
         for s in &df.stages {
