@@ -4,6 +4,7 @@
 
 pub mod media;
 pub mod model;
+pub mod resolve;
 pub mod validate;
 
 use std::io::Read;

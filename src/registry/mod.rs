@@ -16,8 +16,8 @@ pub use mirror::Mirror;
 use crate::blob_cache::BlobCache;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Kind, Result};
-use crate::image::model::sniff_manifest_kind;
-use crate::image::{BlobReader, BlobSource, ConfigView, Descriptor, Image, Index, Manifest, media, parse_json};
+use crate::image::resolve::{self, Document};
+use crate::image::{BlobReader, BlobSource, Descriptor, Image, media};
 use crate::platform::Platform;
 use crate::reference::Reference;
 
@@ -118,51 +118,11 @@ impl Registry {
     /// Resolves `r` to the image for `platform`.
     pub fn resolve(&self, r: &Reference, platform: &Platform) -> Result<Image> {
         let what = r.to_string();
-        let (mut bytes, mut digest, mut ctype) = self.manifest_bytes(r, &r.api_reference(), &what)?;
-        let mut index_digest = None;
-        for _depth in 0..4 {
-            let kind = sniff_manifest_kind(&bytes, ctype.as_deref()).ok_or_else(|| {
-                Error::input(format!(
-                    "{what}: the registry returned a document that is neither a manifest nor an index"
-                ))
-            })?;
-            if kind == media::DOCKER_MANIFEST_V1 || kind == media::DOCKER_MANIFEST_V1_SIGNED {
-                return Err(Error::unsupported(format!(
-                    "{what} is a Docker schema 1 manifest, which spxpack does not read"
-                ))
-                .with_hint("re-push the image with a current docker or skopeo to convert it to schema 2"));
-            }
-            if media::is_index(&kind) {
-                let idx = Index::parse(&bytes, &format!("index of {what}"))?;
-                let child = select_platform(&idx.manifests, platform, &what)?;
-                index_digest.get_or_insert(digest.clone());
-                let (b, d, c) = self.manifest_bytes(r, &child.digest.to_string(), &what)?;
-                (bytes, digest, ctype) = (b, d, c);
-                continue;
-            }
-            if !media::is_manifest(&kind) {
-                return Err(Error::unsupported(format!("{what} has unsupported manifest type {kind:?}")));
-            }
-            let manifest = Manifest::parse(&bytes, &format!("manifest of {what}"))?;
-            let config_raw = self.small_blob(r, &manifest.config, &format!("config of {what}"))?;
-            let config: ConfigView = parse_json(&config_raw, &format!("config of {what}"))?;
-            let _ = digest;
-            let mut suggested = Vec::new();
-            if let Some(t) = r.familiar_tagged() {
-                suggested.push(t);
-            }
-            return Ok(Image {
-                manifest_raw: bytes,
-                manifest,
-                config_raw,
-                config,
-                source: Arc::new(RegistryBlobs { reference: r.clone(), registry: self.clone_handle() }),
-                origin: what,
-                suggested_tags: suggested,
-                index_digest,
-            });
-        }
-        Err(Error::input(format!("{what}: indexes nested more than 4 levels deep")))
+        let (bytes, digest, media_type) = self.manifest_bytes(r, &r.api_reference(), &what)?;
+        let docs = RegistryDocs { registry: self, reference: r, what: &what };
+        let resolved = resolve::resolve(Document { bytes, digest, media_type }, platform, &what, &docs)?;
+        let source = Arc::new(RegistryBlobs { reference: r.clone(), registry: self.clone_handle() });
+        Image::new(resolved, source, what.clone(), r.familiar_tagged().into_iter().collect())
     }
 
     fn clone_handle(&self) -> Registry {
@@ -302,22 +262,23 @@ impl Registry {
     }
 }
 
-/// Picks the entry for `want` from an index; the error lists what the index has.
-pub fn select_platform<'a>(entries: &'a [Descriptor], want: &Platform, what: &str) -> Result<&'a Descriptor> {
-    let candidates: Vec<&Descriptor> =
-        entries.iter().filter(|e| e.platform.as_ref().is_some_and(|p| p.satisfies(want))).collect();
-    if let Some(first) = candidates.first() {
-        return Ok(first);
+/// The registry's side of [`resolve::resolve`]: children of an index by digest (through the
+/// cache), configs as small blobs.
+struct RegistryDocs<'a> {
+    registry: &'a Registry,
+    reference: &'a Reference,
+    what: &'a str,
+}
+
+impl resolve::Documents for RegistryDocs<'_> {
+    fn child(&self, desc: &Descriptor) -> Result<Document> {
+        let (bytes, digest, media_type) =
+            self.registry.manifest_bytes(self.reference, &desc.digest.to_string(), self.what)?;
+        Ok(Document { bytes, digest, media_type })
     }
-    let have: Vec<String> = entries
-        .iter()
-        .filter_map(|e| e.platform.as_ref())
-        .filter(|p| p.os != "unknown")
-        .map(|p| p.normalized().to_string())
-        .collect();
-    let have = if have.is_empty() { "no platforms".to_string() } else { have.join(", ") };
-    Err(Error::not_found(format!("{what} has no image for {}; the index has: {have}", want.normalized()))
-        .with_hint("pick one of those with --platform, or use an image built for the robot's platform"))
+    fn config(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        self.registry.small_blob(self.reference, desc, &format!("config of {}", self.what))
+    }
 }
 
 /// Layer bytes of a registry image: from the cache, fetched on demand.

@@ -137,7 +137,7 @@ impl SandboxExecutor {
             helper: self.opts.helper.clone(),
             scratch: None,
         };
-        let runner = sandbox::detect(req.platform, &opts).map_err(|r| r.to_error().context(req.loc))?;
+        let runner = sandbox::detect(req.platform, &opts).map_err(|r| r.to_error().at(req.loc))?;
         req.reporter.message(&format!(
             "RUN sandbox: {} (detected in {:.2}s)",
             runner.describe(),
@@ -231,7 +231,7 @@ impl SandboxExecutor {
         let user = if req.user.is_empty() {
             (0, 0)
         } else {
-            sandbox::resolve_user(live.rootfs.path(), &req.user).map_err(|e| e.context(req.loc))?
+            sandbox::resolve_user(live.rootfs.path(), &req.user).map_err(|e| e.at(req.loc))?
         };
         let mut env: Vec<(String, String)> = Vec::new();
         for e in &req.env {
@@ -283,7 +283,7 @@ impl SandboxExecutor {
             user_emulated: false,
             layer: None,
         };
-        let out = out.map_err(|e| e.context(req.loc))?;
+        let out = out.map_err(|e| e.at(req.loc))?;
         rec.code = Some(out.code);
         rec.output = out.tail.clone();
         rec.notes = out.notes.clone();
@@ -291,7 +291,7 @@ impl SandboxExecutor {
         if let Err(e) = out.check() {
             rec.elapsed_s = started.elapsed().as_secs_f64();
             self.record(rec);
-            return Err(e.context(req.loc));
+            return Err(e.at(req.loc));
         }
         let mut lopts = runner.layer_options(&spec, Some(req.layer_options.epoch), &step_dir.path().join("layer"));
         lopts.level = req.layer_options.level;

@@ -139,7 +139,7 @@ pub fn prepare(
                     tracing::info!("{}: secret {id} not given; not mounted", req.loc);
                     continue;
                 };
-                let data = s.read().map_err(|e| e.context(req.loc))?;
+                let data = s.read().map_err(|e| e.at(req.loc))?;
                 if let Some(v) = var {
                     env.retain(|(k, _)| k != v);
                     env.push((v.clone(), String::from_utf8_lossy(&data).into_owned()));
