@@ -6,11 +6,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use super::dockerfile::{self, Loc};
 use super::executor::RootLayer;
 use super::fsview::{self, FsView};
 use super::layer::LayerOptions;
 use super::layers::{self, Staging};
+use super::parse::{self, Loc};
 use super::tree::{DirTree, Tree, ViewTree};
 use super::{BuildOptions, StageResult};
 use crate::blob_cache::{BlobCache, CacheSource};
@@ -175,7 +175,7 @@ impl Ctx<'_> {
             None => {
                 // a bare name one typo away from a stage is a mistake, not Docker Hub's image
                 let bare = !from.contains(['/', ':', '@', '.']);
-                if let Some(near) = names.iter().find(|n| bare && dockerfile::edit_distance(n, &lower) <= 2) {
+                if let Some(near) = names.iter().find(|n| bare && parse::edit_distance(n, &lower) <= 2) {
                     return Err(loc
                         .error(format!("{flag}={from}: no stage named {from:?} before this one"))
                         .with_hint(format!(

@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use super::dockerfile::{Heredoc, Loc};
 use super::layer::{Layer, LayerOptions};
 use super::layers::{BlobLookup, Staging};
+use super::parse::{Heredoc, Loc};
 use super::run::bind::Bound;
 use super::run::flags::RunFlags;
 use crate::blob_cache::BlobCache;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use parse_dockerfile as pd;
 
-use super::dockerfile::{CmdLine, Copy, From, Health, Heredoc, Instr, Lines, Loc, Op, Run, Src};
 use super::lex;
+use super::parse::{CmdLine, Copy, From, Health, Heredoc, Instr, Lines, Loc, Op, Run, Src};
 use crate::error::{Error, Result};
 
 /// The instruction's first logical line starting at `start`, continuations joined

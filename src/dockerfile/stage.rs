@@ -12,11 +12,11 @@ use super::StageResult;
 use super::config::{Config, DEFAULT_PATH, check_signal, parse_ports};
 use super::copy::{self, CopyRequest, Plan, PlanEntry, Source};
 use super::ctx::{Ctx, FromUse};
-use super::dockerfile::{CmdLine, Instr, Loc, Op, Src};
 use super::executor::{RootLayer, RunRequest, run_unsupported};
 use super::fsview::{FsView, LayerEntry, Node, normalize};
 use super::layer;
 use super::lex::Lex;
+use super::parse::{CmdLine, Instr, Loc, Op, Src};
 use super::tree::Tree;
 use crate::error::Result;
 use crate::image::{Descriptor, Image, media};
@@ -236,7 +236,7 @@ impl<'c> State<'c> {
 
     fn run_step(
         &mut self,
-        run: &super::dockerfile::Run,
+        run: &super::parse::Run,
         loc: &Loc,
         stages: &[Option<StageResult>],
         index: usize,
@@ -414,7 +414,7 @@ impl<'c> State<'c> {
     fn copy_step(
         &mut self,
         ins: &Instr,
-        c: &super::dockerfile::Copy,
+        c: &super::parse::Copy,
         stages: &[Option<StageResult>],
         index: usize,
     ) -> Result<()> {
