@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Kind, Result};
+use crate::host_env::HostEnv;
 use crate::image::{BlobReader, BlobSource, Descriptor};
 
 /// The blob cache.
@@ -25,9 +26,10 @@ pub struct BlobCache {
 }
 
 impl BlobCache {
-    /// Opens (creating if needed) the cache at `root`, or at the default location.
+    /// Opens (creating if needed) the cache at `root`, or at [`default_dir`] of an empty
+    /// environment (the CLI passes the user's, see [`default_dir`]).
     pub fn open(root: Option<PathBuf>, offline: bool) -> Result<Arc<Self>> {
-        let root = root.unwrap_or_else(default_dir);
+        let root = root.unwrap_or_else(|| default_dir(&HostEnv::default()));
         for sub in ["blobs/sha256", "tmp", "refs"] {
             let d = root.join(sub);
             fs::create_dir_all(&d).map_err(|e| {
@@ -221,16 +223,17 @@ impl BlobSource for CacheSource {
     }
 }
 
-/// `$XDG_CACHE_HOME/spxpack`, `~/.cache/spxpack`, or a per-user directory under the temp dir.
-pub fn default_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("SPXPACK_CACHE_DIR").filter(|v| !v.is_empty()) {
-        return PathBuf::from(x);
+/// `$SPXPACK_CACHE_DIR`, `$XDG_CACHE_HOME/spxpack`, `~/.cache/spxpack`, or a per-user
+/// directory under the temp dir.
+pub fn default_dir(env: &HostEnv) -> PathBuf {
+    if let Some(x) = env.path("SPXPACK_CACHE_DIR") {
+        return x;
     }
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(x).join("spxpack");
+    if let Some(x) = env.path("XDG_CACHE_HOME") {
+        return x.join("spxpack");
     }
-    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(h).join(".cache").join("spxpack");
+    if let Some(h) = env.path("HOME") {
+        return h.join(".cache").join("spxpack");
     }
     // SAFETY-free uid lookup: /proc/self is ours.
     let uid = fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(0);

@@ -138,7 +138,7 @@ pub fn build(a: ImageBuildArgs, term: &Term) -> Result<()> {
             spxpack::atomic::check_output(std::path::Path::new(&a.output), "output", &inputs)?;
         }
     }
-    let cache = spxpack::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
+    let cache = spxpack::blob_cache::BlobCache::open(a.registry.cache_dir(), a.registry.offline)?;
     let resolver = Resolver::new(cache, a.registry.client_options()?);
     let out = dockerfile::build(&opts, &resolver, term)?;
     tracing::info!("build: {:.2}s", started.elapsed().as_secs_f64());

@@ -137,8 +137,12 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
     opts.no_cache = true; // a sandbox tool: always run the steps
     let executor = Arc::new(SandboxExecutor::new(run_opts));
     opts.executor = Some(executor.clone());
-    let cache = spxpack::blob_cache::BlobCache::open(a.cache_dir.clone(), a.offline)?;
-    let resolver = Resolver::new(cache, spxpack::registry::ClientOptions::default());
+    let cache = spxpack::blob_cache::BlobCache::open(
+        Some(a.cache_dir.clone().unwrap_or_else(|| spxpack::blob_cache::default_dir(&super::host_env()))),
+        a.offline,
+    )?;
+    let resolver =
+        Resolver::new(cache, spxpack::registry::ClientOptions { env: super::host_env(), ..Default::default() });
     let quiet = Term::new(true); // warnings only
     let reporter: &dyn spxpack::progress::Reporter = if a.json { &quiet } else { term };
     let built = dockerfile::build(&opts, &resolver, reporter);

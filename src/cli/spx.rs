@@ -166,7 +166,7 @@ pub fn build(a: PackArgs, term: &Term) -> Result<()> {
         udev_rule: a.udev_rule.clone(),
         additional_files: a.additional_files.clone(),
         skip_compose_validation: a.skip_docker_compose_validation,
-        cache_dir: a.registry.cache_dir.clone(),
+        cache_dir: a.registry.cache_dir(),
         offline: a.registry.offline,
         client: a.registry.client_options()?,
         jobs: a.jobs,

@@ -18,6 +18,7 @@ use ureq::http::Response;
 
 use super::auth::{self, Credential, CredentialOptions, Found};
 use crate::error::{Error, Result};
+use crate::host_env::HostEnv;
 use crate::http;
 use crate::reference::{Reference, is_loopback_host};
 
@@ -39,6 +40,8 @@ pub struct ClientOptions {
     pub retry_delay: Duration,
     /// Pull images of these registries from mirrors (the first that applies).
     pub mirrors: Vec<super::Mirror>,
+    /// The environment credentials and per-user CA directories are looked up in.
+    pub env: HostEnv,
 }
 
 impl Default for ClientOptions {
@@ -51,6 +54,7 @@ impl Default for ClientOptions {
             retries: 4,
             retry_delay: Duration::from_millis(300),
             mirrors: Vec::new(),
+            env: HostEnv::default(),
         }
     }
 }
@@ -91,8 +95,8 @@ impl Client {
         let mut dirs: Vec<PathBuf> = opts.cert_dirs.clone();
         dirs.push(PathBuf::from("/etc/docker/certs.d"));
         dirs.push(PathBuf::from("/etc/containers/certs.d"));
-        if let Some(h) = std::env::var_os("HOME") {
-            dirs.push(PathBuf::from(h).join(".config/containers/certs.d"));
+        if let Some(h) = opts.env.path("HOME") {
+            dirs.push(h.join(".config/containers/certs.d"));
         }
         for d in &dirs {
             ca_files.extend(crt_files(d, opts.cert_dirs.contains(d)));
@@ -177,7 +181,7 @@ impl Client {
                             continue;
                         }
                     };
-                    let cred = auth::lookup(&self.opts.creds, registry, repo)?;
+                    let cred = auth::lookup(&self.opts.creds, &self.opts.env, registry, repo)?;
                     if let Some(c) = &cred {
                         tracing::info!("using credentials for {registry} from {}", c.source);
                     }
