@@ -154,103 +154,46 @@ impl Registry {
             )));
         }
         let client = self.client(what, Some(&desc.digest))?;
-        let mut tmp = self.cache.new_temp()?;
-        let mut hasher = Hasher::new();
-        let mut got: u64 = 0;
+        let mut dl = Download { tmp: self.cache.new_temp()?, hasher: Hasher::new(), got: 0, what, size: desc.size };
         let mut attempts = 0u32;
-        let path = format!("blobs/{}", desc.digest);
-        let mut buf = vec![0u8; 1 << 20];
         loop {
-            let mut headers = Vec::new();
-            if got > 0 {
-                headers.push(("Range", format!("bytes={got}-")));
-            }
-            let resp = client.request(r, &path, &headers, false, what);
-            let mut resp = match resp {
-                Ok(x) => x,
-                Err(e) if e.kind() == Kind::NotFound => {
-                    return Err(Error::not_found(format!(
-                        "{what}: blob {} is missing from {}",
-                        desc.digest,
-                        r.full_name()
-                    ))
-                    .with_hint("the registry lost this blob; re-push the image"));
-                }
-                Err(e) => return Err(e),
-            };
-            let status = resp.status().as_u16();
-            if got > 0 {
-                let range_ok = status == 206
-                    && resp
-                        .headers()
-                        .get("content-range")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("bytes "))
-                        .and_then(|v| v.split('-').next())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        == Some(got);
-                if !range_ok {
-                    // the server ignored or botched the range: start over
-                    got = 0;
-                    hasher = Hasher::new();
-                    tmp.as_file_mut().set_len(0).map_err(|e| Error::io("cannot truncate", tmp.path(), e))?;
-                    tmp.as_file_mut().seek(SeekFrom::Start(0)).map_err(|e| Error::io("cannot seek", tmp.path(), e))?;
-                    if status == 206 {
-                        attempts += 1;
-                        if attempts > client.options().retries {
-                            return Err(Error::network(format!(
-                                "{what}: registry sent a wrong Content-Range when resuming"
-                            )));
-                        }
-                        continue;
+            let mut resp = self.request_blob(client, r, desc, dl.got, what)?;
+            if dl.got > 0 && !resumed_at(&resp, dl.got) {
+                // the server ignored or botched the range: start over
+                dl.restart()?;
+                if resp.status().as_u16() == 206 {
+                    attempts += 1;
+                    if attempts > client.options().retries {
+                        return Err(Error::network(format!(
+                            "{what}: registry sent a wrong Content-Range when resuming"
+                        )));
                     }
+                    continue;
                 }
             }
-            let mut body =
-                resp.body_mut().with_config().limit(desc.size.saturating_add(1) - got.min(desc.size)).reader();
-            let mut broken: Option<String> = None;
-            loop {
-                match body.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        got += n as u64;
-                        if got > desc.size {
-                            return Err(Error::integrity(format!(
-                                "{what}: registry sent more than the {} bytes the descriptor declares",
-                                desc.size
-                            )));
-                        }
-                        hasher.update(&buf[..n]);
-                        tmp.as_file_mut().write_all(&buf[..n]).map_err(|e| Error::io("cannot write", tmp.path(), e))?;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        broken = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
-            drop(body);
-            if got == desc.size {
+            let broken = dl.append(&mut resp)?;
+            if dl.got == desc.size {
                 break;
             }
             attempts += 1;
             if attempts > client.options().retries {
                 let why = broken.unwrap_or_else(|| "connection closed early".into());
-                return Err(Error::network(format!("{what}: download stopped at {got} of {} bytes: {why}", desc.size))
-                    .with_hint(
-                        "the network or registry is unstable; run the command again (finished blobs are cached)",
-                    ));
+                return Err(Error::network(format!(
+                    "{what}: download stopped at {} of {} bytes: {why}",
+                    dl.got, desc.size
+                ))
+                .with_hint("the network or registry is unstable; run the command again (finished blobs are cached)"));
             }
             let wait = client.backoff(attempts - 1);
             tracing::warn!(
-                "{what}: download interrupted at {got}/{} bytes, resuming in {:.1}s",
+                "{what}: download interrupted at {}/{} bytes, resuming in {:.1}s",
+                dl.got,
                 desc.size,
                 wait.as_secs_f32()
             );
             std::thread::sleep(wait);
         }
-        let digest = hasher.finish();
+        let digest = dl.hasher.finish();
         if digest != desc.digest {
             return Err(Error::integrity(format!(
                 "digest mismatch for {what}: expected {}, registry sent {digest}",
@@ -258,7 +201,92 @@ impl Registry {
             ))
             .with_hint("the registry's copy is corrupt or was altered; re-push the image"));
         }
-        self.cache.commit(tmp, &desc.digest)
+        self.cache.commit(dl.tmp, &desc.digest)
+    }
+
+    /// `GET` of a blob, from byte `from` on (a `Range` request when resuming).
+    fn request_blob(
+        &self,
+        client: &Client,
+        r: &Reference,
+        desc: &Descriptor,
+        from: u64,
+        what: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        let mut headers = Vec::new();
+        if from > 0 {
+            headers.push(("Range", format!("bytes={from}-")));
+        }
+        client.request(r, &format!("blobs/{}", desc.digest), &headers, false, what).map_err(|e| {
+            if e.kind() == Kind::NotFound {
+                Error::not_found(format!("{what}: blob {} is missing from {}", desc.digest, r.full_name()))
+                    .with_hint("the registry lost this blob; re-push the image")
+            } else {
+                e
+            }
+        })
+    }
+}
+
+/// Whether `resp` continues a download at byte `at` (`206` with a matching `Content-Range`).
+fn resumed_at(resp: &ureq::http::Response<ureq::Body>, at: u64) -> bool {
+    resp.status().as_u16() == 206
+        && resp
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes "))
+            .and_then(|v| v.split('-').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            == Some(at)
+}
+
+/// A blob download in progress: the staged bytes, their running hash and count.
+struct Download<'a> {
+    tmp: tempfile::NamedTempFile,
+    hasher: Hasher,
+    got: u64,
+    what: &'a str,
+    size: u64,
+}
+
+impl Download<'_> {
+    /// Drops what was received so far.
+    fn restart(&mut self) -> Result<()> {
+        self.got = 0;
+        self.hasher = Hasher::new();
+        self.tmp.as_file_mut().set_len(0).map_err(|e| Error::io("cannot truncate", self.tmp.path(), e))?;
+        self.tmp.as_file_mut().seek(SeekFrom::Start(0)).map_err(|e| Error::io("cannot seek", self.tmp.path(), e))?;
+        Ok(())
+    }
+
+    /// Appends the response body; returns why it broke off, if it did. More bytes than the
+    /// descriptor declares is an integrity error.
+    fn append(&mut self, resp: &mut ureq::http::Response<ureq::Body>) -> Result<Option<String>> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut body =
+            resp.body_mut().with_config().limit(self.size.saturating_add(1) - self.got.min(self.size)).reader();
+        loop {
+            match body.read(&mut buf) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    self.got += n as u64;
+                    if self.got > self.size {
+                        return Err(Error::integrity(format!(
+                            "{}: registry sent more than the {} bytes the descriptor declares",
+                            self.what, self.size
+                        )));
+                    }
+                    self.hasher.update(&buf[..n]);
+                    self.tmp
+                        .as_file_mut()
+                        .write_all(&buf[..n])
+                        .map_err(|e| Error::io("cannot write", self.tmp.path(), e))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Ok(Some(e.to_string())),
+            }
+        }
     }
 }
 
