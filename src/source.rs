@@ -187,6 +187,17 @@ impl Resolver {
     }
 }
 
+impl crate::atomic::Input {
+    /// The local files an image source reads (none for a registry reference).
+    pub fn of_source(src: &Source, label: &str) -> Option<Self> {
+        match src {
+            Source::Registry(_) => None,
+            Source::OciDir { path, .. } => Some(Self::layout(label, path)),
+            Source::OciArchive { path, .. } | Source::DockerArchive { path, .. } => Some(Self::file(label, path)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
