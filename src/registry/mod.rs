@@ -6,6 +6,8 @@
 pub mod auth;
 pub mod client;
 pub mod mirror;
+#[cfg(test)]
+mod resolve_tests;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
