@@ -15,6 +15,9 @@ use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Kind, Result};
 use crate::image::{BlobReader, BlobSource, Descriptor};
 
+#[cfg(test)]
+mod unit_tests;
+
 /// The blob cache.
 #[derive(Debug)]
 pub struct BlobCache {

@@ -6,6 +6,9 @@ pub mod media;
 pub mod model;
 pub mod validate;
 
+#[cfg(test)]
+mod kit_tests;
+
 use std::io::Read;
 use std::sync::Arc;
 

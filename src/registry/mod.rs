@@ -4,6 +4,8 @@
 //! remembered, so a repeated pull only sends `HEAD` requests and `--offline` needs no network.
 
 pub mod auth;
+#[cfg(test)]
+mod auth_tests;
 pub mod client;
 pub mod mirror;
 #[cfg(test)]
