@@ -14,7 +14,7 @@ use crate::image::{Image, Manifest, media, validate};
 use crate::oci_layout::{CONTAINERD_NAME, Layout, LayoutFs, REF_NAME};
 use crate::platform::Platform;
 use crate::tar_index::TarArchive;
-use crate::testkit::{self, Spec, Synth, image, image_on, read_blob, scratch, tar_entries};
+use crate::testkit::{self, Spec, Synth, image, read_blob, scratch, tar_entries};
 
 fn write(dir: &Path, name: &str, images: &[(&Image, &[&str])], opts: &WriteOptions) -> (PathBuf, WriteSummary) {
     let path = dir.join(name);
@@ -83,9 +83,7 @@ fn plain_layers_round_trip_under_their_diff_id() {
 #[test]
 fn multi_image_archives_share_layers() {
     let dir = scratch();
-    let base = image(&Spec::new(10).layers(2));
-    let a = image_on(&base, &Spec::new(11).layers(1));
-    let b = image_on(&base, &Spec::new(12).layers(2));
+    let [a, b] = testkit::siblings(10, [1, 2]);
     let (path, summary) =
         write(dir.path(), "m.tar", &[(&a.image, &["a:1"]), (&b.image, &["b:1", "b:latest"])], &WriteOptions::default());
     assert_eq!(summary.layers_deduplicated, 2);

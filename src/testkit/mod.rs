@@ -275,6 +275,13 @@ pub(crate) fn image_on(base: &Synth, spec: &Spec) -> Synth {
     assemble(spec, layers)
 }
 
+/// Two images on one base of two layers (seeds `seed`…`seed + 2`), with `tops` layers of their
+/// own: the usual shape of images that share layers in one archive.
+pub(crate) fn siblings(seed: u64, tops: [usize; 2]) -> [Synth; 2] {
+    let base = image(&Spec::new(seed).layers(2));
+    [image_on(&base, &Spec::new(seed + 1).layers(tops[0])), image_on(&base, &Spec::new(seed + 2).layers(tops[1]))]
+}
+
 /// The config, manifest and [`Image`] for `layers`.
 pub(crate) fn assemble(spec: &Spec, layers: Vec<Layer>) -> Synth {
     let blobs = MemBlobs::new(&format!("testkit:{}", spec.seed));

@@ -11,7 +11,7 @@ use crate::error::Kind;
 use crate::ops::verify::{SpxReport, VerifyOptions, verify_file};
 use crate::progress::Silent;
 use crate::tar_index::TarArchive;
-use crate::testkit::{self, Flavor, Spec, Synth, amd64_arm64, image, image_on, read_blob, scratch, tagged};
+use crate::testkit::{self, Flavor, Spec, Synth, amd64_arm64, image, read_blob, scratch, tagged};
 
 const MANIFEST: &str = r#"{"extension_name": "kit_ext", "description": "test kit extension", "version": "1.0.0", "images": ["kit_ext.tar.gz"], "installation_target": "spot"}"#;
 
@@ -61,6 +61,16 @@ fn save(dir: &Path, name: &str, images: &[&Synth]) -> String {
     name.to_string()
 }
 
+/// One service taking `spec`'s image from a docker archive, packed with default options.
+fn pack_one(spec: &Spec) -> (tempfile::TempDir, Synth, PackSummary) {
+    let root = scratch();
+    let s = image(spec);
+    let dir = extension(root.path(), &service("app", "kit/app:1.0", "docker-archive:app.tar"));
+    save(&dir, "app.tar", &[&s]);
+    let summary = pack(&options(&dir, root.path()), &Silent).unwrap();
+    (root, s, summary)
+}
+
 fn quick() -> VerifyOptions {
     VerifyOptions { full: false, platform: None, limits: Default::default() }
 }
@@ -89,11 +99,7 @@ fn messages(r: &SpxReport) -> Vec<String> {
 
 #[test]
 fn an_spx_round_trips_through_pack_and_verify() {
-    let root = scratch();
-    let s = image(&Spec::new(1));
-    let dir = extension(root.path(), &service("app", "kit/app:1.0", "docker-archive:app.tar"));
-    save(&dir, "app.tar", &[&s]);
-    let summary = pack(&options(&dir, root.path()), &Silent).unwrap();
+    let (root, s, summary) = pack_one(&Spec::new(1));
     assert_eq!(summary.output, root.path().join("kit_ext.spx"));
     assert_eq!(summary.platform, "linux/arm64/v8");
     assert_eq!(summary.archives[0].tags, ["kit/app:1.0"]);
@@ -128,9 +134,7 @@ fn packing_is_deterministic() {
 #[test]
 fn services_sharing_a_base_share_layers_in_one_archive() {
     let root = scratch();
-    let base = image(&Spec::new(3).layers(2));
-    let a = image_on(&base, &Spec::new(4).layers(1));
-    let b = image_on(&base, &Spec::new(5).layers(1));
+    let [a, b] = testkit::siblings(3, [1, 1]);
     let compose =
         service("a", "kit/a:1", "docker-archive:ab.tar@0") + &service("b", "kit/b:1", "docker-archive:ab.tar@1");
     let dir = extension(root.path(), &compose);
@@ -196,11 +200,7 @@ fn a_corrupt_source_layer_fails_the_build() {
 
 #[test]
 fn a_tampered_spx_is_caught_by_verify() {
-    let root = scratch();
-    let s = image(&Spec::new(9));
-    let dir = extension(root.path(), &service("app", "kit/app:1.0", "docker-archive:app.tar"));
-    save(&dir, "app.tar", &[&s]);
-    let summary = pack(&options(&dir, root.path()), &Silent).unwrap();
+    let (root, _, summary) = pack_one(&Spec::new(9));
     // rewrite the SPX with another manifest image list and compose image
     let tar = testkit::gunzip_bytes(&std::fs::read(&summary.output).unwrap());
     let mut b = tar::Builder::new(Vec::new());
