@@ -16,6 +16,9 @@ use crate::error::{Error, Kind, Result};
 use crate::host_env::HostEnv;
 use crate::image::{BlobReader, BlobSource, Descriptor};
 
+#[cfg(test)]
+mod unit_tests;
+
 /// The blob cache.
 #[derive(Debug)]
 pub struct BlobCache {

@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::{Compress, Compression as Level, FlushCompress, Status};
 
+#[cfg(test)]
+mod unit_tests;
+
 /// A compression format recognised by its magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {

@@ -26,5 +26,7 @@ pub mod sandbox;
 pub mod source;
 pub mod spx;
 pub mod tar_index;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use error::{Error, Kind, Result};

@@ -18,6 +18,9 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 const MAX_DOC: u64 = 16 << 20;
 
+#[cfg(test)]
+mod roundtrip_tests;
+
 /// Where the layout's files live.
 #[derive(Clone)]
 pub enum LayoutFs {

@@ -7,6 +7,9 @@ pub mod model;
 pub mod resolve;
 pub mod validate;
 
+#[cfg(test)]
+mod kit_tests;
+
 use std::io::Read;
 use std::sync::Arc;
 

@@ -4,8 +4,12 @@
 //! remembered, so a repeated pull only sends `HEAD` requests and `--offline` needs no network.
 
 pub mod auth;
+#[cfg(test)]
+mod auth_tests;
 pub mod client;
 pub mod mirror;
+#[cfg(test)]
+mod resolve_tests;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;

@@ -8,6 +8,8 @@ mod emit;
 mod files;
 mod images;
 mod plan;
+#[cfg(test)]
+mod roundtrip_tests;
 
 use std::path::PathBuf;
 
