@@ -6,6 +6,29 @@ use base64::Engine as _;
 
 use super::auth::*;
 use crate::error::Kind;
+use crate::host_env::HostEnv;
+
+/// Lookups in an empty environment: only what the options name is read.
+fn lookup(o: &CredentialOptions, registry: &str, repo: &str) -> crate::error::Result<Option<Found>> {
+    super::auth::lookup(o, &HostEnv::default(), registry, repo)
+}
+
+#[test]
+fn the_environment_is_an_argument_ngc_key_and_docker_config() {
+    let o = CredentialOptions::default();
+    let env = HostEnv::from_vars([("NGC_API_KEY", "k3y")]);
+    let f = super::auth::lookup(&o, &env, "nvcr.io", "nvidia/l4t-base").unwrap().unwrap();
+    assert_eq!(f.credential, Credential::Basic { username: "$oauthtoken".into(), password: "k3y".into() });
+    assert!(super::auth::lookup(&o, &env, "docker.io", "x").unwrap().is_none(), "the key is only for nvcr.io");
+    let dir = tempfile::tempdir().unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode("dora:pw");
+    std::fs::write(dir.path().join("config.json"), format!(r#"{{"auths":{{"q.example":{{"auth":"{b64}"}}}}}}"#))
+        .unwrap();
+    let env = HostEnv::from_vars([("DOCKER_CONFIG", dir.path().as_os_str())]);
+    let f = super::auth::lookup(&o, &env, "q.example", "x").unwrap().unwrap();
+    assert_eq!(f.credential.username(), Some("dora"));
+    assert!(lookup(&o, "q.example", "x").unwrap().is_none(), "without DOCKER_CONFIG the file is not read");
+}
 
 fn authfile(json: &str) -> (tempfile::TempDir, CredentialOptions) {
     let dir = crate::testkit::scratch();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::image::resolve::select_platform;
 use crate::registry::auth::CredentialOptions;
 use crate::testkit::registry::{Content, FakeRegistry};
 use crate::testkit::{Flavor, SynthIndex, amd64_arm64, index, read_blob, scratch};
@@ -197,7 +198,7 @@ fn schema1_and_unknown_documents_are_refused() {
     assert_eq!(e.kind(), Kind::Unsupported);
     assert!(e.to_string().contains("schema 1"), "{e}");
     let e = reg.resolve(&s.fake.reference("odd"), &Platform::linux_arm64()).unwrap_err();
-    assert!(e.to_string().contains("neither a manifest nor an index"), "{e}");
+    assert!(e.to_string().contains("neither an image manifest nor an index"), "{e}");
 }
 
 #[test]
