@@ -25,6 +25,6 @@ pub mod registry;
 pub mod sandbox;
 pub mod source;
 pub mod spx;
-pub mod tar_index;
+pub mod tar;
 
 pub use error::{Error, Kind, Result};

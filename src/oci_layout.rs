@@ -13,7 +13,7 @@ use crate::image::model::sniff_manifest_kind;
 use crate::image::{BlobReader, BlobSource, ConfigView, Descriptor, Image, Index, Manifest, media, parse_json};
 use crate::platform::Platform;
 use crate::registry::select_platform;
-use crate::tar_index::TarArchive;
+use crate::tar::index::TarArchive;
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
