@@ -3,19 +3,19 @@
 //! one), resolves nested indexes to the wanted platform, and serves blobs from
 //! `blobs/sha256/<hex>` with digest verification.
 
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Result};
+use crate::image::oci::{CONTAINERD_NAME, REF_NAME, oci_manifest_bytes};
 use crate::image::resolve::{self, select_platform};
 use crate::image::{BlobReader, BlobSource, Descriptor, Image, Index, media};
 use crate::platform::Platform;
-use crate::tar_index::TarArchive;
+use crate::tar::index::TarArchive;
+use crate::tar::{CopyError, copy_exact, expect_end};
 
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
-pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 const MAX_DOC: u64 = 16 << 20;
 
 #[cfg(test)]
@@ -246,19 +246,23 @@ pub fn write_dir(dir: &Path, images: &[(&Image, Option<String>)], progress: &dyn
             }
             let mut r = img.source.open(l).map_err(|e| e.context(&img.origin))?;
             let mut t = crate::atomic::AtomicFile::create(&p)?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = r.read(&mut buf).map_err(|e| Error::from_io("cannot read", &img.origin, e))?;
-                if n == 0 {
-                    break;
-                }
-                t.write_all(&buf[..n]).map_err(|e| Error::io("cannot write", &p, e))?;
-                progress(n as u64);
-            }
+            let copied = copy_exact(&mut r, l.size, |b| {
+                t.write_all(b)?;
+                progress(b.len() as u64);
+                Ok(())
+            });
+            copied.and_then(|()| expect_end(&mut r)).map_err(|e| match e {
+                CopyError::Short(_) | CopyError::Long => Error::integrity(format!(
+                    "{}: layer {} is not the {} bytes its descriptor says",
+                    img.origin, l.digest, l.size
+                )),
+                CopyError::Read(e) => Error::from_io("cannot read", &img.origin, e),
+                CopyError::Write(e) => Error::io("cannot write", &p, e),
+            })?;
             t.commit()?;
         }
         put_bytes(&img.config_raw)?;
-        let manifest = crate::docker_archive::write::oci_manifest_bytes(img);
+        let manifest = oci_manifest_bytes(img);
         let md = put_bytes(&manifest)?;
         let mut desc = Descriptor::new(media::OCI_MANIFEST, md, manifest.len() as u64);
         desc.platform = Some(img.platform());

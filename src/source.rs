@@ -13,7 +13,7 @@ use crate::oci_layout::Layout;
 use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::{Client, ClientOptions, Registry};
-use crate::tar_index::TarArchive;
+use crate::tar::index::TarArchive;
 
 /// A parsed image input.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -229,10 +229,15 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `SOURCE_DATE_EPOCH` of this process, else 0: the time written into images and archives.
+pub(crate) fn source_date_epoch() -> u64 {
+    spxpack::host_env::HostEnv::from_vars(std::env::vars_os()).source_date_epoch().unwrap_or(0)
+}
+
 fn pull(a: PullArgs, term: &Term) -> Result<()> {
     let platform = Platform::parse(&a.platform)?;
     let sources = a.sources.iter().map(|s| Source::parse(s)).collect::<Result<Vec<_>>>()?;
-    let mut write = spxpack::docker_archive::WriteOptions::for_path(&a.output);
+    let mut write = spxpack::docker_archive::WriteOptions::for_path(&a.output, source_date_epoch());
     write.level = a.compression_level;
     let opts = spxpack::ops::pull::PullOptions {
         platform,

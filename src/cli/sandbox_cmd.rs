@@ -134,6 +134,7 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
     std::fs::write(&df_path, dockerfile(&a)?).map_err(|e| Error::io("cannot write", &df_path, e))?;
     let mut opts = BuildOptions::new(&df_path, dir.path());
     opts.platform = platform;
+    opts.epoch = super::source_date_epoch();
     opts.no_cache = true; // a sandbox tool: always run the steps
     let executor = Arc::new(SandboxExecutor::new(run_opts));
     opts.executor = Some(executor.clone());
@@ -166,8 +167,7 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
     }
     let built = built?;
     if let Some(outp) = &a.output {
-        let mut w = spxpack::docker_archive::WriteOptions::for_path(outp);
-        w.mtime = opts.epoch;
+        let w = spxpack::docker_archive::WriteOptions::for_path(outp, opts.epoch);
         spxpack::docker_archive::write_file(
             outp,
             &[spxpack::docker_archive::ArchiveImage { image: &built.image, tags: vec![a.tag.clone()] }],

@@ -176,7 +176,7 @@ pub fn build(a: PackArgs, term: &Term) -> Result<()> {
             VerifyArg::Quick => VerifyLevel::Quick,
             VerifyArg::Full => VerifyLevel::Full,
         },
-        epoch: spxpack::docker_archive::write::source_date_epoch(),
+        epoch: super::source_date_epoch(),
         run: a.run.options()?,
     };
     let started = std::time::Instant::now();

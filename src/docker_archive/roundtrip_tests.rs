@@ -6,14 +6,15 @@
 use std::path::{Path, PathBuf};
 
 use super::read::synthesize_manifest;
-use super::write::{check_tag, oci_manifest_bytes};
+use super::write::check_tag;
+use crate::image::oci::{CONTAINERD_NAME, REF_NAME, oci_manifest_bytes};
 use super::*;
 use crate::digest::Digest;
 use crate::error::Kind;
 use crate::image::{Image, Manifest, media, validate};
-use crate::oci_layout::{CONTAINERD_NAME, Layout, LayoutFs, REF_NAME};
+use crate::oci_layout::{Layout, LayoutFs};
 use crate::platform::Platform;
-use crate::tar_index::TarArchive;
+use crate::tar::index::TarArchive;
 use crate::testkit::{self, Spec, Synth, image, read_blob, scratch, tar_entries};
 
 fn write(dir: &Path, name: &str, images: &[(&Image, &[&str])], opts: &WriteOptions) -> (PathBuf, WriteSummary) {

@@ -78,7 +78,7 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
-    /// Defaults: linux/arm64, epoch from `SOURCE_DATE_EPOCH` (else 0), all cores, gzip level 6.
+    /// Defaults: linux/arm64, epoch 0 (the caller passes `SOURCE_DATE_EPOCH`), all cores, gzip level 6.
     pub fn new(dockerfile: impl Into<PathBuf>, context: impl Into<PathBuf>) -> Self {
         BuildOptions {
             dockerfile: dockerfile.into(),
@@ -88,7 +88,7 @@ impl BuildOptions {
             target: None,
             build_contexts: Vec::new(),
             no_cache: false,
-            epoch: crate::docker_archive::write::source_date_epoch(),
+            epoch: 0,
             threads: crate::compress::default_threads(),
             compression_level: 6,
             jobs: 4,

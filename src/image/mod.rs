@@ -4,6 +4,7 @@
 
 pub mod media;
 pub mod model;
+pub mod oci;
 pub mod resolve;
 pub mod validate;
 

@@ -233,7 +233,7 @@ fn docker_images_are_stored_as_oci_with_the_same_blobs() {
     let got = Layout::open_dir(dir.path()).unwrap().image(Some("d"), &Platform::linux_amd64()).unwrap();
     assert_same(&got, &s);
     assert_eq!(got.manifest.media_type.as_deref(), Some(media::OCI_MANIFEST));
-    assert_eq!(got.manifest_raw, crate::docker_archive::write::oci_manifest_bytes(&s.image));
+    assert_eq!(got.manifest_raw, crate::image::oci::oci_manifest_bytes(&s.image));
     let idx: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
     assert_eq!(idx["manifests"][0]["platform"], serde_json::json!({"architecture": "amd64", "os": "linux"}));

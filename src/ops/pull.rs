@@ -25,7 +25,8 @@ pub struct PullOptions {
     pub client: ClientOptions,
     /// Parallel layer downloads.
     pub jobs: usize,
-    /// Overrides the archive's gzip choice and level when set.
+    /// How the archive is written; `None`: gzip when the output's name ends in `.gz` or `.tgz`,
+    /// level 6, entry times 0.
     pub write: Option<WriteOptions>,
 }
 
@@ -62,7 +63,7 @@ pub fn pull(sources: &[Source], opts: &PullOptions, reporter: &dyn Reporter) -> 
     let t = std::time::Instant::now();
     let fetched = prefetch(&images, opts.jobs, reporter)?;
     tracing::info!("prefetch: {:.2}s", t.elapsed().as_secs_f64());
-    let write = opts.write.clone().unwrap_or_else(|| WriteOptions::for_path(&opts.output));
+    let write = opts.write.clone().unwrap_or_else(|| WriteOptions::for_path(&opts.output, 0));
     let list: Vec<ArchiveImage> =
         images.iter().zip(&tagged).map(|(i, t)| ArchiveImage { image: i, tags: t.clone() }).collect();
     let t = std::time::Instant::now();

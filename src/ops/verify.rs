@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::platform::Platform;
 use crate::spx::image_check::{self, ArchiveInfo, CheckOptions};
 use crate::spx::{COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, compose, manifest};
-use crate::tar_index::{HeaderGuard, normalize};
+use crate::tar::index::{HeaderGuard, normalize};
 
 /// How to verify.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use super::*;
 use crate::blob_cache::BlobCache;
 use crate::docker_archive::{ArchiveImage, WriteOptions, write_file};
-use crate::tar_index::TarArchive;
+use crate::tar::index::TarArchive;
 
 fn oracle_manifest(raw: &[u8], ours: &Manifest) -> ImageManifest {
     let m: ImageManifest = serde_json::from_slice(raw).unwrap_or_else(|e| panic!("oci-spec rejects manifest: {e}"));
@@ -93,7 +93,7 @@ fn oci_layout_writer_emits_oci_documents() {
 #[test]
 fn docker_v2s2_converts_to_a_valid_oci_manifest() {
     let s = image(&Spec::new(5).docker());
-    let raw = crate::docker_archive::write::oci_manifest_bytes(&s.image);
+    let raw = crate::image::oci::oci_manifest_bytes(&s.image);
     let m = Manifest::parse(&raw, "converted").unwrap();
     let om = oracle_manifest(&raw, &m);
     assert_eq!(om.config().media_type().to_string(), media::OCI_CONFIG);

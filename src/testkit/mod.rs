@@ -412,9 +412,9 @@ pub(crate) fn write_layout(dir: &Path, blobs: &MemBlobs, entries: &[Descriptor])
 
 /// `desc` with a `ref.name` annotation (and the containerd name when given).
 pub(crate) fn tagged(mut desc: Descriptor, tag: &str, containerd: Option<&str>) -> Descriptor {
-    let mut ann = BTreeMap::from([(crate::oci_layout::REF_NAME.to_string(), tag.to_string())]);
+    let mut ann = BTreeMap::from([(crate::image::oci::REF_NAME.to_string(), tag.to_string())]);
     if let Some(c) = containerd {
-        ann.insert(crate::oci_layout::CONTAINERD_NAME.to_string(), c.to_string());
+        ann.insert(crate::image::oci::CONTAINERD_NAME.to_string(), c.to_string());
     }
     desc.annotations = Some(ann);
     desc

@@ -496,7 +496,7 @@ pub fn plan(opts: &PackOptions, reporter: &dyn Reporter) -> Result<Plan> {
                 if dir.join(p).is_dir() {
                     tree_files.push(dir.join(p));
                 }
-                let name = crate::tar_index::normalize(p).ok().flatten().unwrap_or_else(|| p.clone());
+                let name = crate::tar::index::normalize(p).ok().flatten().unwrap_or_else(|| p.clone());
                 assets::add_path(&mut extra, &dir.join(p), &name, dir, true, "additional file", &mut f);
             }
         }

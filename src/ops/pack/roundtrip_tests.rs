@@ -10,7 +10,7 @@ use crate::docker_archive::{ArchiveImage, DockerArchive, Selector, WriteOptions,
 use crate::error::Kind;
 use crate::ops::verify::{SpxReport, VerifyOptions, verify_file};
 use crate::progress::Silent;
-use crate::tar_index::TarArchive;
+use crate::tar::index::TarArchive;
 use crate::testkit::{self, Flavor, Spec, Synth, amd64_arm64, image, read_blob, scratch, tagged};
 
 const MANIFEST: &str = r#"{"extension_name": "kit_ext", "description": "test kit extension", "version": "1.0.0", "images": ["kit_ext.tar.gz"], "installation_target": "spot"}"#;
