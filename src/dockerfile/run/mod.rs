@@ -26,6 +26,7 @@ use super::executor::{RootLayer, RunOutcome, RunRequest, StepExecutor};
 use super::layer::{self, Layer};
 use crate::digest::{Digest, Hasher};
 use crate::error::Result;
+use crate::host_env::HostEnv;
 use crate::image::Descriptor;
 use crate::sandbox::extract::LayerBlob;
 use crate::sandbox::{self, Isolation, Rootfs, RootfsCache, RunSpec, Runner, Snapshot, diff};
@@ -47,6 +48,8 @@ pub struct RunOptions {
     pub ca_bundle: Option<PathBuf>,
     /// `--secret id=…` for `RUN --mount=type=secret`.
     pub secrets: Vec<Secret>,
+    /// The environment: `PATH` to find qemu and proot, the variables of `--secret …,env=VAR`.
+    pub env: HostEnv,
 }
 
 /// What one RUN step did (for `--json` and tests).
@@ -136,6 +139,7 @@ impl SandboxExecutor {
             proot: self.opts.proot.clone(),
             helper: self.opts.helper.clone(),
             scratch: None,
+            env: self.opts.env.clone(),
         };
         let runner = sandbox::detect(req.platform, &opts).map_err(|r| r.to_error().context(req.loc))?;
         req.reporter.message(&format!(
