@@ -23,6 +23,7 @@
 //! mount namespace, auxiliary files (CA bundle, resolv.conf/hosts copies, apt config) are on a
 //! tmpfs at `/dev/.spxpack`, and `/proc`, `/sys`, `/dev` are never diffed.
 
+mod apply;
 pub mod detect;
 pub mod diff;
 pub mod emulation;

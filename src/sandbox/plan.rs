@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub(super) use super::fsutil::errno_text;
+
 /// Exit code of the helper when the sandbox itself failed (the status file says why).
 pub const SETUP_FAILED: i32 = 125;
 
@@ -97,12 +99,6 @@ impl std::fmt::Display for SetupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// An OS error's text without the `(os error N)` suffix, lowercased.
-pub(super) fn errno_text(e: impl std::fmt::Display) -> String {
-    let s = e.to_string();
-    s.split(" (os error").next().unwrap_or(&s).to_lowercase()
 }
 
 /// Reads the plan a helper was started with (exits with [`SETUP_FAILED`] when it cannot).
