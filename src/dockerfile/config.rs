@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::dockerfile::Health;
+use super::instructions::Health;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::platform::Platform;

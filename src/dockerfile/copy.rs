@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, Read, Write};
 use std::sync::Arc;
 
-use super::dockerfile::Loc;
 use super::fsview::{Content, ContentSrc, FsView, Kind, Node, PathKey, base_name, normalize, parent};
-use super::layers::Staging;
+use super::instructions::Loc;
+use super::layer_reader::Staging;
 use super::tree::{Tree, glob, has_wildcards};
 use crate::digest::Hasher;
 use crate::error::{Error, Result};

@@ -3,12 +3,37 @@
 //! way BuildKit joins them, COPY/ADD sources and heredocs, HEALTHCHECK options and durations.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use parse_dockerfile as pd;
 
-use super::dockerfile::{CmdLine, Copy, From, Health, Heredoc, Instr, Lines, Loc, Op, Run, Src};
+use super::instructions::{CmdLine, Copy, From, Health, Heredoc, Instr, Loc, Op, Run, Src};
 use super::lex;
 use crate::error::{Error, Result};
+
+/// Byte offsets of line starts, for turning spans into line:column.
+pub(super) struct Lines<'a> {
+    pub(super) text: &'a str,
+    starts: Vec<usize>,
+    pub(super) file: Arc<str>,
+}
+
+impl<'a> Lines<'a> {
+    pub(super) fn new(text: &'a str, file: Arc<str>) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Lines { text, starts, file }
+    }
+    pub(super) fn loc(&self, pos: usize) -> Loc {
+        let line = self.starts.partition_point(|&s| s <= pos);
+        let start = self.starts[line - 1];
+        let col = self.text.get(start..pos).map(|s| s.chars().count()).unwrap_or(0) + 1;
+        Loc { file: self.file.clone(), line, col }
+    }
+    pub(super) fn line_start(&self, line: usize) -> Option<usize> {
+        self.starts.get(line.checked_sub(1)?).copied()
+    }
+}
 
 /// The instruction's first logical line starting at `start`, continuations joined
 /// (BuildKit drops comment and empty lines inside a continuation).

@@ -12,9 +12,9 @@ use super::StageResult;
 use super::config::{Config, DEFAULT_PATH, check_signal, parse_ports};
 use super::copy::{self, CopyRequest, Plan, PlanEntry, Source};
 use super::ctx::{Ctx, FromUse};
-use super::dockerfile::{CmdLine, Instr, Loc, Op, Src};
 use super::executor::{RootLayer, RunRequest, run_unsupported};
 use super::fsview::{FsView, LayerEntry, Node, normalize};
+use super::instructions::{CmdLine, Instr, Loc, Op, Src};
 use super::layer;
 use super::lex::Lex;
 use super::tree::Tree;
@@ -236,16 +236,16 @@ impl<'c> State<'c> {
 
     fn run_step(
         &mut self,
-        run: &super::dockerfile::Run,
+        run: &super::instructions::Run,
         loc: &Loc,
         stages: &[Option<StageResult>],
         index: usize,
     ) -> Result<()> {
         let Some(exec) = self.ctx.opts.executor.clone() else { return Err(run_unsupported(loc)) };
         let workdir = self.workdir();
-        let flags = super::run::flags::parse(&run.flags, &workdir, loc, &|v| self.word(v, loc))?;
+        let flags = super::run_flags::parse(&run.flags, &workdir, loc, &|v| self.word(v, loc))?;
         let ctx = self.ctx;
-        let binds = super::run::bind::plan(ctx, &flags.mounts, stages, index, &self.platform, loc)?;
+        let binds = super::bind_plan::plan(ctx, &flags.mounts, stages, index, &self.platform, loc)?;
         let source_of = |d: &crate::digest::Digest| ctx.source_of(d);
         let mut env: Vec<String> = self.config.strings("Env");
         for (k, v) in &self.args {
@@ -283,7 +283,7 @@ impl<'c> State<'c> {
             no_cache: self.ctx.opts.no_cache,
             reporter: self.ctx.reporter,
         };
-        let created_by = self.run_created_by(&super::run::effective_argv(&req)?);
+        let created_by = self.run_created_by(&req.effective_argv()?);
         let out = exec.run(&req)?;
         drop(req);
         {
@@ -299,7 +299,7 @@ impl<'c> State<'c> {
                 self.push_layer(l);
                 if let Some(v) = &self.view {
                     let top = self.layers.last().expect("pushed");
-                    let entries = super::layers::entries(&self.ctx.cache, top.source.as_ref(), &top.desc)?;
+                    let entries = super::layer_reader::entries(&self.ctx.cache, top.source.as_ref(), &top.desc)?;
                     let mut v = (**v).clone();
                     v.apply(&entries);
                     self.view = Some(Arc::new(v));
@@ -414,7 +414,7 @@ impl<'c> State<'c> {
     fn copy_step(
         &mut self,
         ins: &Instr,
-        c: &super::dockerfile::Copy,
+        c: &super::instructions::Copy,
         stages: &[Option<StageResult>],
         index: usize,
     ) -> Result<()> {

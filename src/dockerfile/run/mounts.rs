@@ -7,9 +7,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::RunOptions;
-use super::flags::{Mount, MountKind};
 use crate::digest::Digest;
 use crate::dockerfile::executor::RunRequest;
+use crate::dockerfile::run_flags::{Mount, MountKind};
 use crate::error::{Error, Result};
 use crate::host_env::HostEnv;
 use crate::sandbox::{GuestMount, Runner, Sandbox};

@@ -4,7 +4,7 @@
 //! as unsupported. What a flag changes in the step's result is part of the step's cache key
 //! ([`RunFlags::key_text`]; the content a bind mount shows is added by the executor).
 
-use crate::dockerfile::dockerfile::Loc;
+use crate::dockerfile::instructions::Loc;
 use crate::error::{Error, Result};
 use crate::sandbox::Network;
 
