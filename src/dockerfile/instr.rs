@@ -414,8 +414,8 @@ fn healthcheck(h: &pd::HealthcheckInstruction, lines: &Lines, loc: &Loc, escape:
 }
 
 /// Go's `time.ParseDuration` (non-negative): `300ms`, `1.5h`, `2h45m`, `0`.
-pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {
-    let bad = || format!("invalid duration {s:?}");
+pub fn parse_duration(s: &str) -> Result<u64> {
+    let bad = || Error::input(format!("invalid duration {s:?}"));
     if s == "0" {
         return Ok(0);
     }
@@ -439,7 +439,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            _ => return Err(format!("{}: missing or unknown unit (use ns, us, ms, s, m, h)", bad())),
+            _ => return Err(Error::input(format!("{}: missing or unknown unit (use ns, us, ms, s, m, h)", bad()))),
         };
         rest = &rest[unit_len..];
         total += n * mult;

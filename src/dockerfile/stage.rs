@@ -528,7 +528,7 @@ pub(super) const PROXY_ARGS: [&str; 10] = [
 ];
 
 /// A variable-substitution error at `loc`.
-pub(super) fn lex_error(loc: &Loc, e: String) -> crate::error::Error {
+pub(super) fn lex_error(loc: &Loc, e: super::lex::LexError) -> crate::error::Error {
     loc.error(e).with_hint("check the quotes and the ${VAR}, ${VAR:-default}, ${VAR:?message} forms on that line")
 }
 
