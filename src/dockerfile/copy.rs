@@ -140,15 +140,16 @@ impl Planner<'_> {
     }
 }
 
-/// Plans a COPY/ADD against `view` (the destination stage) reading from `tree`.
-pub fn plan(req: &CopyRequest, view: &FsView, tree: &dyn Tree, staging: &Staging) -> Result<Plan> {
-    let mut p = Planner { view, plan: Plan::default(), req, links: HashMap::new() };
+/// A source of a COPY/ADD: a path of the source tree, or a file made from elsewhere (heredoc,
+/// URL).
+enum Item {
+    Tree { path: String, named: String, node: Node },
+    File { name: String, node: Node },
+}
+
+/// Step 1 of [`plan`]: the sources, wildcards expanded, as items.
+fn collect_items(req: &CopyRequest, tree: &dyn Tree, staging: &Staging) -> Result<Vec<Item>> {
     let loc = req.loc;
-    // 1. sources → items
-    enum Item {
-        Tree { path: String, named: String, node: Node },
-        File { name: String, node: Node },
-    }
     let mut items = Vec::new();
     for s in &req.sources {
         match s {
@@ -185,6 +186,14 @@ pub fn plan(req: &CopyRequest, view: &FsView, tree: &dyn Tree, staging: &Staging
             }
         }
     }
+    Ok(items)
+}
+
+/// Plans a COPY/ADD against `view` (the destination stage) reading from `tree`.
+pub fn plan(req: &CopyRequest, view: &FsView, tree: &dyn Tree, staging: &Staging) -> Result<Plan> {
+    let mut p = Planner { view, plan: Plan::default(), req, links: HashMap::new() };
+    let loc = req.loc;
+    let items = collect_items(req, tree, staging)?;
     if items.is_empty() {
         return Err(loc
             .error(format!("{}: no source files were specified: the wildcards matched nothing", req.name))

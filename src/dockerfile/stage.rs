@@ -16,7 +16,7 @@ use super::executor::{RootLayer, RunRequest, run_unsupported};
 use super::fsview::{FsView, LayerEntry, Node, normalize};
 use super::instructions::{CmdLine, Instr, Loc, Op, Src};
 use super::layer;
-use super::lex::Lex;
+use super::lex::{KeyValue, Lex};
 use super::tree::Tree;
 use crate::error::Result;
 use crate::image::{Descriptor, Image, media};
@@ -107,35 +107,8 @@ impl<'c> State<'c> {
     pub fn dispatch(&mut self, ins: &Instr, stages: &[Option<StageResult>], index: usize) -> Result<()> {
         let loc = &ins.loc;
         match &ins.op {
-            Op::Arg(list) => {
-                let mut parts = Vec::new();
-                for (k, default) in list {
-                    let value = match (self.ctx.build_arg(k), default) {
-                        (Some(v), _) => Some(v),
-                        (None, Some(d)) => Some(self.word(d, loc)?),
-                        (None, None) => self.ctx.global_arg(k),
-                    };
-                    parts.push(match &value {
-                        Some(v) => format!("{k}={v}"),
-                        None => k.clone(),
-                    });
-                    if let Some(v) = value {
-                        self.args.push((k.clone(), v));
-                    }
-                }
-                self.commit(&format!("ARG {}", parts.join(" ")), None);
-            }
-            Op::Env(kvs) => {
-                let mut done = Vec::new();
-                for kv in kvs {
-                    done.push((self.word(&kv.key, loc)?, self.word(&kv.value, loc)?));
-                }
-                for (k, v) in &done {
-                    self.config.set_env(k, v);
-                }
-                let msg: Vec<String> = done.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                self.commit(&format!("ENV {}", msg.join(" ")), None);
-            }
+            Op::Arg(list) => self.arg_step(list, loc)?,
+            Op::Env(kvs) => self.env_step(kvs, loc)?,
             Op::Label(kvs) => {
                 let mut msg = Vec::new();
                 for kv in kvs {
@@ -154,54 +127,15 @@ impl<'c> State<'c> {
                 self.config.set("User", json!(u));
                 self.commit(&format!("USER {u}"), None);
             }
-            Op::Expose(list) => {
-                let mut ports = Vec::new();
-                for p in list {
-                    for w in self.words(p, loc)? {
-                        ports.extend(parse_ports(&w).map_err(|e| {
-                            loc.error(e)
-                                .with_hint("EXPOSE takes PORT, PORT/PROTO or FROM-TO[/PROTO], e.g. 8080 or 53/udp")
-                        })?);
-                    }
-                }
-                for p in &ports {
-                    self.config.map_insert("ExposedPorts", p, json!({}));
-                }
-                self.commit(&format!("EXPOSE [{}]", ports.join(" ")), None);
-            }
-            Op::Volume(list) => {
-                let mut vols = Vec::new();
-                for v in list {
-                    let v = self.word(v, loc)?;
-                    if v.trim().is_empty() {
-                        return Err(loc.error("VOLUME specified can not be an empty string"));
-                    }
-                    self.config.map_insert("Volumes", &v, json!({}));
-                    vols.push(v);
-                }
-                self.commit(&format!("VOLUME [{}]", vols.join(" ")), None);
-            }
+            Op::Expose(list) => self.expose_step(list, loc)?,
+            Op::Volume(list) => self.volume_step(list, loc)?,
             Op::Cmd(c) => {
                 let argv = self.argv(c);
                 self.config.set("Cmd", json!(argv));
                 self.cmd_set = true;
                 self.commit(&format!("CMD {}", quoted(&argv)), None);
             }
-            Op::Entrypoint(c) => {
-                let argv = match c {
-                    CmdLine::Exec(v) if v.is_empty() => Value::Null,
-                    _ => json!(self.argv(c)),
-                };
-                self.config.set("Entrypoint", argv.clone());
-                if !self.cmd_set {
-                    self.config.remove("Cmd");
-                }
-                let shown: Vec<String> = argv
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
-                    .unwrap_or_default();
-                self.commit(&format!("ENTRYPOINT {}", quoted(&shown)), None);
-            }
+            Op::Entrypoint(c) => self.entrypoint_step(c),
             Op::Shell(s) => {
                 self.config.set("Shell", json!(s));
                 self.commit(&format!("SHELL [{}]", s.join(" ")), None);
@@ -232,6 +166,87 @@ impl<'c> State<'c> {
             Op::Run(run) => self.run_step(run, loc, stages, index)?,
         }
         Ok(())
+    }
+
+    /// `ARG`: the build arg, else the default, else the global arg of the same name.
+    fn arg_step(&mut self, list: &[(String, Option<String>)], loc: &Loc) -> Result<()> {
+        let mut parts = Vec::new();
+        for (k, default) in list {
+            let value = match (self.ctx.build_arg(k), default) {
+                (Some(v), _) => Some(v),
+                (None, Some(d)) => Some(self.word(d, loc)?),
+                (None, None) => self.ctx.global_arg(k),
+            };
+            parts.push(match &value {
+                Some(v) => format!("{k}={v}"),
+                None => k.clone(),
+            });
+            if let Some(v) = value {
+                self.args.push((k.clone(), v));
+            }
+        }
+        self.commit(&format!("ARG {}", parts.join(" ")), None);
+        Ok(())
+    }
+
+    fn env_step(&mut self, kvs: &[KeyValue], loc: &Loc) -> Result<()> {
+        let mut done = Vec::new();
+        for kv in kvs {
+            done.push((self.word(&kv.key, loc)?, self.word(&kv.value, loc)?));
+        }
+        for (k, v) in &done {
+            self.config.set_env(k, v);
+        }
+        let msg: Vec<String> = done.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        self.commit(&format!("ENV {}", msg.join(" ")), None);
+        Ok(())
+    }
+
+    fn expose_step(&mut self, list: &[String], loc: &Loc) -> Result<()> {
+        let mut ports = Vec::new();
+        for p in list {
+            for w in self.words(p, loc)? {
+                ports.extend(parse_ports(&w).map_err(|e| {
+                    loc.error(e).with_hint("EXPOSE takes PORT, PORT/PROTO or FROM-TO[/PROTO], e.g. 8080 or 53/udp")
+                })?);
+            }
+        }
+        for p in &ports {
+            self.config.map_insert("ExposedPorts", p, json!({}));
+        }
+        self.commit(&format!("EXPOSE [{}]", ports.join(" ")), None);
+        Ok(())
+    }
+
+    fn volume_step(&mut self, list: &[String], loc: &Loc) -> Result<()> {
+        let mut vols = Vec::new();
+        for v in list {
+            let v = self.word(v, loc)?;
+            if v.trim().is_empty() {
+                return Err(loc.error("VOLUME specified can not be an empty string"));
+            }
+            self.config.map_insert("Volumes", &v, json!({}));
+            vols.push(v);
+        }
+        self.commit(&format!("VOLUME [{}]", vols.join(" ")), None);
+        Ok(())
+    }
+
+    /// `ENTRYPOINT`: an empty exec form clears it; a CMD of the base image is dropped.
+    fn entrypoint_step(&mut self, c: &CmdLine) {
+        let argv = match c {
+            CmdLine::Exec(v) if v.is_empty() => Value::Null,
+            _ => json!(self.argv(c)),
+        };
+        self.config.set("Entrypoint", argv.clone());
+        if !self.cmd_set {
+            self.config.remove("Cmd");
+        }
+        let shown: Vec<String> = argv
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        self.commit(&format!("ENTRYPOINT {}", quoted(&shown)), None);
     }
 
     fn run_step(
