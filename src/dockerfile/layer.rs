@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::copy::Plan;
 use super::fsview::{ContentSrc, Kind};
-use super::layer_reader::{BlobLookup, Staging, write_atomic};
+use super::layers::{BlobLookup, Staging, write_atomic};
 use crate::blob_cache::BlobCache;
 use crate::compress::GzipWriter;
 use crate::digest::{Digest, Hasher, HashingWriter};

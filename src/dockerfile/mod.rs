@@ -37,6 +37,10 @@ use crate::platform::Platform;
 use crate::progress::Reporter;
 use crate::source::{Resolver, Source};
 
+/// The old name of [`layer_reader`], still imported by `layer.rs` (owned by another change;
+/// drop this alias once it imports `layer_reader`).
+pub(crate) use layer_reader as layers;
+
 use config::Config;
 use ctx::{Ctx, Stats, assemble, root_layers};
 use executor::{RootLayer, StepExecutor};
