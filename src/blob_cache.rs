@@ -8,13 +8,15 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Kind, Result};
 use crate::host_env::HostEnv;
-use crate::image::{BlobReader, BlobSource, Descriptor};
+use crate::image::{BlobReader, BlobSource, Descriptor, Image};
+use crate::progress::{Reporter, human_size};
 
 #[cfg(test)]
 mod unit_tests;
@@ -253,6 +255,64 @@ fn sweep_stale_temps(dir: &Path) {
             let _ = fs::remove_file(e.path());
         }
     }
+}
+
+/// Fetches every remote layer of `images` not yet cached (into each source's cache), `jobs`
+/// at a time, biggest first. Returns how many were downloaded. Used by `pull`, `build` and the
+/// Dockerfile builder for its base images.
+pub fn prefetch(images: &[Image], jobs: usize, reporter: &dyn Reporter) -> Result<usize> {
+    let mut seen = HashSet::new();
+    let mut work: Vec<(&Image, &Descriptor)> = Vec::new();
+    for img in images {
+        if img.source.is_local() {
+            continue;
+        }
+        for l in &img.manifest.layers {
+            if seen.insert(l.digest.clone()) {
+                work.push((img, l));
+            }
+        }
+    }
+    if work.is_empty() {
+        return Ok(0);
+    }
+    // biggest first so the long downloads start early
+    work.sort_by(|a, b| b.1.size.cmp(&a.1.size).then(a.1.digest.cmp(&b.1.digest)));
+    let next = AtomicUsize::new(0);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let fetched = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, 16).min(work.len()) {
+            s.spawn(|| {
+                loop {
+                    if first_error.lock().expect("poisoned").is_some() {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((img, desc)) = work.get(i) else { return };
+                    match img.source.prefetch(desc) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            fetched.fetch_add(1, Ordering::SeqCst);
+                            reporter.message(&format!(
+                                "fetched layer {} ({})",
+                                desc.digest.short(),
+                                human_size(desc.size)
+                            ));
+                        }
+                        Err(e) => {
+                            first_error.lock().expect("poisoned").get_or_insert(e.context(&img.origin));
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().expect("poisoned") {
+        return Err(e);
+    }
+    Ok(fetched.into_inner())
 }
 
 #[cfg(test)]

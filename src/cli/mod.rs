@@ -143,6 +143,7 @@ impl RunArgs {
             helper: None,
             ca_bundle: self.ca_bundle.clone(),
             secrets: self.secret.iter().map(|s| spxpack::dockerfile::run::Secret::parse(s)).collect::<Result<_>>()?,
+            env: spxpack::host_env::HostEnv::from_vars(std::env::vars_os()),
         })
     }
 }

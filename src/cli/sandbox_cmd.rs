@@ -105,12 +105,14 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
         helper: None,
         ca_bundle: a.ca_bundle.clone(),
         secrets: Vec::new(),
+        env: spxpack::host_env::HostEnv::from_vars(std::env::vars_os()),
     };
     if a.detect_only {
         let opts = sandbox::Options {
             isolation: run_opts.isolation,
             qemu: a.qemu.clone(),
             proot: a.proot.clone(),
+            env: run_opts.env.clone(),
             ..Default::default()
         };
         let t = Instant::now();

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use super::read::synthesize_manifest;
 use super::write::check_tag;
-use crate::image::oci::{CONTAINERD_NAME, REF_NAME, oci_manifest_bytes};
 use super::*;
 use crate::digest::Digest;
 use crate::error::Kind;
+use crate::image::oci::{CONTAINERD_NAME, REF_NAME, oci_manifest_bytes};
 use crate::image::{Image, Manifest, media, validate};
 use crate::oci_layout::{Layout, LayoutFs};
 use crate::platform::Platform;

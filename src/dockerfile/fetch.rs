@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::fsview::{Content, ContentSrc, Kind, Node};
-use super::layers::Staging;
-use super::parse::Loc;
+use super::instructions::Loc;
+use super::layer_reader::Staging;
 use crate::digest::Hasher;
 use crate::error::{Error, Result};
 use crate::http;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::copy::{Plan, PlanEntry};
 use super::fsview::{Content as FileContent, ContentSrc, Kind};
-use super::layers::{BlobLookup, Staging, write_atomic};
+use super::layer_reader::{BlobLookup, Staging, write_atomic};
 use crate::blob_cache::BlobCache;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};

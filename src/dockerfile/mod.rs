@@ -7,6 +7,7 @@
 //! image's blobs untouched and whose new layers are in the blob cache. Writing it out
 //! (`docker_archive::write_file`, `oci_layout::write_dir`) is the caller's business.
 
+pub mod bind_plan;
 pub mod config;
 pub mod copy;
 mod ctx;
@@ -16,11 +17,13 @@ pub mod fetch;
 pub mod fsview;
 mod graph;
 mod instr;
+pub mod instructions;
 pub mod layer;
-pub mod layers;
+pub mod layer_reader;
 pub mod lex;
 pub mod parse;
 pub mod run;
+pub mod run_flags;
 mod stage;
 pub mod tree;
 
@@ -34,15 +37,17 @@ use crate::platform::Platform;
 use crate::progress::Reporter;
 use crate::source::{Resolver, Source};
 
+/// The old name of [`layer_reader`], still imported by `layer.rs` (owned by another change;
+/// drop this alias once it imports `layer_reader`).
 use config::Config;
 use ctx::{Ctx, Stats, assemble, root_layers};
 use executor::{RootLayer, StepExecutor};
 use fsview::FsView;
 use graph::{Base, check_run, ignore_file, parse_named, plan_stages, platform_args, reachable};
+use instructions::Dockerfile;
 use layer::LayerOptions;
-use layers::Staging;
+use layer_reader::Staging;
 use lex::Lex;
-use parse::Dockerfile;
 use stage::State;
 use tree::DirTree;
 
@@ -232,7 +237,7 @@ fn build_inner(opts: &BuildOptions, resolver: &Resolver, reporter: &dyn Reporter
     // global ARGs (before the first FROM)
     let mut declared: BTreeSet<String> = BTreeSet::new();
     for a in &df.meta_args {
-        let parse::Op::Arg(list) = &a.op else { continue };
+        let instructions::Op::Arg(list) = &a.op else { continue };
         for (k, default) in list {
             declared.insert(k.clone());
             let v = match (ctx.build_arg(k), default) {
@@ -252,7 +257,7 @@ fn build_inner(opts: &BuildOptions, resolver: &Resolver, reporter: &dyn Reporter
     check_run(&df, &needed, opts)?;
     for s in &needed {
         for i in &df.stages[*s].instrs {
-            if let parse::Op::Arg(l) = &i.op {
+            if let instructions::Op::Arg(l) = &i.op {
                 declared.extend(l.iter().map(|(k, _)| k.clone()));
             }
         }
@@ -355,7 +360,7 @@ fn run_stage(
             st.changed = true;
             for t in &triggers {
                 let ins = parse::parse_trigger(t, loc, df.escape)?;
-                if matches!(ins.op, parse::Op::Run(..)) && ctx.opts.executor.is_none() {
+                if matches!(ins.op, instructions::Op::Run(..)) && ctx.opts.executor.is_none() {
                     return Err(
                         executor::run_unsupported(loc).context(format!("ONBUILD trigger {t:?} of the base image"))
                     );
