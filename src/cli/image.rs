@@ -94,9 +94,9 @@ pub fn build(a: ImageBuildArgs, term: &Term) -> Result<()> {
     for b in &a.build_args {
         opts.build_args.push(match b.split_once('=') {
             Some(_) => split_kv(b, "--build-arg")?,
-            None => match std::env::var(b) {
-                Ok(v) => (b.clone(), v),
-                Err(_) => continue,
+            None => match super::host_env().get_os(b).and_then(|v| v.to_str()) {
+                Some(v) => (b.clone(), v.to_string()),
+                None => continue,
             },
         });
     }

@@ -143,12 +143,14 @@ impl RunArgs {
             helper: None,
             ca_bundle: self.ca_bundle.clone(),
             secrets: self.secret.iter().map(|s| spxpack::dockerfile::run::Secret::parse(s)).collect::<Result<_>>()?,
-            env: spxpack::host_env::HostEnv::from_vars(std::env::vars_os()),
+            env: host_env(),
         })
     }
 }
 
-/// The process environment, read once here: the library only sees it as data.
+/// The process environment: the one place spxpack reads it (clippy.toml forbids it elsewhere);
+/// the library only sees it as data.
+#[allow(clippy::disallowed_methods)]
 pub(crate) fn host_env() -> spxpack::host_env::HostEnv {
     spxpack::host_env::HostEnv::from_vars(std::env::vars_os())
 }
@@ -232,7 +234,7 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// `SOURCE_DATE_EPOCH` of this process, else 0: the time written into images and archives.
 pub(crate) fn source_date_epoch() -> u64 {
-    spxpack::host_env::HostEnv::from_vars(std::env::vars_os()).source_date_epoch().unwrap_or(0)
+    host_env().source_date_epoch().unwrap_or(0)
 }
 
 fn pull(a: PullArgs, term: &Term) -> Result<()> {

@@ -105,7 +105,7 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
         helper: None,
         ca_bundle: a.ca_bundle.clone(),
         secrets: Vec::new(),
-        env: spxpack::host_env::HostEnv::from_vars(std::env::vars_os()),
+        env: super::host_env(),
     };
     if a.detect_only {
         let opts = sandbox::Options {
