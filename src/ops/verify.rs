@@ -17,8 +17,8 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::platform::Platform;
 use crate::spx::image_check::{self, ArchiveInfo, CheckOptions};
+use crate::spx::tar_stream::{StreamEntry, Wording, walk_entries};
 use crate::spx::{COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, compose, manifest};
-use crate::tar_index::{HeaderGuard, normalize};
 
 /// How to verify.
 #[derive(Debug, Clone)]
@@ -222,7 +222,10 @@ pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions
         Ok(())
     });
     if let Err(e) = walked {
-        findings.error(format!("{file}: {e}"), Some("the file is damaged or not an SPX; build or download it again"));
+        findings.error(
+            format!("{file}: {}", e.message()),
+            Some("the file is damaged or not an SPX; build or download it again"),
+        );
     }
 
     // Second pass for archives listed in the manifest that the first pass could not recognise.
@@ -271,73 +274,48 @@ fn decoder<'a>(c: Compression, br: BufReader<&'a mut (impl Read + ?Sized)>, limi
 
 type Visit<'v> = dyn FnMut(&str, &'static str, u64, u32, &mut dyn Read) -> io::Result<()> + 'v;
 
+/// The words of [`walk_entries`]' problems for an SPX.
+const WORDS: Wording = Wording {
+    unsafe_note: "; the SPX may be malicious",
+    no_end_marker: "it ends without the end-of-archive marker (truncated)",
+};
+
 /// Reads every entry; the visitor gets (name, kind, size, mode, content reader).
-fn walk(r: Box<dyn Read + '_>, visit: &mut Visit) -> std::result::Result<(), String> {
-    let consumed = std::rc::Rc::new(std::cell::Cell::new(0u64));
-    struct Counting<'a> {
-        inner: Box<dyn Read + 'a>,
-        n: std::rc::Rc<std::cell::Cell<u64>>,
-    }
-    impl Read for Counting<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let k = self.inner.read(buf)?;
-            self.n.set(self.n.get() + k as u64);
-            Ok(k)
-        }
-    }
-    let (guarded, guard) = HeaderGuard::new(Counting { inner: r, n: consumed.clone() });
-    let mut ar = tar::Archive::new(guarded);
-    let mut end = 0u64;
-    let mut count = 0;
-    let mut entries = ar.entries().map_err(|e| format!("not a tar archive: {e}"))?;
-    while let Some(entry) = guard.next(&mut entries) {
-        let mut entry = entry.map_err(|e| format!("not a valid tar archive: {e}"))?;
-        count += 1;
-        let raw = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw).into_owned();
-        let name = std::str::from_utf8(&raw).map_err(|_| format!("entry name {shown:?} is not valid UTF-8"))?;
-        let name = match normalize(name) {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(why) => return Err(format!("unsafe entry {shown:?}: {why}; the SPX may be malicious")),
-        };
-        let h = entry.header();
-        let kind = h.entry_type();
-        let mode = h.mode().unwrap_or(0);
-        let size = entry.size();
-        end = entry.raw_file_position() + size.div_ceil(512) * 512;
-        let kind = if kind.is_file() || kind == tar::EntryType::Continuous {
-            "file"
-        } else if kind.is_dir() {
-            "dir"
-        } else if kind.is_symlink() {
-            let t = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-            let base = name.rsplit_once('/').map_or("", |(d, _)| d);
-            if t.starts_with('/') || !stays_inside(&format!("{base}/{t}")) {
-                return Err(format!("symlink {name:?} points outside the extension ({t:?}); the SPX may be malicious"));
-            }
-            "symlink"
-        } else if kind.is_hard_link() {
-            "hardlink"
-        } else if kind == tar::EntryType::XGlobalHeader {
-            continue;
-        } else {
-            return Err(format!("entry {name:?} is a {kind:?}; an SPX holds only files and directories"));
-        };
+fn walk(r: Box<dyn Read + '_>, visit: &mut Visit) -> Result<()> {
+    walk_entries(r, WORDS, &mut |name, entry| {
+        let kind = entry_kind(name, entry)?;
+        let mode = entry.header().mode().unwrap_or(0);
         if mode & 0o6000 != 0 {
-            return Err(format!("entry {name:?} has the setuid/setgid bit; the SPX may be malicious"));
+            return Err(Error::input(format!("entry {name:?} has the setuid/setgid bit; the SPX may be malicious")));
         }
-        visit(&name, kind, size, mode, &mut entry).map_err(|e| format!("{name}: {e}"))?;
-        // the rest of the content (of a directory, say) is not header data for the guard
-        io::copy(&mut entry, &mut io::sink()).map_err(|e| format!("{name}: {e}"))?;
-    }
-    if count == 0 {
-        return Err("it holds no entries".into());
-    }
-    if consumed.get() < end + 512 {
-        return Err("it ends without the end-of-archive marker (truncated)".into());
-    }
-    Ok(())
+        let in_entry = |e: io::Error| Error::input(format!("{name}: {e}"));
+        visit(name, kind, entry.size(), mode, entry).map_err(in_entry)?;
+        io::copy(entry, &mut io::sink()).map_err(in_entry)?;
+        Ok(())
+    })
+}
+
+/// `file`, `dir`, `symlink` (pointing inside the extension) or `hardlink`; anything else is refused.
+fn entry_kind(name: &str, entry: &StreamEntry) -> Result<&'static str> {
+    let kind = entry.header().entry_type();
+    Ok(if kind.is_file() || kind == tar::EntryType::Continuous {
+        "file"
+    } else if kind.is_dir() {
+        "dir"
+    } else if kind.is_symlink() {
+        let t = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let base = name.rsplit_once('/').map_or("", |(d, _)| d);
+        if t.starts_with('/') || !stays_inside(&format!("{base}/{t}")) {
+            return Err(Error::input(format!(
+                "symlink {name:?} points outside the extension ({t:?}); the SPX may be malicious"
+            )));
+        }
+        "symlink"
+    } else if kind.is_hard_link() {
+        "hardlink"
+    } else {
+        return Err(Error::input(format!("entry {name:?} is a {kind:?}; an SPX holds only files and directories")));
+    })
 }
 
 /// Whether a relative path resolved lexically stays inside the root.

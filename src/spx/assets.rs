@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::Findings;
 use super::writer::{Body, Entry};
+use crate::error::io_text;
 
 /// The one symlink rule for every file that goes into an SPX (manifest, compose file, prebuilt
 /// image archives, icon, udev rules, additional files and everything below them): a symlink is
@@ -256,17 +257,6 @@ pub fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(n);
     crate::input::open(path)?.take(n as u64).read_to_end(&mut buf)?;
     Ok(buf)
-}
-
-/// `No such file or directory (os error 2)` → `no such file or directory`.
-pub fn io_text(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    let s = s.split(" (os error").next().unwrap_or(&s).to_string();
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-        None => s,
-    }
 }
 
 #[cfg(test)]

@@ -6,22 +6,22 @@
 //! `RepoTags` syntax, OS/architecture against the target and — with `full` — every layer's
 //! `diff_id` over its decompressed bytes and every `blobs/sha256/<hex>` name over its bytes.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::rc::Rc;
 
 use serde::Serialize;
 
 use super::Findings;
+use super::tar_stream::{StreamEntry, Wording, walk_entries};
 use crate::compress::{self, Compression, Limits};
 use crate::digest::{Digest, Hasher};
 use crate::docker_archive::read::Item;
+use crate::error::{Error, Result};
 use crate::image::validate::MAX_LAYERS;
 use crate::image::{ConfigView, parse_json};
 use crate::platform::Platform;
 use crate::progress::human_size;
-use crate::tar_index::{HeaderGuard, normalize};
+use crate::tar_index::normalize;
 
 /// Small entries are kept in memory (configs, manifests) up to this size each…
 const KEEP_MAX: u64 = 8 << 20;
@@ -97,8 +97,11 @@ pub fn check(r: &mut dyn Read, label: &str, opts: &CheckOptions, findings: &mut 
         return None;
     };
     let mut recs: BTreeMap<String, Rec> = BTreeMap::new();
-    if let Err(msg) = read_entries(dec, opts.full, opts.limits, &mut recs) {
-        findings.error(format!("{label}: {msg}"), Some("the archive is damaged or not a tar file; save it again"));
+    if let Err(e) = read_entries(dec, opts.full, opts.limits, &mut recs) {
+        findings.error(
+            format!("{label}: {}", e.message()),
+            Some("the archive is damaged or not a tar file; save it again"),
+        );
         return None;
     }
     let mut info = ArchiveInfo { compression: outer.name(), images: Vec::new(), layers_verified: opts.full };
@@ -141,89 +144,58 @@ pub fn check(r: &mut dyn Read, label: &str, opts: &CheckOptions, findings: &mut 
     Some(info)
 }
 
-struct Counting<R> {
-    inner: R,
-    n: Rc<Cell<u64>>,
-}
+/// The words of [`walk_entries`]' problems for a `docker save` archive.
+const WORDS: Wording =
+    Wording { unsafe_note: "", no_end_marker: "it ends without the end-of-archive marker (truncated?)" };
 
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let k = self.inner.read(buf)?;
-        self.n.set(self.n.get() + k as u64);
-        Ok(k)
-    }
-}
-
-fn read_entries(
-    r: Box<dyn Read + '_>,
-    full: bool,
-    limits: Limits,
-    recs: &mut BTreeMap<String, Rec>,
-) -> Result<(), String> {
-    let consumed = Rc::new(Cell::new(0u64));
-    let (guarded, guard) = HeaderGuard::new(Counting { inner: r, n: consumed.clone() });
-    let mut ar = tar::Archive::new(guarded);
+fn read_entries(r: Box<dyn Read + '_>, full: bool, limits: Limits, recs: &mut BTreeMap<String, Rec>) -> Result<()> {
     let mut kept = 0u64;
-    let mut end = 0u64;
-    let mut count = 0usize;
-    let mut entries = ar.entries().map_err(|e| format!("not a tar archive: {e}"))?;
-    while let Some(entry) = guard.next(&mut entries) {
-        let mut entry = entry.map_err(|e| format!("not a valid tar archive: {e}"))?;
-        count += 1;
-        let raw = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw).into_owned();
-        let name = std::str::from_utf8(&raw).map_err(|_| format!("entry name {shown:?} is not valid UTF-8"))?;
-        let Some(name) = normalize(name).map_err(|why| format!("unsafe entry {shown:?}: {why}"))? else { continue };
-        let kind = entry.header().entry_type();
-        let size = entry.size();
-        end = entry.raw_file_position() + size.div_ceil(512) * 512;
-        let rec = if kind.is_file() || kind == tar::EntryType::Continuous {
-            let keep = size <= KEEP_MAX && kept + size <= KEEP_TOTAL;
-            if keep {
-                let mut data = Vec::with_capacity(size as usize);
-                entry.read_to_end(&mut data).map_err(|e| format!("{name}: truncated ({e})"))?;
-                kept += size;
-                let (sha, diff) = if full { hash_bytes(&data, limits) } else { (None, None) };
-                Rec::File { size, head: data[..data.len().min(8)].to_vec(), data: Some(data), sha, diff }
-            } else if full {
-                let (head, sha, diff) = hash_stream(&mut entry, limits).map_err(|e| format!("{name}: {e}"))?;
-                Rec::File { size, head, data: None, sha: Some(sha), diff }
-            } else {
-                let mut head = vec![0u8; 8];
-                let n = read_up_to(&mut entry, &mut head).map_err(|e| format!("{name}: truncated ({e})"))?;
-                head.truncate(n);
-                io::copy(&mut entry, &mut io::sink()).map_err(|e| format!("{name}: truncated ({e})"))?;
-                Rec::File { size, head, data: None, sha: None, diff: None }
-            }
-        } else if kind.is_dir() {
-            Rec::Dir
-        } else if kind.is_symlink() || kind.is_hard_link() {
-            let target = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-            if target.is_empty() {
-                return Err(format!("link {name:?} has no target"));
-            }
-            if kind.is_symlink() { Rec::Symlink(target) } else { Rec::Hardlink(target) }
-        } else if kind == tar::EntryType::XGlobalHeader {
-            continue;
-        } else {
-            return Err(format!("entry {name:?} is a {kind:?}, not a file, directory or link"));
-        };
-        // the rest of the content (of a directory, say) is not header data for the guard
-        io::copy(&mut entry, &mut io::sink()).map_err(|e| format!("{name}: truncated ({e})"))?;
-        match recs.get(&name) {
-            Some(Rec::Dir) if matches!(rec, Rec::Dir) => continue,
-            Some(_) => return Err(format!("contains the entry {name:?} twice")),
+    walk_entries(r, WORDS, &mut |name, entry| {
+        let rec = read_rec(name, entry, full, limits, &mut kept)?;
+        match recs.get(name) {
+            Some(Rec::Dir) if matches!(rec, Rec::Dir) => return Ok(()),
+            Some(_) => return Err(Error::input(format!("contains the entry {name:?} twice"))),
             None => {}
         }
-        recs.insert(name, rec);
-    }
-    if count == 0 {
-        return Err("it holds no entries".into());
-    }
-    if consumed.get() < end + 512 {
-        return Err("it ends without the end-of-archive marker (truncated?)".into());
-    }
-    Ok(())
+        recs.insert(name.to_string(), rec);
+        Ok(())
+    })
+}
+
+/// What the checks keep of one entry: small files whole (at most [`KEEP_TOTAL`] in all), the
+/// first bytes and (with `full`) the digests of the others, link targets.
+fn read_rec(name: &str, entry: &mut StreamEntry, full: bool, limits: Limits, kept: &mut u64) -> Result<Rec> {
+    let truncated = |e: io::Error| Error::input(format!("{name}: truncated ({e})"));
+    let kind = entry.header().entry_type();
+    let size = entry.size();
+    Ok(if kind.is_file() || kind == tar::EntryType::Continuous {
+        if size <= KEEP_MAX && *kept + size <= KEEP_TOTAL {
+            let mut data = Vec::with_capacity(size as usize);
+            entry.read_to_end(&mut data).map_err(truncated)?;
+            *kept += size;
+            let (sha, diff) = if full { hash_bytes(&data, limits) } else { (None, None) };
+            Rec::File { size, head: data[..data.len().min(8)].to_vec(), data: Some(data), sha, diff }
+        } else if full {
+            let (head, sha, diff) = hash_stream(entry, limits).map_err(|e| Error::input(format!("{name}: {e}")))?;
+            Rec::File { size, head, data: None, sha: Some(sha), diff }
+        } else {
+            let mut head = vec![0u8; 8];
+            let n = read_up_to(entry, &mut head).map_err(truncated)?;
+            head.truncate(n);
+            io::copy(entry, &mut io::sink()).map_err(truncated)?;
+            Rec::File { size, head, data: None, sha: None, diff: None }
+        }
+    } else if kind.is_dir() {
+        Rec::Dir
+    } else if kind.is_symlink() || kind.is_hard_link() {
+        let target = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        if target.is_empty() {
+            return Err(Error::input(format!("link {name:?} has no target")));
+        }
+        if kind.is_symlink() { Rec::Symlink(target) } else { Rec::Hardlink(target) }
+    } else {
+        return Err(Error::input(format!("entry {name:?} is a {kind:?}, not a file, directory or link")));
+    })
 }
 
 fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -282,26 +254,29 @@ fn decoded_digest(r: &mut dyn BufRead, limits: Limits) -> io::Result<Option<Dige
     Ok(Some(h.finish()))
 }
 
-/// Follows links inside the archive to a regular file.
-fn resolve<'a>(recs: &'a BTreeMap<String, Rec>, path: &str) -> Result<(String, &'a Rec), String> {
-    let mut cur =
-        normalize(path).map_err(|why| format!("{path:?} {why}"))?.ok_or_else(|| format!("{path:?} is empty"))?;
+/// Follows links inside the archive to a regular file; the error says why `path` is unusable.
+fn resolve<'a>(recs: &'a BTreeMap<String, Rec>, path: &str) -> Result<(String, &'a Rec)> {
+    let mut cur = normalize(path)
+        .map_err(|why| Error::input(format!("{path:?} {why}")))?
+        .ok_or_else(|| Error::input(format!("{path:?} is empty")))?;
     for _ in 0..40 {
         match recs.get(&cur) {
-            None => return Err(format!("{path:?} is not in the archive")),
+            None => return Err(Error::input(format!("{path:?} is not in the archive"))),
             Some(Rec::Symlink(t)) => {
                 let base = cur.rsplit_once('/').map_or("", |(d, _)| d);
                 let joined = if t.starts_with('/') { t.clone() } else { format!("{base}/{t}") };
-                cur = normalize_lexically(&joined).ok_or_else(|| format!("{path:?} links outside the archive"))?;
+                cur = normalize_lexically(&joined)
+                    .ok_or_else(|| Error::input(format!("{path:?} links outside the archive")))?;
             }
             Some(Rec::Hardlink(t)) => {
-                cur = normalize_lexically(t).ok_or_else(|| format!("{path:?} links outside the archive"))?;
+                cur = normalize_lexically(t)
+                    .ok_or_else(|| Error::input(format!("{path:?} links outside the archive")))?;
             }
-            Some(Rec::Dir) => return Err(format!("{path:?} is a directory")),
+            Some(Rec::Dir) => return Err(Error::input(format!("{path:?} is a directory"))),
             Some(rec @ Rec::File { .. }) => return Ok((cur, rec)),
         }
     }
-    Err(format!("{path:?}: too many links (a cycle?)"))
+    Err(Error::input(format!("{path:?}: too many links (a cycle?)")))
 }
 
 fn normalize_lexically(p: &str) -> Option<String> {
@@ -347,7 +322,7 @@ fn check_item(
         }
         Ok(_) => unreachable!("resolve returns files"),
         Err(why) => {
-            findings.error(format!("{who}: Config {why}"), None);
+            findings.error(format!("{who}: Config {}", why.message()), None);
             return None;
         }
     };
@@ -400,7 +375,7 @@ fn check_item(
         let (name, rec) = match resolve(recs, path) {
             Ok(x) => x,
             Err(why) => {
-                findings.error(format!("{who}: layer {n}: {why}"), None);
+                findings.error(format!("{who}: layer {n}: {}", why.message()), None);
                 continue;
             }
         };

@@ -13,6 +13,7 @@ pub mod compose;
 pub mod image_check;
 pub mod json;
 pub mod manifest;
+pub mod tar_stream;
 pub mod writer;
 
 use serde::Serialize;

@@ -12,7 +12,7 @@ use crate::reference::Reference;
 use crate::source::Source;
 use crate::spx::compose::repo_tag;
 use crate::spx::image_check::{self, ArchiveInfo, CheckOptions};
-use crate::spx::{self, Findings, assets};
+use crate::spx::{self, Findings};
 
 /// An image pulled by reference (through a mirror when one applies).
 pub fn registry_req(image: &str, opts: &PackOptions, what: &str, f: &mut Findings) -> Option<ImageReq> {
@@ -113,7 +113,7 @@ pub fn prebuilt(
         Err(e) => {
             match crate::input::refusal(&e) {
                 Some(refused) => f.error(refused.message().to_string(), refused.hint()),
-                None => f.error(format!("{}: {}", path.display(), assets::io_text(&e)), None),
+                None => f.error(format!("{}: {}", path.display(), crate::error::io_text(&e)), None),
             }
             None
         }

@@ -102,7 +102,9 @@ pub fn plan(opts: &PackOptions, reporter: &dyn Reporter) -> Result<Plan> {
         Err(e) if let Some(refused) = crate::input::refusal(&e) => return Err(refused),
         Err(e) => {
             let hint = format!("create one with: spxpack init {} --image IMAGE", dir.display());
-            return Err(Error::input(format!("{}: {}", manifest_path.display(), assets::io_text(&e))).with_hint(hint));
+            return Err(
+                Error::input(format!("{}: {}", manifest_path.display(), crate::error::io_text(&e))).with_hint(hint)
+            );
         }
     };
     // output and extension name
@@ -202,7 +204,7 @@ pub fn plan(opts: &PackOptions, reporter: &dyn Reporter) -> Result<Plan> {
             Err(e) => {
                 match crate::input::refusal(&e) {
                     Some(refused) => f.error(refused.message().to_string(), refused.hint()),
-                    None => f.error(format!("{}: {}", p.display(), assets::io_text(&e)), None),
+                    None => f.error(format!("{}: {}", p.display(), crate::error::io_text(&e)), None),
                 }
                 None
             }
