@@ -13,8 +13,9 @@ use spxpack::ops::pack::{self, PackOptions, VerifyLevel};
 use spxpack::ops::verify::{VerifyOptions, verify_file};
 use spxpack::ops::{init, inspect_spx as inspect};
 use spxpack::platform::Platform;
+use spxpack::problem::{Severity, warning_line};
 use spxpack::progress::{Reporter, human_size};
-use spxpack::spx::{Target, warning_line};
+use spxpack::spx::Target;
 
 const SDK: &str = "Flags of the SDK's build_extension.py (same meaning; see docs/build-flags.md)";
 
@@ -235,8 +236,8 @@ pub fn verify(a: VerifyArgs, term: &Term) -> Result<()> {
     } else {
         for f in &report.findings.0 {
             match f.severity {
-                spxpack::spx::Severity::Warning => term.warn(&warning_line(f)),
-                spxpack::spx::Severity::Error => {
+                Severity::Warning => term.warn(&warning_line(f)),
+                Severity::Error => {
                     term.warn(&format!("error: {}", f.message));
                     if let Some(h) = &f.hint {
                         term.warn(&format!("  hint: {h}"));

@@ -249,7 +249,7 @@ mod tests {
         };
         let s = init(&opts).unwrap();
         assert_eq!(s.extension_name, "my-ext");
-        let mut f = crate::spx::Findings::new();
+        let mut f = crate::problem::Problems::new();
         let p = Target::Spot.platform();
         let c = crate::spx::compose::check(
             &std::fs::read(dir.join(COMPOSE)).unwrap(),

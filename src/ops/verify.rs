@@ -16,9 +16,10 @@ use crate::compress::{self, Compression, Limits};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::platform::Platform;
+use crate::problem::Problems;
 use crate::spx::image_check::{self, ArchiveInfo, CheckOptions};
 use crate::spx::tar_stream::{StreamEntry, Wording, walk_entries};
-use crate::spx::{COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, compose, manifest};
+use crate::spx::{COMPOSE, COMPOSE_NAMES, MANIFEST, Target, assets, compose, manifest};
 
 /// How to verify.
 #[derive(Debug, Clone)]
@@ -71,7 +72,7 @@ pub struct SpxReport {
     pub platform: String,
     pub archives: Vec<NamedArchive>,
     pub services: Vec<ServiceInfo>,
-    pub findings: Findings,
+    pub findings: Problems,
 }
 
 impl SpxReport {
@@ -104,7 +105,7 @@ struct Top {
 /// Verifies an SPX read from `r` (rewound first); `file` is its file name (the extension name
 /// falls back to its stem).
 pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions) -> Result<SpxReport> {
-    let mut findings = Findings::new();
+    let mut findings = Problems::new();
     let stem = file.strip_suffix(".spx").unwrap_or(file).to_string();
     let mut report = SpxReport {
         file: file.to_string(),
@@ -116,7 +117,7 @@ pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions
         platform: String::new(),
         archives: Vec::new(),
         services: Vec::new(),
-        findings: Findings::new(),
+        findings: Problems::new(),
     };
     let mut tops: BTreeMap<String, Top> = BTreeMap::new();
     let mut manifest_map: Option<Map<String, Value>> = None;
@@ -209,7 +210,7 @@ pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions
             return Ok(());
         }
         if name == MANIFEST {
-            let mut f = Findings::new();
+            let mut f = Problems::new();
             if let Some(data) = &top.data {
                 manifest_map = manifest::parse(data, &format!("{file}: {MANIFEST}"), &mut f);
             } else {
@@ -343,7 +344,7 @@ fn cross_check(
     stem: &str,
     file: &str,
     opts: &VerifyOptions,
-    findings: &mut Findings,
+    findings: &mut Problems,
 ) {
     let Some(m) = m else {
         if !tops.contains_key(MANIFEST) {

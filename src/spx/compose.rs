@@ -13,8 +13,9 @@
 use serde_json::{Map, Value};
 
 use super::manifest::kind;
-use super::{Findings, Target, suggest};
+use super::{Target, suggest};
 use crate::platform::Platform;
+use crate::problem::Problems;
 use crate::reference::Reference;
 
 /// One service, as far as packaging cares.
@@ -183,7 +184,7 @@ const SERVICE_KEYS: [(&str, Shape); 92] = {
 };
 
 /// Parses and checks `text`; problems go to `findings`. `None` when the file cannot be used at all.
-pub fn check(text: &[u8], r: &Rules, findings: &mut Findings) -> Option<Compose> {
+pub fn check(text: &[u8], r: &Rules, findings: &mut Problems) -> Option<Compose> {
     let file = r.file;
     if text.len() > MAX_SIZE {
         findings.error(format!("{file}: {} bytes, more than the {MAX_SIZE} byte limit", text.len()), None);
@@ -241,7 +242,7 @@ pub fn check(text: &[u8], r: &Rules, findings: &mut Findings) -> Option<Compose>
     Some(out)
 }
 
-fn check_top_extension(v: &Value, file: &str, out: &mut Compose, findings: &mut Findings) {
+fn check_top_extension(v: &Value, file: &str, out: &mut Compose, findings: &mut Problems) {
     let Value::Object(m) = v else {
         findings.error(format!("{file}: x-spxpack: must be a mapping, found {}", kind(v)), None);
         return;
@@ -306,7 +307,7 @@ fn shape_name(shape: Shape) -> &'static str {
     }
 }
 
-fn check_service(name: &str, svc: &Map<String, Value>, path: &str, r: &Rules, findings: &mut Findings) -> Service {
+fn check_service(name: &str, svc: &Map<String, Value>, path: &str, r: &Rules, findings: &mut Problems) -> Service {
     let file = r.file;
     let mut s = Service { name: name.to_string(), ..Default::default() };
     let known: Vec<&str> = SERVICE_KEYS.iter().map(|(k, _)| *k).collect();
@@ -385,7 +386,7 @@ fn check_service(name: &str, svc: &Map<String, Value>, path: &str, r: &Rules, fi
     s
 }
 
-fn check_service_extension(v: &Value, path: &str, file: &str, s: &mut Service, findings: &mut Findings) {
+fn check_service_extension(v: &Value, path: &str, file: &str, s: &mut Service, findings: &mut Problems) {
     let Value::Object(m) = v else {
         findings.error(format!("{file}: {path}: must be a mapping, found {}", kind(v)), None);
         return;
@@ -427,7 +428,7 @@ fn check_service_extension(v: &Value, path: &str, file: &str, s: &mut Service, f
 }
 
 /// CORE I/O only lets TCP/UDP 21000–22000 in (21443 is its web portal).
-fn check_ports(svc: &Map<String, Value>, path: &str, r: &Rules, findings: &mut Findings) {
+fn check_ports(svc: &Map<String, Value>, path: &str, r: &Rules, findings: &mut Problems) {
     let file = r.file;
     let Some(Value::Array(ports)) = svc.get("ports") else { return };
     if ports.is_empty() {
@@ -526,7 +527,7 @@ pub fn same_image(a: &str, b: &str) -> bool {
 
 /// Reads `build: DIR` or `build: {context, dockerfile, args, target}`; other keys of the map
 /// (cache_from, network, …) do not matter without a daemon and are ignored.
-fn build_section(v: &Value, path: &str, file: &str, findings: &mut Findings) -> Option<BuildSection> {
+fn build_section(v: &Value, path: &str, file: &str, findings: &mut Problems) -> Option<BuildSection> {
     match v {
         Value::String(ctx) => Some(BuildSection { context: ctx.clone(), ..Default::default() }),
         Value::Object(m) => {
@@ -577,7 +578,7 @@ mod tests {
     use super::*;
 
     fn run(src: &str, target: Target) -> (Option<Compose>, Vec<String>) {
-        let mut f = Findings::new();
+        let mut f = Problems::new();
         let p = target.platform();
         let c = check(src.as_bytes(), &Rules { file: "docker-compose.yml", target, platform: &p }, &mut f);
         (c, f.0.iter().map(|x| format!("{:?}: {}", x.severity, x.message)).collect())

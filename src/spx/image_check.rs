@@ -11,7 +11,6 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 
 use serde::Serialize;
 
-use super::Findings;
 use super::tar_stream::{StreamEntry, Wording, walk_entries};
 use crate::compress::{self, Compression, Limits};
 use crate::digest::{Digest, Hasher};
@@ -20,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::image::validate::MAX_LAYERS;
 use crate::image::{ConfigView, parse_json};
 use crate::platform::Platform;
+use crate::problem::Problems;
 use crate::progress::human_size;
 use crate::tar_index::normalize;
 
@@ -80,7 +80,7 @@ enum Rec {
 
 /// Checks the archive read from `r`; every problem goes to `findings`, labelled with `label`.
 /// Returns what could be learnt (`None` when it is not a readable archive at all).
-pub fn check(r: &mut dyn Read, label: &str, opts: &CheckOptions, findings: &mut Findings) -> Option<ArchiveInfo> {
+pub fn check(r: &mut dyn Read, label: &str, opts: &CheckOptions, findings: &mut Problems) -> Option<ArchiveInfo> {
     let mut br = BufReader::with_capacity(1 << 16, r);
     let outer = match br.fill_buf() {
         Ok(head) => compress::sniff(head),
@@ -299,7 +299,7 @@ fn check_item(
     item: &Item,
     label: &str,
     opts: &CheckOptions,
-    findings: &mut Findings,
+    findings: &mut Problems,
 ) -> Option<ImageInfo> {
     let tags = item.repo_tags.clone().unwrap_or_default();
     let who = match tags.first() {
@@ -458,7 +458,7 @@ mod tests {
     }
 
     fn run(bytes: &[u8], full: bool) -> (Option<ArchiveInfo>, Vec<String>) {
-        let mut f = Findings::new();
+        let mut f = Problems::new();
         let p = Platform::linux_arm64();
         let info = check(
             &mut &bytes[..],

@@ -6,7 +6,8 @@
 use serde_json::{Map, Value};
 
 use super::json::{self, child, index};
-use super::{Findings, Target, suggest};
+use super::{Target, suggest};
+use crate::problem::Problems;
 
 /// Every key the robot or the SDK documents.
 pub const KNOWN_KEYS: [&str; 10] = [
@@ -26,7 +27,7 @@ pub const KNOWN_KEYS: [&str; 10] = [
 pub const MAX_SIZE: usize = 1 << 20;
 
 /// Parses `bytes`; problems go to `findings` (labelled with `file`). `None` if unusable.
-pub fn parse(bytes: &[u8], file: &str, findings: &mut Findings) -> Option<Map<String, Value>> {
+pub fn parse(bytes: &[u8], file: &str, findings: &mut Problems) -> Option<Map<String, Value>> {
     if bytes.len() > MAX_SIZE {
         findings.error(format!("{file}: {} bytes, more than the {MAX_SIZE} byte limit", bytes.len()), None);
         return None;
@@ -91,7 +92,7 @@ pub fn is_missing(m: &Map<String, Value>, key: &str) -> bool {
 }
 
 /// Checks every rule and appends the problems to `findings`.
-pub fn check(m: &Map<String, Value>, r: &Rules, findings: &mut Findings) {
+pub fn check(m: &Map<String, Value>, r: &Rules, findings: &mut Problems) {
     let file = r.file;
     let mut err = |path: &str, msg: String, hint: Option<&str>| findings.error(format!("{file}: {path}: {msg}"), hint);
     let mut warnings: Vec<(String, String, Option<&'static str>)> = Vec::new();
@@ -430,7 +431,7 @@ mod tests {
     use super::*;
 
     fn run(src: &str, packaged: bool) -> Vec<String> {
-        let mut f = Findings::new();
+        let mut f = Problems::new();
         if let Some(m) = parse(src.as_bytes(), "manifest.json", &mut f) {
             check(&m, &Rules { file: "manifest.json", spx_name: Some(("my ext", "my ext.spx")), packaged }, &mut f);
         }

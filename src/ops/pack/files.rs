@@ -5,9 +5,10 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::problem::Problems;
 use crate::progress::Reporter;
 use crate::spx::writer::{Body, Entry};
-use crate::spx::{Findings, MANIFEST, assets, manifest};
+use crate::spx::{MANIFEST, assets, manifest};
 
 /// Adds the icon or udev rules: the flag (resolved in the package directory, then the current
 /// one), else the manifest's file, else the SDK default name when that file exists.
@@ -21,7 +22,7 @@ pub fn asset(
     cwd: &Path,
     out: &mut Vec<Entry>,
     added: &mut Vec<(String, Value)>,
-    f: &mut Findings,
+    f: &mut Problems,
 ) {
     let what = if key == "icon" { "--icon" } else { "--udev-rule" };
     let named = manifest::get_str(m, key);
@@ -78,7 +79,7 @@ pub fn asset(
 }
 
 /// Refuses two entries with the same name (the same source file twice is kept once).
-pub fn dedupe(entries: Vec<Entry>, f: &mut Findings, reporter: &dyn Reporter) -> Vec<Entry> {
+pub fn dedupe(entries: Vec<Entry>, f: &mut Problems, reporter: &dyn Reporter) -> Vec<Entry> {
     let mut out: Vec<Entry> = Vec::new();
     for e in entries {
         if let Some(prev) = out.iter().find(|p| p.name == e.name) {

@@ -7,15 +7,16 @@ use std::path::{Path, PathBuf};
 use super::PackOptions;
 use super::plan::{ArchiveKind, ArchivePlan, DockerBuild, ImageFrom, ImageReq};
 use crate::platform::Platform;
+use crate::problem::Problems;
 use crate::progress::Reporter;
 use crate::reference::Reference;
 use crate::source::Source;
+use crate::spx;
 use crate::spx::compose::repo_tag;
 use crate::spx::image_check::{self, ArchiveInfo, CheckOptions};
-use crate::spx::{self, Findings};
 
 /// An image pulled by reference (through a mirror when one applies).
-pub fn registry_req(image: &str, opts: &PackOptions, what: &str, f: &mut Findings) -> Option<ImageReq> {
+pub fn registry_req(image: &str, opts: &PackOptions, what: &str, f: &mut Problems) -> Option<ImageReq> {
     let r = match Reference::parse(image) {
         Ok(r) => r,
         Err(e) => {
@@ -45,7 +46,7 @@ pub fn source_req(
     opts: &PackOptions,
     service: &str,
     file: &str,
-    f: &mut Findings,
+    f: &mut Problems,
 ) -> Option<ImageReq> {
     let dir = &opts.dir;
     let parsed = match Source::parse(src) {
@@ -71,7 +72,7 @@ pub fn source_req(
 }
 
 /// An image built from a Dockerfile and saved as `image`.
-pub fn build_req(image: &str, build: DockerBuild, what: &str, f: &mut Findings) -> Option<ImageReq> {
+pub fn build_req(image: &str, build: DockerBuild, what: &str, f: &mut Problems) -> Option<ImageReq> {
     if let Err(e) = Reference::parse(image) {
         f.error(format!("{what}: {}", e.message()), e.hint());
         return None;
@@ -99,7 +100,7 @@ pub fn prebuilt(
     name: &str,
     opts: &PackOptions,
     platform: &Platform,
-    f: &mut Findings,
+    f: &mut Problems,
     reporter: &dyn Reporter,
 ) -> ArchiveKind {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -135,7 +136,7 @@ pub fn pick_archive(
     archives: &mut Vec<ArchivePlan>,
     images_list: &mut Option<Vec<String>>,
     extension_name: &str,
-    f: &mut Findings,
+    f: &mut Problems,
 ) -> Option<usize> {
     let generated: Vec<usize> =
         (0..archives.len()).filter(|i| matches!(archives[*i].kind, ArchiveKind::Generated { .. })).collect();

@@ -13,13 +13,14 @@ use super::files::{asset, dedupe};
 use super::images::{build_req, pick_archive, prebuilt, registry_req, source_req};
 use crate::error::{Error, Result};
 use crate::platform::Platform;
+use crate::problem::Problems;
 use crate::progress::Reporter;
 use crate::reference::Reference;
 use crate::source::Source;
 use crate::spx::compose::{self, Compose, same_image};
 use crate::spx::image_check::ArchiveInfo;
 use crate::spx::writer::{Body, Entry};
-use crate::spx::{COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, json, manifest};
+use crate::spx::{COMPOSE, COMPOSE_NAMES, MANIFEST, Target, assets, json, manifest};
 
 /// One image to bundle.
 #[derive(Debug, Clone)]
@@ -89,7 +90,7 @@ pub fn plan(opts: &PackOptions, reporter: &dyn Reporter) -> Result<Plan> {
         return Err(Error::not_found(format!("extension directory {} does not exist", dir.display()))
             .with_hint("pass the directory holding manifest.json and docker-compose.yml"));
     }
-    let mut f = Findings::new();
+    let mut f = Problems::new();
     let shown_dir = |name: &str| dir.join(name).display().to_string();
 
     // manifest.json
@@ -195,7 +196,7 @@ pub fn plan(opts: &PackOptions, reporter: &dyn Reporter) -> Result<Plan> {
         }
         match crate::input::read(p, crate::input::MAX_TEXT) {
             Ok(bytes) => {
-                let mut cf = Findings::new();
+                let mut cf = Problems::new();
                 let label = p.display().to_string();
                 let c = compose::check(&bytes, &compose::Rules { file: &label, target, platform: &platform }, &mut cf);
                 f.extend(if opts.skip_compose_validation { cf.downgraded() } else { cf });
@@ -584,7 +585,7 @@ fn compose_label(p: &Option<PathBuf>) -> String {
 
 /// The output policy of [`crate::atomic::output_target`] (its directory exists, it is not a
 /// directory, device or FIFO), checked before any download; the path that will be written.
-fn check_output(path: &std::path::Path, what: &str, f: &mut Findings) -> Option<PathBuf> {
+fn check_output(path: &std::path::Path, what: &str, f: &mut Problems) -> Option<PathBuf> {
     match crate::atomic::output_target(path, what) {
         Ok(t) => Some(t),
         Err(e) => {
