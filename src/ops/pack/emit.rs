@@ -8,8 +8,7 @@
 use std::io::{self, BufWriter, Write};
 use std::sync::Arc;
 
-use super::plan::ImageFrom;
-use super::plan::{ArchiveKind, Plan};
+use super::model::{ArchiveKind, ImageFrom, Plan};
 use super::{ArchiveSummary, PackOptions, PackSummary, VerifyLevel};
 use crate::atomic::AtomicFile;
 use crate::blob_cache::BlobCache;

@@ -5,14 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use super::PackOptions;
-use super::plan::{ArchiveKind, ArchivePlan, DockerBuild, ImageFrom, ImageReq};
+use super::model::{ArchiveKind, ArchivePlan, DockerBuild, ImageFrom, ImageReq};
 use crate::platform::Platform;
 use crate::problem::Problems;
 use crate::progress::Reporter;
 use crate::reference::Reference;
 use crate::source::Source;
 use crate::spx;
-use crate::spx::compose::repo_tag;
+use crate::spx::compose::{Service, repo_tag};
 use crate::spx::image_check::{self, ArchiveInfo, CheckOptions};
 
 /// An image pulled by reference (through a mirror when one applies).
@@ -69,6 +69,29 @@ pub fn source_req(
         from: ImageFrom::Source(source),
         archive: 0,
     })
+}
+
+/// A compose service's `build:` (context relative to the extension directory, `Dockerfile` in
+/// it by default); an `args` key without a value takes it from the environment and is left out
+/// when that does not have it either (the Dockerfile's default applies, as in compose).
+pub fn compose_build_req(
+    s: &Service,
+    image: &str,
+    compose_label: &str,
+    opts: &PackOptions,
+    f: &mut Problems,
+) -> Option<ImageReq> {
+    let what = format!("{compose_label}: services.{}.build", s.name);
+    let Some(b) = &s.build else {
+        f.error(format!("{what}: must be a directory or a map with context"), None);
+        return None;
+    };
+    let context = if b.context == "." { opts.dir.clone() } else { opts.dir.join(&b.context) };
+    let dockerfile = context.join(b.dockerfile.as_deref().unwrap_or("Dockerfile"));
+    let from_env = |k: &str| opts.env.get_os(k).and_then(|v| v.to_str()).map(str::to_string);
+    let args = b.args.iter().filter_map(|(k, v)| Some((k.clone(), v.clone().or_else(|| from_env(k))?))).collect();
+    let spec = DockerBuild { dockerfile, context, args, target: b.target.clone() };
+    build_req(image, spec, &what, f)
 }
 
 /// An image built from a Dockerfile and saved as `image`.

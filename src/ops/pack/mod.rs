@@ -4,20 +4,23 @@
 //! straight into the SPX (sizes planned first, so there is no temporary archive and no
 //! recompression) → the finished SPX re-read and checked → renamed into place.
 
+mod assign;
 mod emit;
 mod files;
 mod images;
+mod model;
 mod plan;
 
 use std::path::PathBuf;
 
 use crate::error::Result;
+use crate::host_env::HostEnv;
 use crate::platform::Platform;
 use crate::progress::{Reporter, human_size};
 use crate::registry::ClientOptions;
 use crate::spx::Target;
 
-pub use plan::Plan;
+pub use model::Plan;
 
 /// How much of the finished SPX to re-check before it is moved into place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +68,39 @@ pub struct PackOptions {
     pub epoch: u64,
     /// How RUN steps of `build:` images are executed.
     pub run: crate::dockerfile::run::RunOptions,
+    /// The environment: compose `build.args` keys without a value take theirs from it.
+    pub env: HostEnv,
+}
+
+impl PackOptions {
+    /// Building `dir` with the defaults of the CLI (output in `cwd`, the platform from the
+    /// manifest, quick verification, gzip level 6, 4 jobs, epoch 0, an empty environment).
+    pub fn new(dir: impl Into<PathBuf>, cwd: impl Into<PathBuf>) -> Self {
+        PackOptions {
+            dir: dir.into(),
+            cwd: cwd.into(),
+            output: None,
+            platform: None,
+            provided: Vec::new(),
+            image_archive: None,
+            dockerfiles: Vec::new(),
+            build_tags: Vec::new(),
+            extra_images: Vec::new(),
+            icon: None,
+            udev_rule: None,
+            additional_files: Vec::new(),
+            skip_compose_validation: false,
+            cache_dir: None,
+            offline: false,
+            client: ClientOptions::default(),
+            jobs: 4,
+            level: 6,
+            verify: VerifyLevel::Quick,
+            epoch: 0,
+            run: Default::default(),
+            env: HostEnv::default(),
+        }
+    }
 }
 
 /// One image archive of the result.
