@@ -93,35 +93,30 @@ pub fn verify_file(path: &Path, opts: &VerifyOptions) -> Result<SpxReport> {
     verify_stream(&mut f, &name, opts)
 }
 
+/// A top-level-or-not entry as the cross checks need it.
 struct Top {
     size: u64,
+    /// The first 64 bytes of a file.
     head: Vec<u8>,
+    /// The whole content of the manifest and the compose file (when small enough).
     data: Option<Vec<u8>>,
     sha: Option<Digest>,
     kind: &'static str,
+    /// What the image checks learnt, for an image archive.
     archive: Option<ArchiveInfo>,
+}
+
+impl Top {
+    fn new(kind: &'static str, size: u64) -> Self {
+        Top { size, head: vec![], data: None, sha: None, kind, archive: None }
+    }
 }
 
 /// Verifies an SPX read from `r` (rewound first); `file` is its file name (the extension name
 /// falls back to its stem).
 pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions) -> Result<SpxReport> {
-    let mut findings = Problems::new();
-    let stem = file.strip_suffix(".spx").unwrap_or(file).to_string();
-    let mut report = SpxReport {
-        file: file.to_string(),
-        compression: "none",
-        entries: Vec::new(),
-        manifest: None,
-        extension_name: None,
-        target: None,
-        platform: String::new(),
-        archives: Vec::new(),
-        services: Vec::new(),
-        findings: Problems::new(),
-    };
-    let mut tops: BTreeMap<String, Top> = BTreeMap::new();
-    let mut manifest_map: Option<Map<String, Value>> = None;
-    let mut want_images: Option<Vec<String>> = None;
+    let mut report = SpxReport::empty(file);
+    let mut scan = Scan::new(file, opts);
     let io_err = |e: io::Error| Error::from_io("cannot read", file, e);
 
     r.seek(SeekFrom::Start(0)).map_err(io_err)?;
@@ -131,78 +126,98 @@ pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions
     match outer {
         Compression::Gzip => {}
         Compression::Zstd => {
-            findings.error(format!("{file}: zstd-compressed; an SPX is a gzip-compressed tar"), Some(GZ_HINT));
-            report.findings = findings;
+            report.findings.error(format!("{file}: zstd-compressed; an SPX is a gzip-compressed tar"), Some(GZ_HINT));
             return Ok(report);
         }
-        other => findings.error(format!("{file}: {}; an SPX is a gzip-compressed tar", describe(other)), Some(GZ_HINT)),
+        other => {
+            scan.findings.error(format!("{file}: {}; an SPX is a gzip-compressed tar", describe(other)), Some(GZ_HINT))
+        }
     }
-    let dec = decoder(outer, br, opts.limits);
-    let walked = walk(dec, &mut |name, kind, size, mode, reader| {
-        report.entries.push(EntryInfo { name: name.to_string(), kind, size, mode });
+    let walked = walk(decoder(outer, br, opts.limits), &mut |name, kind, size, mode, reader| {
+        scan.visit(name, kind, size, mode, reader)
+    });
+    if let Err(e) = walked {
+        scan.findings.error(
+            format!("{file}: {}", e.message()),
+            Some("the file is damaged or not an SPX; build or download it again"),
+        );
+    }
+    let missed = scan.missed_archives();
+    if !missed.is_empty() {
+        r.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        let br = BufReader::with_capacity(1 << 20, &mut *r);
+        scan.check_missed(decoder(outer, br, opts.limits), &missed);
+    }
+
+    let Scan { entries, tops, manifest: manifest_map, mut findings, .. } = scan;
+    report.entries = entries;
+    let stem = file.strip_suffix(".spx").unwrap_or(file);
+    cross_check(&mut report, &tops, manifest_map.as_ref(), stem, file, opts, &mut findings);
+    report.manifest = manifest_map.map(Value::Object);
+    report.findings = findings;
+    Ok(report)
+}
+
+impl SpxReport {
+    fn empty(file: &str) -> Self {
+        SpxReport {
+            file: file.to_string(),
+            compression: "none",
+            entries: Vec::new(),
+            manifest: None,
+            extension_name: None,
+            target: None,
+            platform: String::new(),
+            archives: Vec::new(),
+            services: Vec::new(),
+            findings: Problems::new(),
+        }
+    }
+}
+
+/// The first pass over an SPX: every entry, the top-level files with what the cross checks need,
+/// the manifest, and the image archives checked as they stream by.
+struct Scan<'a> {
+    file: &'a str,
+    opts: &'a VerifyOptions,
+    entries: Vec<EntryInfo>,
+    tops: BTreeMap<String, Top>,
+    manifest: Option<Map<String, Value>>,
+    /// The manifest's `images` once it was read; until then archives are recognised by name.
+    want_images: Option<Vec<String>>,
+    findings: Problems,
+}
+
+impl<'a> Scan<'a> {
+    fn new(file: &'a str, opts: &'a VerifyOptions) -> Self {
+        Scan {
+            file,
+            opts,
+            entries: Vec::new(),
+            tops: BTreeMap::new(),
+            manifest: None,
+            want_images: None,
+            findings: Problems::new(),
+        }
+    }
+
+    fn visit(&mut self, name: &str, kind: &'static str, size: u64, mode: u32, reader: &mut dyn Read) -> io::Result<()> {
+        let file = self.file;
+        self.entries.push(EntryInfo { name: name.to_string(), kind, size, mode });
         if kind != "file" {
-            if let Some(prev) = tops.get(name) {
-                if !(kind == "dir" && prev.kind == "dir") {
-                    findings.error(format!("{file}: contains {name:?} twice ({} and {kind})", prev.kind), None);
-                }
-                return Ok(());
-            }
-            tops.insert(name.to_string(), Top { size, head: vec![], data: None, sha: None, kind, archive: None });
-            if kind == "symlink" || kind == "hardlink" {
-                findings.warn(
-                    format!("{file}: {name} is a {kind}"),
-                    Some("links in an extension are fragile; package the file itself"),
-                );
-            }
+            self.not_a_file(name, kind, size);
             return Ok(());
         }
-        let top_level = !name.contains('/');
-        let is_candidate = top_level
-            && match &want_images {
-                Some(list) => list.iter().any(|n| n == name),
-                None => crate::spx::is_archive_name(name),
-            };
-        let mut top = Top { size, head: vec![], data: None, sha: None, kind, archive: None };
-        if is_candidate {
-            let label = format!("{file}: {name}");
-            let platform = opts
-                .platform
-                .clone()
-                .or_else(|| manifest_map.as_ref().and_then(manifest::target).map(|t| t.platform()));
-            let copts = CheckOptions { full: opts.full, platform: platform.as_ref(), limits: opts.limits };
-            top.archive = image_check::check(reader, &label, &copts, &mut findings);
-            io::copy(reader, &mut io::sink())?;
-        } else {
-            let keep = top_level && (name == MANIFEST || COMPOSE_NAMES.contains(&name));
-            let limit: u64 = if name == MANIFEST { manifest::MAX_SIZE as u64 } else { 4 << 20 };
-            let mut h = Hasher::new();
-            let mut data = Vec::new();
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = reader.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-                if (data.len() as u64) < if keep { limit } else { 64 } {
-                    data.extend_from_slice(&buf[..n]);
-                }
-            }
-            top.head = data[..data.len().min(64)].to_vec();
-            if keep && size <= limit {
-                top.data = Some(data);
-            }
-            top.sha = Some(h.finish());
-        }
-        if let Some(prev) = tops.get(name) {
+        let top = self.read_file(name, size, reader)?;
+        if let Some(prev) = self.tops.get(name) {
             let same = prev.size == top.size && prev.sha.is_some() && prev.sha == top.sha;
             if same {
-                findings.warn(
+                self.findings.warn(
                     format!("{file}: contains {name:?} twice with the same content"),
                     Some("harmless, but the SDK script only does it by mistake"),
                 );
             } else {
-                findings.error(
+                self.findings.error(
                     format!("{file}: contains {name:?} twice with different content"),
                     Some("the robot gets whichever is extracted last; rebuild the SPX"),
                 );
@@ -210,53 +225,119 @@ pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions
             return Ok(());
         }
         if name == MANIFEST {
-            let mut f = Problems::new();
-            if let Some(data) = &top.data {
-                manifest_map = manifest::parse(data, &format!("{file}: {MANIFEST}"), &mut f);
-            } else {
-                f.error(format!("{file}: {MANIFEST} is larger than {} bytes", manifest::MAX_SIZE), None);
-            }
-            findings.extend(f);
-            want_images = manifest_map.as_ref().map(manifest::images);
+            self.read_manifest(&top);
         }
-        tops.insert(name.to_string(), top);
+        self.tops.insert(name.to_string(), top);
         Ok(())
-    });
-    if let Err(e) = walked {
-        findings.error(
-            format!("{file}: {}", e.message()),
-            Some("the file is damaged or not an SPX; build or download it again"),
-        );
     }
 
-    // Second pass for archives listed in the manifest that the first pass could not recognise.
-    let images = manifest_map.as_ref().map(manifest::images).unwrap_or_default();
-    let missed: Vec<String> = images
-        .iter()
-        .filter(|n| tops.get(*n).is_some_and(|t| t.archive.is_none() && t.kind == "file"))
-        .cloned()
-        .collect();
-    if !missed.is_empty() && !matches!(outer, Compression::Zstd) {
-        let target = manifest_map.as_ref().and_then(manifest::target).map(|t| t.platform());
-        let platform = opts.platform.clone().or(target);
-        r.seek(SeekFrom::Start(0)).map_err(io_err)?;
-        let br = BufReader::with_capacity(1 << 20, &mut *r);
-        let _ = walk(decoder(outer, br, opts.limits), &mut |name, _, _, _, reader| {
-            if missed.iter().any(|m| m == name)
-                && let Some(t) = tops.get_mut(name)
-                && t.archive.is_none()
-            {
-                let copts = CheckOptions { full: opts.full, platform: platform.as_ref(), limits: opts.limits };
-                t.archive = image_check::check(reader, &format!("{file}: {name}"), &copts, &mut findings);
+    /// A directory or link: recorded; links are warned about, a name seen twice is an error
+    /// (except a directory twice).
+    fn not_a_file(&mut self, name: &str, kind: &'static str, size: u64) {
+        let file = self.file;
+        if let Some(prev) = self.tops.get(name) {
+            if !(kind == "dir" && prev.kind == "dir") {
+                self.findings.error(format!("{file}: contains {name:?} twice ({} and {kind})", prev.kind), None);
+            }
+            return;
+        }
+        self.tops.insert(name.to_string(), Top::new(kind, size));
+        if kind == "symlink" || kind == "hardlink" {
+            self.findings.warn(
+                format!("{file}: {name} is a {kind}"),
+                Some("links in an extension are fragile; package the file itself"),
+            );
+        }
+    }
+
+    /// A file: an image archive is checked as it streams by; any other file is hashed, and the
+    /// manifest and compose file are kept.
+    fn read_file(&mut self, name: &str, size: u64, reader: &mut dyn Read) -> io::Result<Top> {
+        let top_level = !name.contains('/');
+        let is_candidate = top_level
+            && match &self.want_images {
+                Some(list) => list.iter().any(|n| n == name),
+                None => crate::spx::is_archive_name(name),
+            };
+        let mut top = Top::new("file", size);
+        if is_candidate {
+            top.archive = self.check_archive(name, reader);
+            io::copy(reader, &mut io::sink())?;
+            return Ok(top);
+        }
+        let keep = top_level && (name == MANIFEST || COMPOSE_NAMES.contains(&name));
+        let limit: u64 = if name == MANIFEST { manifest::MAX_SIZE as u64 } else { 4 << 20 };
+        let (data, sha) = hash_keeping(reader, if keep { limit } else { 64 })?;
+        top.head = data[..data.len().min(64)].to_vec();
+        if keep && size <= limit {
+            top.data = Some(data);
+        }
+        top.sha = Some(sha);
+        Ok(top)
+    }
+
+    fn read_manifest(&mut self, top: &Top) {
+        let file = self.file;
+        let mut f = Problems::new();
+        if let Some(data) = &top.data {
+            self.manifest = manifest::parse(data, &format!("{file}: {MANIFEST}"), &mut f);
+        } else {
+            f.error(format!("{file}: {MANIFEST} is larger than {} bytes", manifest::MAX_SIZE), None);
+        }
+        self.findings.extend(f);
+        self.want_images = self.manifest.as_ref().map(manifest::images);
+    }
+
+    /// Runs the image checks on the archive `name`, for `--platform` or the manifest's target.
+    fn check_archive(&mut self, name: &str, reader: &mut dyn Read) -> Option<ArchiveInfo> {
+        let target = self.manifest.as_ref().and_then(manifest::target).map(|t| t.platform());
+        let platform = self.opts.platform.clone().or(target);
+        let opts = self.opts;
+        let copts = CheckOptions { full: opts.full, platform: platform.as_ref(), limits: opts.limits };
+        image_check::check(reader, &format!("{}: {name}", self.file), &copts, &mut self.findings)
+    }
+
+    /// Archives the manifest lists that the first pass did not check (they came before the
+    /// manifest and do not look like archives by name).
+    fn missed_archives(&self) -> Vec<String> {
+        let images = self.manifest.as_ref().map(manifest::images).unwrap_or_default();
+        images
+            .into_iter()
+            .filter(|n| self.tops.get(n).is_some_and(|t| t.archive.is_none() && t.kind == "file"))
+            .collect()
+    }
+
+    /// The second pass: checks the `missed` archives.
+    fn check_missed(&mut self, r: Box<dyn Read + '_>, missed: &[String]) {
+        let _ = walk(r, &mut |name, _, _, _, reader| {
+            if missed.iter().any(|m| m == name) && self.tops.get(name).is_some_and(|t| t.archive.is_none()) {
+                let info = self.check_archive(name, reader);
+                if let Some(t) = self.tops.get_mut(name) {
+                    t.archive = info;
+                }
             }
             Ok(())
         });
     }
+}
 
-    cross_check(&mut report, &tops, manifest_map.as_ref(), &stem, file, opts, &mut findings);
-    report.manifest = manifest_map.map(Value::Object);
-    report.findings = findings;
-    Ok(report)
+/// Reads `r` to its end: (its first bytes, at least `keep` of them when there are, and its
+/// sha256).
+fn hash_keeping(r: &mut dyn Read, keep: u64) -> io::Result<(Vec<u8>, Digest)> {
+    let mut h = Hasher::new();
+    let mut data = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        if (data.len() as u64) < keep {
+            data.extend_from_slice(&buf[..n]);
+        }
+    }
+    Ok((data, h.finish()))
 }
 
 const GZ_HINT: &str = "create it with spxpack build, or tar czf";

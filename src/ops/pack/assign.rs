@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::PackOptions;
 use super::images::{build_req, compose_build_req, pick_archive, prebuilt, registry_req, source_req};
-use super::model::{ArchiveKind, ArchivePlan, DockerBuild, ImageReq};
-use super::plan::{ComposeIn, manifest_lacks_images, shown};
+use super::model::{ArchiveKind, ArchivePlan, ComposeIn, DockerBuild, ImageReq, shown};
+use super::options::PackOptions;
 use crate::platform::Platform;
 use crate::problem::Problems;
 use crate::progress::Reporter;
@@ -275,6 +274,11 @@ pub(super) fn assign_images(
         images.push(req);
     }
     (images, archives)
+}
+
+/// Whether the manifest has no `images` list (missing or null), so spxpack adds one.
+pub(super) fn manifest_lacks_images(m: &Map<String, Value>) -> bool {
+    m.get("images").is_none_or(Value::is_null)
 }
 
 /// The `images` key spxpack adds to a manifest without one: every archive, in order.

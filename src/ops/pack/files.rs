@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::PackOptions;
-use super::plan::ComposeIn;
+use super::model::ComposeIn;
+use super::options::PackOptions;
 
 use crate::problem::Problems;
 use crate::progress::Reporter;

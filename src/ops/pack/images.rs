@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::PackOptions;
 use super::model::{ArchiveKind, ArchivePlan, DockerBuild, ImageFrom, ImageReq};
+use super::options::{PackOptions, VerifyLevel};
 use crate::platform::Platform;
 use crate::problem::Problems;
 use crate::progress::Reporter;
@@ -128,7 +128,7 @@ pub fn prebuilt(
 ) -> ArchiveKind {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let copts = CheckOptions {
-        full: opts.verify == super::VerifyLevel::Full,
+        full: opts.verify == VerifyLevel::Full,
         platform: Some(platform),
         limits: crate::compress::Limits::NONE,
     };

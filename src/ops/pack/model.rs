@@ -1,14 +1,39 @@
-//! The data a build's planning hands to the image resolution and the writer: which images are
-//! bundled ([`ImageReq`], from a source or a Dockerfile build), the `images[]` archives they go
-//! into ([`ArchivePlan`]) and the validated [`Plan`].
+//! The data that flows between the steps of a build: the compose file as read ([`ComposeIn`]),
+//! which images are bundled ([`ImageReq`], from a source or a Dockerfile build), the `images[]`
+//! archives they go into ([`ArchivePlan`]), the validated [`Plan`] the writer takes, and what
+//! was written ([`PackSummary`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::platform::Platform;
 use crate::source::Source;
-use crate::spx::Target;
+use crate::spx::compose::{Compose, Service};
 use crate::spx::image_check::ArchiveInfo;
 use crate::spx::writer::Entry;
+use crate::spx::{COMPOSE, Target};
+
+/// The compose file found in the extension directory, and what it says when it could be read.
+#[derive(Debug, Default)]
+pub struct ComposeIn {
+    pub path: Option<PathBuf>,
+    pub compose: Option<Compose>,
+}
+
+impl ComposeIn {
+    /// The compose file's path for messages.
+    pub fn label(&self) -> String {
+        self.path.as_ref().map_or_else(|| COMPOSE.to_string(), |p| p.display().to_string())
+    }
+    /// Its services (none when it could not be read).
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.compose.iter().flat_map(|c| &c.services)
+    }
+}
+
+/// `dir` joined with `name`, for messages.
+pub fn shown(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
 
 /// One image to bundle.
 #[derive(Debug, Clone)]
@@ -70,4 +95,30 @@ pub struct Plan {
     pub entries: Vec<Entry>,
     /// SDK `--image-archive`: also write archive `.0` to path `.1`.
     pub tee: Option<(usize, PathBuf)>,
+}
+
+/// One image archive of the result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ArchiveSummary {
+    pub name: String,
+    pub size: u64,
+    pub tags: Vec<String>,
+    /// Taken as is from the extension directory.
+    pub prebuilt: bool,
+}
+
+/// What `build` wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PackSummary {
+    pub output: PathBuf,
+    pub extension_name: String,
+    pub target: Target,
+    pub platform: String,
+    pub entries: Vec<String>,
+    pub archives: Vec<ArchiveSummary>,
+    /// Manifest keys spxpack added (`installation_target`, `date`, …).
+    pub manifest_added: Vec<String>,
+    /// SDK `--image-archive` copy.
+    pub image_archive: Option<PathBuf>,
+    pub size: u64,
 }

@@ -9,15 +9,15 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::PackOptions;
-use super::assign;
+use super::assign::{self, manifest_lacks_images};
 use super::files::{self, Assets, dedupe};
-use super::model::{ArchiveKind, ArchivePlan, ImageFrom, ImageReq, Plan};
+use super::model::{ArchiveKind, ArchivePlan, ComposeIn, ImageFrom, ImageReq, Plan, shown};
+use super::options::PackOptions;
 use crate::error::{Error, Result};
 use crate::platform::Platform;
 use crate::problem::Problems;
 use crate::progress::Reporter;
-use crate::spx::compose::{self, Compose};
+use crate::spx::compose;
 use crate::spx::writer::{Body, Entry};
 use crate::spx::{COMPOSE, COMPOSE_NAMES, MANIFEST, Target, assets, json, manifest};
 
@@ -39,23 +39,6 @@ pub(super) struct Output {
     pub target: Option<PathBuf>,
     /// The SDK `--image-archive` copy: its path and, when usable, the path that will be written.
     pub tee: Option<(PathBuf, Option<PathBuf>)>,
-}
-
-/// The compose file found in the extension directory, and what it says when it could be read.
-pub(super) struct ComposeIn {
-    pub path: Option<PathBuf>,
-    pub compose: Option<Compose>,
-}
-
-impl ComposeIn {
-    /// The compose file's path for messages.
-    pub fn label(&self) -> String {
-        self.path.as_ref().map_or_else(|| COMPOSE.to_string(), |p| p.display().to_string())
-    }
-    /// Its services (none when it could not be read).
-    pub fn services(&self) -> impl Iterator<Item = &compose::Service> {
-        self.compose.iter().flat_map(|c| &c.services)
-    }
 }
 
 /// Validates a build; see the module docs.
@@ -103,16 +86,6 @@ pub fn plan(opts: &PackOptions, reporter: &dyn Reporter) -> Result<Plan> {
         entries,
         tee: wanted.tee,
     })
-}
-
-/// Whether the manifest has no `images` list (missing or null), so spxpack adds one.
-pub(super) fn manifest_lacks_images(m: &Map<String, Value>) -> bool {
-    m.get("images").is_none_or(Value::is_null)
-}
-
-/// `dir` joined with `name`, for messages.
-pub(super) fn shown(dir: &Path, name: &str) -> String {
-    dir.join(name).display().to_string()
 }
 
 fn check_dir(dir: &Path) -> Result<()> {
