@@ -62,7 +62,7 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
         }
     };
     manifest::check_name(&name).map_err(|why| {
-        Error::input(format!("extension name {name:?} {why}"))
+        Error::input(format!("extension name {name:?} {}", why.message()))
             .with_hint("choose one with --name (letters, digits, '-', '_'; no coreio or mission_control)")
     })?;
     let (services, prebuilt) = services_for(&opts.image, &name, dir)?;

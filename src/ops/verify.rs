@@ -9,77 +9,22 @@ use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::compress::{self, Compression, Limits};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
-use crate::platform::Platform;
 use crate::problem::Problems;
 use crate::spx::image_check::{self, ArchiveInfo, CheckOptions};
 use crate::spx::tar_stream::{StreamEntry, Wording, walk_entries};
-use crate::spx::{COMPOSE, COMPOSE_NAMES, MANIFEST, Target, assets, compose, manifest};
+use crate::spx::{COMPOSE_NAMES, MANIFEST, manifest};
 
-/// How to verify.
-#[derive(Debug, Clone)]
-pub struct VerifyOptions {
-    /// Recompute every layer's diff_id and blob digest (reads and decompresses everything).
-    pub full: bool,
-    /// Overrides the platform implied by `installation_target`.
-    pub platform: Option<Platform>,
-    /// Decompression-bomb guard for the SPX stream, the image archives and their layers.
-    pub limits: Limits,
-}
+mod cross_check;
+mod report;
 
-/// One SPX member.
-#[derive(Debug, Clone, Serialize)]
-pub struct EntryInfo {
-    pub name: String,
-    /// `file`, `dir`, `symlink`, `hardlink`.
-    pub kind: &'static str,
-    pub size: u64,
-    pub mode: u32,
-}
-
-/// An image archive inside the SPX.
-#[derive(Debug, Clone, Serialize)]
-pub struct NamedArchive {
-    pub name: String,
-    pub size: u64,
-    #[serde(flatten)]
-    pub info: ArchiveInfo,
-}
-
-/// A compose service and where its image comes from.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceInfo {
-    pub name: String,
-    pub image: Option<String>,
-    /// `bundled in X.tar.gz`, `provided on the robot`, `pulled by the robot`.
-    pub status: String,
-}
-
-/// Everything `verify` and `inspect` learn about an SPX.
-#[derive(Debug, Clone, Serialize)]
-pub struct SpxReport {
-    pub file: String,
-    pub compression: &'static str,
-    pub entries: Vec<EntryInfo>,
-    pub manifest: Option<Value>,
-    pub extension_name: Option<String>,
-    pub target: Option<Target>,
-    pub platform: String,
-    pub archives: Vec<NamedArchive>,
-    pub services: Vec<ServiceInfo>,
-    pub findings: Problems,
-}
-
-impl SpxReport {
-    pub fn ok(&self) -> bool {
-        !self.findings.has_errors()
-    }
-}
+use cross_check::cross_check;
+use report::Top;
+pub use report::{EntryInfo, NamedArchive, ServiceInfo, SpxReport, VerifyOptions};
 
 /// Verifies the SPX at `path`.
 pub fn verify_file(path: &Path, opts: &VerifyOptions) -> Result<SpxReport> {
@@ -91,25 +36,6 @@ pub fn verify_file(path: &Path, opts: &VerifyOptions) -> Result<SpxReport> {
     })?;
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     verify_stream(&mut f, &name, opts)
-}
-
-/// A top-level-or-not entry as the cross checks need it.
-struct Top {
-    size: u64,
-    /// The first 64 bytes of a file.
-    head: Vec<u8>,
-    /// The whole content of the manifest and the compose file (when small enough).
-    data: Option<Vec<u8>>,
-    sha: Option<Digest>,
-    kind: &'static str,
-    /// What the image checks learnt, for an image archive.
-    archive: Option<ArchiveInfo>,
-}
-
-impl Top {
-    fn new(kind: &'static str, size: u64) -> Self {
-        Top { size, head: vec![], data: None, sha: None, kind, archive: None }
-    }
 }
 
 /// Verifies an SPX read from `r` (rewound first); `file` is its file name (the extension name
@@ -156,23 +82,6 @@ pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions
     report.manifest = manifest_map.map(Value::Object);
     report.findings = findings;
     Ok(report)
-}
-
-impl SpxReport {
-    fn empty(file: &str) -> Self {
-        SpxReport {
-            file: file.to_string(),
-            compression: "none",
-            entries: Vec::new(),
-            manifest: None,
-            extension_name: None,
-            target: None,
-            platform: String::new(),
-            archives: Vec::new(),
-            services: Vec::new(),
-            findings: Problems::new(),
-        }
-    }
 }
 
 /// The first pass over an SPX: every entry, the top-level files with what the cross checks need,
@@ -416,107 +325,6 @@ fn stays_inside(p: &str) -> bool {
         }
     }
     true
-}
-
-fn cross_check(
-    report: &mut SpxReport,
-    tops: &BTreeMap<String, Top>,
-    m: Option<&Map<String, Value>>,
-    stem: &str,
-    file: &str,
-    opts: &VerifyOptions,
-    findings: &mut Problems,
-) {
-    let Some(m) = m else {
-        if !tops.contains_key(MANIFEST) {
-            findings.error(format!("{file}: no {MANIFEST} at the root"), Some("every SPX needs one"));
-        }
-        return;
-    };
-    let shown = file.to_string();
-    manifest::check(
-        m,
-        &manifest::Rules { file: &format!("{file}: {MANIFEST}"), spx_name: Some((stem, &shown)), packaged: true },
-        findings,
-    );
-    report.extension_name = Some(manifest::get_str(m, "extension_name").unwrap_or(stem).to_string());
-    let target = manifest::target(m);
-    report.target = target;
-    let platform = opts.platform.clone().unwrap_or_else(|| target.unwrap_or(Target::Spot).platform());
-    report.platform = platform.normalized().to_string();
-    for key in ["icon", "udev_rules"] {
-        if let Some(n) = manifest::get_str(m, key) {
-            match tops.get(n) {
-                Some(t) if t.kind == "file" => {
-                    if key == "icon" {
-                        assets::check_icon(&format!("{file}: {n}"), &t.head, t.size, findings);
-                    }
-                }
-                _ => findings.error(
-                    format!("{file}: {MANIFEST}: $.{key}: {n:?} is not in the SPX"),
-                    Some("the file named in the manifest must be packaged"),
-                ),
-            }
-        }
-    }
-    let images = manifest::images(m);
-    for (i, n) in images.iter().enumerate() {
-        match tops.get(n) {
-            Some(t) if t.kind == "file" => {
-                if let Some(info) = &t.archive {
-                    report.archives.push(NamedArchive { name: n.clone(), size: t.size, info: info.clone() });
-                }
-            }
-            _ => findings.error(
-                format!("{file}: {MANIFEST}: $.images[{i}]: {n:?} is not in the SPX"),
-                Some("every archive named in images must be packaged"),
-            ),
-        }
-    }
-    for (n, t) in tops {
-        if t.archive.is_some() && !images.contains(n) {
-            findings.warn(
-                format!("{file}: {n} looks like an image archive but {MANIFEST} images does not list it"),
-                Some("the robot loads only the archives listed in images"),
-            );
-        }
-    }
-    let compose_top = tops.get(COMPOSE);
-    let Some(data) = compose_top.and_then(|t| t.data.as_ref()) else {
-        let other = COMPOSE_NAMES.iter().find(|n| tops.contains_key(**n));
-        let hint = match other {
-            Some(o) => format!("rename {o} to {COMPOSE}; the robot reads no other name"),
-            None => "every SPX needs one".into(),
-        };
-        findings.error(format!("{file}: no {COMPOSE} at the root"), Some(&hint));
-        return;
-    };
-    let rules = compose::Rules {
-        file: &format!("{file}: {COMPOSE}"),
-        target: target.unwrap_or(Target::Spot),
-        platform: &platform,
-    };
-    let Some(c) = compose::check(data, &rules, findings) else { return };
-    for s in &c.services {
-        let Some(img) = &s.image else { continue };
-        let holder = report.archives.iter().find(|a| a.info.tags().any(|t| compose::same_image(t, img)));
-        let status = match holder {
-            Some(a) => format!("bundled in {}", a.name),
-            None if s.provided => "provided on the robot".to_string(),
-            None => {
-                let registry = crate::reference::Reference::parse(img).map(|r| r.registry).unwrap_or_default();
-                findings.warn(
-                    format!(
-                        "{file}: {COMPOSE}: services.{}.image: {img} is in no image archive; the robot will try to pull it from {registry}",
-                        s.name
-                    ),
-                    Some("bundle it, or make sure the robot can reach that registry"),
-                );
-                "pulled by the robot".to_string()
-            }
-        };
-        report.services.push(ServiceInfo { name: s.name.clone(), image: Some(img.clone()), status });
-    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,13 @@
 //! `{archive: NAME.tar.gz}` (which `images[]` archive holds it); the top-level
 //! `x-spxpack: {additional_files: [PATH, …]}` (files and directories packaged as well).
 
+mod keys;
+mod ports;
+
 use serde_json::{Map, Value};
 
+use self::keys::{SERVICE_KEYS, TOP_KEYS, shape_name, shape_ok};
+use self::ports::check_ports;
 use super::manifest::kind;
 use super::{Target, suggest};
 use crate::platform::Platform;
@@ -64,124 +69,6 @@ pub struct Rules<'a> {
 }
 
 const MAX_SIZE: usize = 4 << 20;
-
-const TOP_KEYS: [&str; 9] =
-    ["version", "services", "volumes", "networks", "secrets", "configs", "name", "include", "models"];
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    Str,
-    StrOrNum,
-    StrOrList,
-    ListOrDict,
-    List,
-    Command,
-    Map,
-    MapOrList,
-    StrOrMap,
-    Bool,
-    Int,
-    Any,
-}
-
-/// Service keys of the Compose specification (docker-compose 1.29 and Compose v2) and their shapes.
-const SERVICE_KEYS: [(&str, Shape); 92] = {
-    use Shape::*;
-    [
-        ("annotations", ListOrDict),
-        ("attach", Bool),
-        ("blkio_config", Map),
-        ("build", StrOrMap),
-        ("cap_add", List),
-        ("cap_drop", List),
-        ("cgroup", Str),
-        ("cgroup_parent", Str),
-        ("command", Command),
-        ("configs", List),
-        ("container_name", Str),
-        ("cpu_count", Int),
-        ("cpu_percent", Int),
-        ("cpu_period", StrOrNum),
-        ("cpu_quota", StrOrNum),
-        ("cpu_rt_period", StrOrNum),
-        ("cpu_rt_runtime", StrOrNum),
-        ("cpu_shares", StrOrNum),
-        ("cpus", StrOrNum),
-        ("cpuset", Str),
-        ("credential_spec", Map),
-        ("depends_on", MapOrList),
-        ("deploy", Map),
-        ("develop", Map),
-        ("device_cgroup_rules", List),
-        ("devices", List),
-        ("dns", StrOrList),
-        ("dns_opt", List),
-        ("dns_search", StrOrList),
-        ("domainname", Str),
-        ("driver_opts", Map),
-        ("entrypoint", Command),
-        ("env_file", StrOrList),
-        ("environment", ListOrDict),
-        ("expose", List),
-        ("extends", StrOrMap),
-        ("external_links", List),
-        ("extra_hosts", ListOrDict),
-        ("gpus", Any),
-        ("group_add", List),
-        ("healthcheck", Map),
-        ("hostname", Str),
-        ("image", Str),
-        ("init", Bool),
-        ("ipc", Str),
-        ("isolation", Str),
-        ("label_file", StrOrList),
-        ("labels", ListOrDict),
-        ("links", List),
-        ("logging", Map),
-        ("mac_address", Str),
-        ("mem_limit", StrOrNum),
-        ("mem_reservation", StrOrNum),
-        ("mem_swappiness", Int),
-        ("memswap_limit", StrOrNum),
-        ("models", MapOrList),
-        ("network_mode", Str),
-        ("networks", MapOrList),
-        ("oom_kill_disable", Bool),
-        ("oom_score_adj", Int),
-        ("pid", Str),
-        ("pids_limit", StrOrNum),
-        ("platform", Str),
-        ("ports", List),
-        ("post_start", List),
-        ("pre_stop", List),
-        ("privileged", Bool),
-        ("profiles", List),
-        ("provider", Map),
-        ("pull_policy", Str),
-        ("read_only", Bool),
-        ("restart", Str),
-        ("runtime", Str),
-        ("scale", Int),
-        ("secrets", List),
-        ("security_opt", List),
-        ("shm_size", StrOrNum),
-        ("stdin_open", Bool),
-        ("stop_grace_period", Str),
-        ("stop_signal", Str),
-        ("storage_opt", Map),
-        ("sysctls", ListOrDict),
-        ("tmpfs", StrOrList),
-        ("tty", Bool),
-        ("ulimits", Map),
-        ("use_api_socket", Bool),
-        ("user", StrOrNum),
-        ("userns_mode", Str),
-        ("uts", Str),
-        ("volumes", List),
-        ("volumes_from", List),
-        ("working_dir", Str),
-    ]
-};
 
 /// Parses and checks `text`; problems go to `findings`. `None` when the file cannot be used at all.
 pub fn check(text: &[u8], r: &Rules, findings: &mut Problems) -> Option<Compose> {
@@ -269,41 +156,6 @@ fn check_top_extension(v: &Value, file: &str, out: &mut Compose, findings: &mut 
                 Some("the top-level x-spxpack knows additional_files"),
             ),
         }
-    }
-}
-
-fn shape_ok(shape: Shape, v: &Value) -> bool {
-    let str_list = |a: &Vec<Value>| a.iter().all(|x| x.is_string() || x.is_number());
-    match shape {
-        Shape::Str => v.is_string() || v.is_number(),
-        Shape::StrOrNum => v.is_string() || v.is_number(),
-        Shape::StrOrList => v.is_string() || v.as_array().is_some_and(str_list),
-        Shape::ListOrDict => v.is_object() || v.as_array().is_some_and(str_list),
-        Shape::List => v.as_array().is_some_and(|a| a.iter().all(|x| !x.is_array() && !x.is_null())),
-        Shape::Command => v.is_string() || v.as_array().is_some_and(str_list),
-        Shape::Map => v.is_object(),
-        Shape::MapOrList => v.is_object() || v.as_array().is_some_and(str_list),
-        Shape::StrOrMap => v.is_string() || v.is_object(),
-        Shape::Bool => v.is_boolean(),
-        Shape::Int => v.is_i64() || v.is_u64(),
-        Shape::Any => true,
-    }
-}
-
-fn shape_name(shape: Shape) -> &'static str {
-    match shape {
-        Shape::Str => "a string",
-        Shape::StrOrNum => "a string or a number",
-        Shape::StrOrList => "a string or a list of strings",
-        Shape::ListOrDict => "a list of strings or a mapping",
-        Shape::List => "a list",
-        Shape::Command => "a string or a list of strings",
-        Shape::Map => "a mapping",
-        Shape::MapOrList => "a mapping or a list",
-        Shape::StrOrMap => "a string or a mapping",
-        Shape::Bool => "true or false",
-        Shape::Int => "an integer",
-        Shape::Any => "anything",
     }
 }
 
@@ -424,86 +276,6 @@ fn check_service_extension(v: &Value, path: &str, file: &str, s: &mut Service, f
             format!("{file}: {path}.archive: {a:?} must be an image archive file name from manifest.json images"),
             None,
         );
-    }
-}
-
-/// CORE I/O only lets TCP/UDP 21000–22000 in (21443 is its web portal).
-fn check_ports(svc: &Map<String, Value>, path: &str, r: &Rules, findings: &mut Problems) {
-    let file = r.file;
-    let Some(Value::Array(ports)) = svc.get("ports") else { return };
-    if ports.is_empty() {
-        return;
-    }
-    if svc.get("network_mode").and_then(Value::as_str) == Some("host") {
-        findings.warn(
-            format!("{file}: {path}.ports: ignored with network_mode: host (the container uses the host's ports)"),
-            Some("remove ports:, or use network_mode: bridge"),
-        );
-        return;
-    }
-    if r.target != Target::Spot {
-        return;
-    }
-    for (i, p) in ports.iter().enumerate() {
-        let published: Option<String> = match p {
-            Value::Number(_) => None,
-            Value::String(s) => published_port(s),
-            Value::Object(m) => m.get("published").map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)),
-            _ => continue,
-        };
-        let where_ = format!("{file}: {path}.ports[{i}]");
-        match published {
-            None => findings.warn(
-                format!("{where_}: {} is published on a random host port, outside CORE I/O's 21000-22000", show(p)),
-                Some("publish it on a fixed port in 21000-22000, e.g. \"21000:21000\""),
-            ),
-            Some(host) => {
-                let (lo, hi) = match host.split_once('-') {
-                    Some((a, b)) => (a.parse::<u32>().ok(), b.parse::<u32>().ok()),
-                    None => (host.parse().ok(), host.parse().ok()),
-                };
-                let (Some(lo), Some(hi)) = (lo, hi) else {
-                    findings.error(format!("{where_}: {} has an invalid host port {host:?}", show(p)), None);
-                    continue;
-                };
-                if lo < 21000 || hi > 22000 {
-                    findings.warn(
-                        format!("{where_}: host port {host} is outside 21000-22000, which CORE I/O lets in"),
-                        Some("use a host port in 21000-22000"),
-                    );
-                } else if (lo..=hi).contains(&21443) {
-                    findings.warn(
-                        format!("{where_}: host port 21443 is the CORE I/O web portal"),
-                        Some("use another port in 21000-22000"),
-                    );
-                }
-            }
-        }
-    }
-}
-
-fn show(v: &Value) -> String {
-    match v {
-        Value::String(s) => format!("{s:?}"),
-        other => other.to_string(),
-    }
-}
-
-/// The host port (or range) of a short-syntax port, `None` when it is chosen at random.
-fn published_port(spec: &str) -> Option<String> {
-    let spec = spec.split('/').next().unwrap_or(spec);
-    // [HOST_IP:][HOST_PORT:]CONTAINER_PORT, HOST_IP may be [v6]
-    let rest = match spec.strip_prefix('[') {
-        Some(r) => r.split_once("]:").map_or("", |(_, x)| x),
-        None => spec,
-    };
-    let parts: Vec<&str> = rest.split(':').collect();
-    match parts.as_slice() {
-        [_] => None,
-        [host, _] if spec.starts_with('[') => (!host.is_empty()).then(|| host.to_string()),
-        [host, _] => (!host.is_empty()).then(|| host.to_string()),
-        [_, host, _] => (!host.is_empty()).then(|| host.to_string()),
-        _ => Some(rest.to_string()),
     }
 }
 
@@ -643,13 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn ports_and_tags() {
-        assert_eq!(published_port("50051:50051"), Some("50051".into()));
-        assert_eq!(published_port("127.0.0.1:22101:22101"), Some("22101".into()));
-        assert_eq!(published_port("8000-8010:8000-8010/tcp"), Some("8000-8010".into()));
-        assert_eq!(published_port("[::1]:21000:21000"), Some("21000".into()));
-        assert_eq!(published_port("8080"), None);
-        assert_eq!(published_port("127.0.0.1::80"), None);
+    fn tags() {
         assert_eq!(repo_tag("openvpn_client"), "openvpn_client:latest");
         assert_eq!(repo_tag("gps_listener_image_arm64:latest"), "gps_listener_image_arm64:latest");
         assert!(same_image("openvpn_client", "docker.io/library/openvpn_client:latest"));

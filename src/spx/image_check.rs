@@ -293,6 +293,8 @@ fn normalize_lexically(p: &str) -> Option<String> {
     (!out.is_empty()).then(|| out.join("/"))
 }
 
+/// Checks one `manifest.json` item: its tags, its config (name, OS, platform, rootfs) and its
+/// layers (count, compression and, with `full`, content).
 fn check_item(
     recs: &BTreeMap<String, Rec>,
     i: usize,
@@ -314,6 +316,44 @@ fn check_item(
     if tags.is_empty() {
         findings.warn(format!("{who}: has no RepoTags, so docker load leaves it untagged"), None);
     }
+    let (id, config) = check_config(recs, item, &who, opts, findings)?;
+    let diff_ids = &config.rootfs.diff_ids;
+    if item.layers.len() != diff_ids.len() {
+        findings.error(
+            format!(
+                "{who}: manifest.json lists {} layers but the config has {} diff_ids",
+                item.layers.len(),
+                diff_ids.len()
+            ),
+            Some("docker load rejects it; save the image again"),
+        );
+    }
+    if item.layers.len() > MAX_LAYERS {
+        findings.error(
+            format!("{who}: {} layers, more than Docker's limit of {MAX_LAYERS}", item.layers.len()),
+            Some("squash the image into fewer layers"),
+        );
+    }
+    let layer_bytes = check_layers(recs, item, diff_ids, &who, opts, findings);
+    Some(ImageInfo {
+        tags,
+        id: id.to_string(),
+        platform: config.platform().to_string(),
+        layers: item.layers.len(),
+        layer_bytes,
+        created: config.created.clone(),
+    })
+}
+
+/// The item's config: found (links followed), small enough, valid JSON, matching its name, for
+/// linux on the target platform, with `layers` rootfs. `None` when it cannot be read.
+fn check_config(
+    recs: &BTreeMap<String, Rec>,
+    item: &Item,
+    who: &str,
+    opts: &CheckOptions,
+    findings: &mut Problems,
+) -> Option<(Digest, ConfigView)> {
     let config_bytes = match resolve(recs, &item.config) {
         Ok((_, Rec::File { data: Some(d), .. })) => d,
         Ok((_, Rec::File { size, .. })) => {
@@ -353,23 +393,19 @@ fn check_item(
     if config.rootfs.kind != "layers" {
         findings.error(format!("{who}: config rootfs.type is {:?}, expected \"layers\"", config.rootfs.kind), None);
     }
-    let diff_ids = &config.rootfs.diff_ids;
-    if item.layers.len() != diff_ids.len() {
-        findings.error(
-            format!(
-                "{who}: manifest.json lists {} layers but the config has {} diff_ids",
-                item.layers.len(),
-                diff_ids.len()
-            ),
-            Some("docker load rejects it; save the image again"),
-        );
-    }
-    if item.layers.len() > MAX_LAYERS {
-        findings.error(
-            format!("{who}: {} layers, more than Docker's limit of {MAX_LAYERS}", item.layers.len()),
-            Some("squash the image into fewer layers"),
-        );
-    }
+    Some((id, config))
+}
+
+/// Each layer: found (links followed), not zstd, and with `full` matching its name and its
+/// `diff_id`. Returns the sum of the layer sizes as stored.
+fn check_layers(
+    recs: &BTreeMap<String, Rec>,
+    item: &Item,
+    diff_ids: &[Digest],
+    who: &str,
+    opts: &CheckOptions,
+    findings: &mut Problems,
+) -> u64 {
     let mut layer_bytes = 0;
     for (n, path) in item.layers.iter().enumerate() {
         let (name, rec) = match resolve(recs, path) {
@@ -407,14 +443,7 @@ fn check_item(
             );
         }
     }
-    Some(ImageInfo {
-        tags,
-        id: id.to_string(),
-        platform: platform.to_string(),
-        layers: item.layers.len(),
-        layer_bytes,
-        created: config.created.clone(),
-    })
+    layer_bytes
 }
 
 /// The hex digest a blob path claims: `blobs/sha256/<hex>` or `<hex>.json`.

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::json::{self, child, index};
 use super::{Target, suggest};
+use crate::error::{Error, Result};
 use crate::problem::Problems;
 
 /// Every key the robot or the SDK documents.
@@ -91,162 +92,212 @@ pub fn is_missing(m: &Map<String, Value>, key: &str) -> bool {
     }
 }
 
-/// Checks every rule and appends the problems to `findings`.
+/// Checks every rule and appends the problems to `findings`: the errors in rule order, then the
+/// warnings.
 pub fn check(m: &Map<String, Value>, r: &Rules, findings: &mut Problems) {
-    let file = r.file;
-    let mut err = |path: &str, msg: String, hint: Option<&str>| findings.error(format!("{file}: {path}: {msg}"), hint);
-    let mut warnings: Vec<(String, String, Option<&'static str>)> = Vec::new();
-
-    // version
-    match m.get("version") {
-        None | Some(Value::Null) => {
-            err("$.version", "missing (required)".into(), Some("add e.g. \"version\": \"1.0.0\""))
-        }
-        Some(Value::String(s)) if s.is_empty() => {
-            err("$.version", "must not be empty".into(), Some("set e.g. \"version\": \"1.0.0\""))
-        }
-        Some(Value::String(s)) => {
-            if !is_xyz(s) {
-                warnings.push((
-                    "$.version".into(),
-                    format!("{s:?} is not in X.Y.Z form"),
-                    Some("the SDK script rejects it when extension_name is missing"),
-                ));
-            }
-        }
-        Some(v) => err("$.version", format!("must be a string, found {}", kind(v)), None),
-    }
-    // description
+    let mut c = Check { file: r.file, errors: findings, warnings: Problems::new() };
+    check_version(m, &mut c);
     if let Some(v) = m.get("description")
         && !v.is_string()
     {
-        err("$.description", format!("must be a string, found {}", kind(v)), None);
+        c.err("$.description", format!("must be a string, found {}", kind(v)), None);
     }
-    // extension_name (or the SPX file name)
+    check_extension_name(m, r, &mut c);
+    check_installation_target(m, r, &mut c);
+    check_date(m, &mut c);
+    check_member_files(m, &mut c);
+    check_images(m, &mut c);
+    check_save_paths(m, &mut c);
+    check_unknown_keys(m, &mut c);
+    let Check { errors, warnings, .. } = c;
+    errors.extend(warnings);
+}
+
+/// The problems of one manifest check: errors go straight to the caller's list, warnings are
+/// added after every error.
+struct Check<'a> {
+    file: &'a str,
+    errors: &'a mut Problems,
+    warnings: Problems,
+}
+
+impl Check<'_> {
+    fn err(&mut self, path: &str, msg: String, hint: Option<&str>) {
+        self.errors.error(format!("{}: {path}: {msg}", self.file), hint);
+    }
+    fn warn(&mut self, path: &str, msg: String, hint: Option<&str>) {
+        self.warnings.warn(format!("{}: {path}: {msg}", self.file), hint);
+    }
+}
+
+fn check_version(m: &Map<String, Value>, c: &mut Check) {
+    match m.get("version") {
+        None | Some(Value::Null) => {
+            c.err("$.version", "missing (required)".into(), Some("add e.g. \"version\": \"1.0.0\""))
+        }
+        Some(Value::String(s)) if s.is_empty() => {
+            c.err("$.version", "must not be empty".into(), Some("set e.g. \"version\": \"1.0.0\""))
+        }
+        Some(Value::String(s)) => {
+            if !is_xyz(s) {
+                c.warn(
+                    "$.version",
+                    format!("{s:?} is not in X.Y.Z form"),
+                    Some("the SDK script rejects it when extension_name is missing"),
+                );
+            }
+        }
+        Some(v) => c.err("$.version", format!("must be a string, found {}", kind(v)), None),
+    }
+}
+
+/// `extension_name`, or without it the SPX file name the robot then uses.
+fn check_extension_name(m: &Map<String, Value>, r: &Rules, c: &mut Check) {
     match m.get("extension_name") {
         Some(Value::String(s)) if !s.is_empty() => {
             if let Err(why) = check_name(s) {
-                err("$.extension_name", format!("{s:?} {why}"), Some(NAME_HINT));
+                c.err("$.extension_name", format!("{s:?} {}", why.message()), Some(NAME_HINT));
             }
         }
         None | Some(Value::Null) | Some(Value::String(_)) => {
             if let Some((stem, shown)) = r.spx_name
                 && let Err(why) = check_name(stem)
             {
-                err(
+                c.err(
                     "$.extension_name",
-                    format!("not set, so the robot names the extension after the file {shown}, and {stem:?} {why}"),
+                    format!(
+                        "not set, so the robot names the extension after the file {shown}, and {stem:?} {}",
+                        why.message()
+                    ),
                     Some("set extension_name in manifest.json, or choose another output file name"),
                 );
             }
         }
-        Some(v) => err("$.extension_name", format!("must be a string, found {}", kind(v)), None),
+        Some(v) => c.err("$.extension_name", format!("must be a string, found {}", kind(v)), None),
     }
-    // installation_target
+}
+
+fn check_installation_target(m: &Map<String, Value>, r: &Rules, c: &mut Check) {
     match m.get("installation_target") {
-        Some(Value::String(s)) if !s.is_empty() && Target::parse(s).is_none() => err(
+        Some(Value::String(s)) if !s.is_empty() && Target::parse(s).is_none() => c.err(
             "$.installation_target",
             format!("{s:?} is not one of spot, orbit"),
             Some("use \"spot\" for CORE I/O (arm64) or \"orbit\" for Orbit (amd64)"),
         ),
         Some(Value::String(s)) if !s.is_empty() => {}
         Some(v) if !is_missing(m, "installation_target") => {
-            err("$.installation_target", format!("must be a string, found {}", kind(v)), None)
+            c.err("$.installation_target", format!("must be a string, found {}", kind(v)), None)
         }
-        _ if r.packaged => warnings.push((
-            "$.installation_target".into(),
+        _ if r.packaged => c.warn(
+            "$.installation_target",
             "not set; the robot assumes \"spot\"".into(),
             Some("Orbit extensions must set \"orbit\""),
-        )),
+        ),
         _ => {}
     }
-    // date
+}
+
+fn check_date(m: &Map<String, Value>, c: &mut Check) {
     match m.get("date") {
         Some(Value::String(s)) if !s.is_empty() => {
             if let Err(why) = parse_iso8601(s) {
-                err("$.date", format!("{s:?} is not an ISO 8601 date: {why}"), Some("use e.g. 2025-05-12T22:10:15"));
+                c.err(
+                    "$.date",
+                    format!("{s:?} is not an ISO 8601 date: {}", why.message()),
+                    Some("use e.g. 2025-05-12T22:10:15"),
+                );
             }
         }
-        Some(v) if !is_missing(m, "date") => err("$.date", format!("must be a string, found {}", kind(v)), None),
+        Some(v) if !is_missing(m, "date") => c.err("$.date", format!("must be a string, found {}", kind(v)), None),
         _ => {}
     }
-    // icon, udev_rules: a file in the SPX
+}
+
+/// `icon`, `udev_rules`: a file in the SPX.
+fn check_member_files(m: &Map<String, Value>, c: &mut Check) {
     for key in ["icon", "udev_rules"] {
         let path = child("$", key);
         match m.get(key) {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) => {
                 if let Err(why) = check_member_path(s) {
-                    err(&path, format!("{s:?} {why}"), Some("name a file stored in the SPX, relative to its root"));
+                    c.err(&path, format!("{s:?} {why}"), Some("name a file stored in the SPX, relative to its root"));
                 } else if key == "udev_rules" && !s.ends_with(".rules") {
-                    warnings.push((path, format!("{s:?} does not end in .rules"), Some("udev ignores other files")));
+                    c.warn(&path, format!("{s:?} does not end in .rules"), Some("udev ignores other files"));
                 }
             }
-            Some(v) => err(&path, format!("must be a string, found {}", kind(v)), None),
+            Some(v) => c.err(&path, format!("must be a string, found {}", kind(v)), None),
         }
     }
-    // images
-    match m.get("images") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(a)) => {
-            let mut seen = Vec::new();
-            for (i, v) in a.iter().enumerate() {
-                let path = index("$.images", i);
-                let Some(s) = v.as_str() else {
-                    err(&path, format!("must be a string, found {}", kind(v)), None);
-                    continue;
-                };
-                if s.is_empty() || s.contains('/') || s.contains('\\') || s == "." || s == ".." {
-                    err(
-                        &path,
-                        format!("{s:?} must be a plain file name"),
-                        Some("image archives are stored at the root of the SPX; list their file names"),
-                    );
-                } else if !super::is_archive_name(s) {
-                    warnings.push((
-                        path.clone(),
-                        format!("{s:?} does not end in .tar, .tar.gz or .tgz"),
-                        Some("the SDK script only writes those"),
-                    ));
-                }
-                if seen.contains(&s) {
-                    err(&path, format!("{s:?} is listed twice"), None);
-                }
-                seen.push(s);
-            }
+}
+
+/// `images`: plain, distinct archive file names.
+fn check_images(m: &Map<String, Value>, c: &mut Check) {
+    let a = match m.get("images") {
+        None | Some(Value::Null) => return,
+        Some(Value::Array(a)) => a,
+        Some(v) => return c.err("$.images", format!("must be an array of file names, found {}", kind(v)), None),
+    };
+    let mut seen = Vec::new();
+    for (i, v) in a.iter().enumerate() {
+        let path = index("$.images", i);
+        let Some(s) = v.as_str() else {
+            c.err(&path, format!("must be a string, found {}", kind(v)), None);
+            continue;
+        };
+        if s.is_empty() || s.contains('/') || s.contains('\\') || s == "." || s == ".." {
+            c.err(
+                &path,
+                format!("{s:?} must be a plain file name"),
+                Some("image archives are stored at the root of the SPX; list their file names"),
+            );
+        } else if !super::is_archive_name(s) {
+            c.warn(
+                &path,
+                format!("{s:?} does not end in .tar, .tar.gz or .tgz"),
+                Some("the SDK script only writes those"),
+            );
         }
-        Some(v) => err("$.images", format!("must be an array of file names, found {}", kind(v)), None),
+        if seen.contains(&s) {
+            c.err(&path, format!("{s:?} is listed twice"), None);
+        }
+        seen.push(s);
     }
-    // files_to_save, directories_to_save: paths under /data/.extensions/<name>
+}
+
+/// `files_to_save`, `directories_to_save`: paths under `/data/.extensions/<name>`.
+fn check_save_paths(m: &Map<String, Value>, c: &mut Check) {
     for key in ["files_to_save", "directories_to_save"] {
         let path = child("$", key);
-        match m.get(key) {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(a)) => {
-                for (i, v) in a.iter().enumerate() {
-                    let p = index(&path, i);
-                    match v.as_str() {
-                        None => err(&p, format!("must be a string, found {}", kind(v)), None),
-                        Some(s) => {
-                            if let Err(why) = check_member_path(s) {
-                                err(
-                                    &p,
-                                    format!("{s:?} {why}"),
-                                    Some("paths are relative to the extension directory on the robot"),
-                                );
-                            }
-                        }
+        let a = match m.get(key) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(a)) => a,
+            Some(v) => {
+                c.err(&path, format!("must be an array of paths, found {}", kind(v)), None);
+                continue;
+            }
+        };
+        for (i, v) in a.iter().enumerate() {
+            let p = index(&path, i);
+            match v.as_str() {
+                None => c.err(&p, format!("must be a string, found {}", kind(v)), None),
+                Some(s) => {
+                    if let Err(why) = check_member_path(s) {
+                        c.err(
+                            &p,
+                            format!("{s:?} {why}"),
+                            Some("paths are relative to the extension directory on the robot"),
+                        );
                     }
                 }
             }
-            Some(v) => err(&path, format!("must be an array of paths, found {}", kind(v)), None),
         }
     }
-    // unknown keys
-    for k in m.keys() {
-        if KNOWN_KEYS.contains(&k.as_str()) {
-            continue;
-        }
+}
+
+/// Keys the robot ignores, with a guess at the one meant.
+fn check_unknown_keys(m: &Map<String, Value>, c: &mut Check) {
+    for k in m.keys().filter(|k| !KNOWN_KEYS.contains(&k.as_str())) {
         let guess = match k.as_str() {
             "extension_target" | "target" | "install_target" => Some("installation_target"),
             "name" => Some("extension_name"),
@@ -257,10 +308,7 @@ pub fn check(m: &Map<String, Value>, r: &Rules, findings: &mut Problems) {
             Some(g) => format!("unknown key; did you mean {g:?}?"),
             None => "unknown key; the robot ignores it".to_string(),
         };
-        warnings.push((child("$", k), msg, None));
-    }
-    for (path, msg, hint) in warnings {
-        findings.warn(format!("{file}: {path}: {msg}"), hint);
+        c.warn(&child("$", k), msg, None);
     }
 }
 
@@ -268,17 +316,20 @@ const NAME_HINT: &str = "use only letters, digits, '-' and '_', without \"coreio
 
 /// The extension name rules (`spec/spx-format.md` §2.3). The reserved words are matched without
 /// regard to case.
-pub fn check_name(name: &str) -> Result<(), String> {
+/// The error's message is the reason, to follow the quoted name (`"x y" contains ' '; …`).
+pub fn check_name(name: &str) -> Result<()> {
     if name.is_empty() {
-        return Err("is empty".into());
+        return Err(Error::input("is empty"));
     }
     if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
-        return Err(format!("contains {c:?}; extension names may only contain letters, digits, '-' and '_'"));
+        return Err(Error::input(format!(
+            "contains {c:?}; extension names may only contain letters, digits, '-' and '_'"
+        )));
     }
     let lower = name.to_ascii_lowercase();
     for reserved in ["coreio", "mission_control"] {
         if lower.contains(reserved) {
-            return Err(format!("contains the reserved word {reserved:?}"));
+            return Err(Error::input(format!("contains the reserved word {reserved:?}")));
         }
     }
     Ok(())
@@ -345,28 +396,30 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// Accepts what Python's `datetime.fromisoformat` accepts on 3.11+ for the usual shapes:
 /// `YYYY-MM-DD[(T| )HH[:MM[:SS[.f{1,6}]]][Z|±HH:MM]]`.
-pub fn parse_iso8601(s: &str) -> Result<(), String> {
+/// The error's message says what is wrong with `s`.
+pub fn parse_iso8601(s: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::input(why));
     let b = s.as_bytes();
     let num = |i: usize, n: usize| -> Option<u32> {
         let part = s.get(i..i + n)?;
         part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok()).flatten()
     };
     let (Some(y), Some(mo), Some(d)) = (num(0, 4), num(5, 2), num(8, 2)) else {
-        return Err("expected YYYY-MM-DD".into());
+        return bad("expected YYYY-MM-DD");
     };
     if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
-        return Err("expected YYYY-MM-DD".into());
+        return bad("expected YYYY-MM-DD");
     }
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     let dim = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     if y == 0 || !(1..=12).contains(&mo) || d == 0 || d > dim[mo as usize - 1] {
-        return Err("no such date".into());
+        return bad("no such date");
     }
     if s.len() == 10 {
         return Ok(());
     }
     if !matches!(b[10], b'T' | b't' | b' ') {
-        return Err("expected 'T' between date and time".into());
+        return bad("expected 'T' between date and time");
     }
     let mut rest = &s[11..];
     // offset
@@ -379,7 +432,7 @@ pub fn parse_iso8601(s: &str) -> Result<(), String> {
             && off[..2].parse::<u32>().is_ok_and(|h| h < 24)
             && off[3..].parse::<u32>().is_ok_and(|m| m < 60);
         if !ok {
-            return Err(format!("invalid UTC offset {off:?}"));
+            return bad(&format!("invalid UTC offset {off:?}"));
         }
         rest = &rest[..i];
     }
@@ -390,16 +443,16 @@ pub fn parse_iso8601(s: &str) -> Result<(), String> {
     if let Some(f) = frac
         && (f.is_empty() || f.len() > 6 || !f.bytes().all(|c| c.is_ascii_digit()))
     {
-        return Err("fractional seconds must be 1 to 6 digits".into());
+        return bad("fractional seconds must be 1 to 6 digits");
     }
     let parts: Vec<&str> = hms.split(':').collect();
     let limits = [23, 59, 59];
     if parts.is_empty() || parts.len() > 3 || (frac.is_some() && parts.len() != 3) {
-        return Err("expected HH:MM[:SS[.ffffff]]".into());
+        return bad("expected HH:MM[:SS[.ffffff]]");
     }
     for (p, lim) in parts.iter().zip(limits) {
         if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_digit()) || p.parse::<u32>().unwrap_or(99) > lim {
-            return Err("expected HH:MM[:SS[.ffffff]]".into());
+            return bad("expected HH:MM[:SS[.ffffff]]");
         }
     }
     Ok(())
