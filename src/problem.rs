@@ -146,4 +146,39 @@ mod tests {
         assert_eq!(e.hint(), Some("fix a"));
         assert_eq!(e.exit_code(), 1);
     }
+
+    #[test]
+    fn warnings_are_reported_and_errors_can_be_downgraded() {
+        struct Lines(std::sync::Mutex<Vec<String>>);
+        impl Reporter for Lines {
+            fn message(&self, _: &str) {}
+            fn warn(&self, msg: &str) {
+                self.0.lock().unwrap().push(msg.to_string());
+            }
+        }
+        let mut p = Problems::new();
+        p.error("bad", None);
+        p.warn("odd", Some("look"));
+        p.extend([Problem::warning("odd", Some("look")), Problem::error("worse", Some("fix"))]);
+        assert_eq!(p.0.len(), 3);
+        assert_eq!(p.errors().count(), 2);
+        let lines = Lines(Default::default());
+        let e = p.clone().finish(&lines).unwrap_err();
+        assert_eq!(e.message(), "bad\nerror: worse");
+        assert_eq!(e.hint(), Some("fix"));
+        assert_eq!(*lines.0.lock().unwrap(), ["warning: odd (look)"]);
+        let down = p.downgraded();
+        assert!(!down.has_errors());
+        assert_eq!(warning_line(&down.0[0]), "warning: bad");
+        assert!(down.finish(&crate::progress::Silent).is_ok());
+    }
+
+    #[test]
+    fn serialises_as_the_verify_report_shows_it() {
+        let p = Problems(vec![Problem::error("e", None), Problem::warning("w", Some("h"))]);
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            r#"[{"severity":"error","message":"e"},{"severity":"warning","message":"w","hint":"h"}]"#
+        );
+    }
 }

@@ -412,4 +412,82 @@ mod tests {
         let r = verify_stream(&mut std::io::Cursor::new(e.finish().unwrap()), "x.spx", &opts).unwrap();
         assert!(msgs(&r).iter().any(|m| m.contains("contains \"a\" twice")), "{:?}", msgs(&r));
     }
+
+    const QUICK: VerifyOptions = VerifyOptions { full: false, platform: None, limits: Limits::NONE };
+
+    #[test]
+    fn a_good_spx_with_its_archive_and_services() {
+        use crate::spx::image_check::tests::{archive, gz};
+        let m = br#"{"version":"1.0.0","extension_name":"x","images":["x.tar.gz"]}"#;
+        let c = b"services:\n  a:\n    image: x:1\n  b:\n    image: redis:7\n    x-spxpack: {provided: true}\n";
+        let a = gz(&archive(None, "arm64", "x:1"));
+        let mut s = spx(&[("manifest.json", m), ("x.tar.gz", &a), ("docker-compose.yml", c)], true);
+        let r = verify_stream(&mut s, "x.spx", &VerifyOptions { full: true, ..QUICK }).unwrap();
+        assert_eq!(
+            msgs(&r),
+            ["Warning: x.spx: manifest.json: $.installation_target: not set; the robot assumes \"spot\""]
+        );
+        assert!(r.ok());
+        assert_eq!((r.extension_name.as_deref(), r.platform.as_str()), (Some("x"), "linux/arm64/v8"));
+        assert_eq!(r.archives[0].info.images[0].tags, ["x:1"]);
+        assert!(r.archives[0].info.layers_verified);
+        let status: Vec<&str> = r.services.iter().map(|s| s.status.as_str()).collect();
+        assert_eq!(status, ["bundled in x.tar.gz", "provided on the robot"]);
+        let kinds: Vec<(&str, &str)> = r.entries.iter().map(|e| (e.name.as_str(), e.kind)).collect();
+        assert_eq!(kinds, [("manifest.json", "file"), ("x.tar.gz", "file"), ("docker-compose.yml", "file")]);
+    }
+
+    #[test]
+    fn an_archive_before_the_manifest_is_checked_in_a_second_pass() {
+        use crate::spx::image_check::tests::archive;
+        let m = br#"{"version":"1.0.0","extension_name":"x","installation_target":"orbit","images":["imgs.bin"]}"#;
+        let c = b"services:\n  a:\n    image: x:1\n";
+        let a = archive(None, "arm64", "x:1");
+        let mut s = spx(&[("imgs.bin", &a), ("manifest.json", m), ("docker-compose.yml", c)], true);
+        let r = verify_stream(&mut s, "x.spx", &QUICK).unwrap();
+        assert_eq!(r.archives.len(), 1);
+        assert_eq!(
+            msgs(&r),
+            [
+                "Error: x.spx: imgs.bin: image x:1: image is linux/arm64, but the target is linux/amd64",
+                "Warning: x.spx: manifest.json: $.images[0]: \"imgs.bin\" does not end in .tar, .tar.gz or .tgz",
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_entries_end_the_walk() {
+        let walk_err = |b: tar::Builder<Vec<u8>>| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&b.into_inner().unwrap()).unwrap();
+            let r = verify_stream(&mut std::io::Cursor::new(e.finish().unwrap()), "x.spx", &QUICK).unwrap();
+            msgs(&r).remove(0)
+        };
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o4755);
+        b.append_data(&mut h, "run", &b"x"[..]).unwrap();
+        assert_eq!(walk_err(b), "Error: x.spx: entry \"run\" has the setuid/setgid bit; the SPX may be malicious");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "d/l", "../../etc/passwd").unwrap();
+        assert!(walk_err(b).contains("symlink \"d/l\" points outside the extension"));
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Fifo);
+        h.set_size(0);
+        b.append_data(&mut h, "p", &b""[..]).unwrap();
+        assert!(walk_err(b).contains("is a Fifo; an SPX holds only files and directories"));
+    }
+
+    #[test]
+    fn zstd_is_refused_at_once() {
+        let mut s = std::io::Cursor::new(vec![0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0]);
+        let r = verify_stream(&mut s, "x.spx", &QUICK).unwrap();
+        assert_eq!(msgs(&r), ["Error: x.spx: zstd-compressed; an SPX is a gzip-compressed tar"]);
+        assert_eq!(r.compression, "zstd");
+    }
 }

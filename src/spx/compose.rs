@@ -421,4 +421,27 @@ mod tests {
         assert!(same_image("openvpn_client", "docker.io/library/openvpn_client:latest"));
         assert!(!same_image("a:1", "a:2"));
     }
+
+    #[test]
+    fn build_sections_and_service_extensions() {
+        let (c, f) = run(
+            "services:\n  a:\n    image: a:1\n    build:\n      context: ./app\n      dockerfile: Dockerfile.arm\n      target: prod\n      args: {V: 1, E: null}\n  b:\n    image: b:1\n    build: ./b\n    x-spxpack: {provided: true, archive: b.tar, sorce: x}\n",
+            Target::Spot,
+        );
+        let c = c.unwrap();
+        let a = c.services[0].build.clone().unwrap();
+        assert_eq!(
+            (a.context.as_str(), a.dockerfile.as_deref(), a.target.as_deref()),
+            ("./app", Some("Dockerfile.arm"), Some("prod"))
+        );
+        assert_eq!(a.args, [("V".to_string(), Some("1".to_string())), ("E".to_string(), None)]);
+        assert_eq!(c.services[1].build.as_ref().unwrap().context, "./b");
+        assert_eq!(
+            f,
+            [
+                "Error: docker-compose.yml: services.b.x-spxpack.sorce: unknown key (x-spxpack knows provided, source, archive)",
+                "Error: docker-compose.yml: services.b.x-spxpack: provided: true contradicts source/archive",
+            ]
+        );
+    }
 }

@@ -453,10 +453,10 @@ fn digest_in_name(path: &str) -> Option<&str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    pub(crate) fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (n, d) in files {
             let mut h = tar::Header::new_gnu();
@@ -468,13 +468,14 @@ mod tests {
         b.into_inner().unwrap()
     }
 
-    fn gz(d: &[u8]) -> Vec<u8> {
+    pub(crate) fn gz(d: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(d).unwrap();
         e.finish().unwrap()
     }
 
-    fn archive(diff_override: Option<&str>, arch: &str, tag: &str) -> Vec<u8> {
+    /// A one-image `docker save` archive (a one-file layer) for `arch`, tagged `tag`.
+    pub(crate) fn archive(diff_override: Option<&str>, arch: &str, tag: &str) -> Vec<u8> {
         let layer_tar = tar_of(&[("hello", b"hi")]);
         let layer = gz(&layer_tar);
         let diff = diff_override.map_or_else(|| Digest::of(&layer_tar).to_string(), str::to_string);

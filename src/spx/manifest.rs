@@ -566,4 +566,40 @@ mod tests {
             assert!(parse_iso8601(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn names_and_dates_say_why() {
+        assert!(check_name("my-ext_1").is_ok());
+        let why = |name: &str| check_name(name).unwrap_err().message().to_string();
+        assert_eq!(why(""), "is empty");
+        assert_eq!(why("a.b"), "contains '.'; extension names may only contain letters, digits, '-' and '_'");
+        assert_eq!(why("My_Mission_Control"), "contains the reserved word \"mission_control\"");
+        let date = |s: &str| parse_iso8601(s).unwrap_err().message().to_string();
+        assert_eq!(date("2025-02-30"), "no such date");
+        assert_eq!(date("2025-05-12X10:00"), "expected 'T' between date and time");
+        assert_eq!(date("2025-05-12T10:00+2"), "invalid UTC offset \"2\"");
+        assert_eq!(date("2025-05-12T10:00:00."), "fractional seconds must be 1 to 6 digits");
+    }
+
+    #[test]
+    fn errors_come_before_warnings_and_nothing_is_reported_twice() {
+        let got = run(
+            r#"{"version": "1", "extension_name": "ok", "images": ["a.zip", "a.zip"], "files_to_save": "x",
+                "directories_to_save": [1], "icon": 2, "descripton": "x"}"#,
+            false,
+        );
+        assert_eq!(
+            got,
+            [
+                "Error: manifest.json: $.icon: must be a string, found a number",
+                "Error: manifest.json: $.images[1]: \"a.zip\" is listed twice",
+                "Error: manifest.json: $.files_to_save: must be an array of paths, found a string",
+                "Error: manifest.json: $.directories_to_save[0]: must be a string, found a number",
+                "Warning: manifest.json: $.version: \"1\" is not in X.Y.Z form",
+                "Warning: manifest.json: $.images[0]: \"a.zip\" does not end in .tar, .tar.gz or .tgz",
+                "Warning: manifest.json: $.images[1]: \"a.zip\" does not end in .tar, .tar.gz or .tgz",
+                "Warning: manifest.json: $.descripton: unknown key; did you mean \"description\"?",
+            ]
+        );
+    }
 }

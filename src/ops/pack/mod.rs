@@ -11,6 +11,8 @@ mod images;
 mod model;
 mod options;
 mod plan;
+#[cfg(test)]
+mod tests;
 
 use crate::error::Result;
 use crate::progress::{Reporter, human_size};
