@@ -199,16 +199,10 @@ impl Input {
     pub fn tree(label: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         Input { label: label.into(), path: path.into(), kind: InputKind::Tree }
     }
-    /// The local files an image source reads (none for a registry reference).
-    pub fn of_source(src: &crate::source::Source, label: &str) -> Option<Self> {
-        use crate::source::Source;
-        match src {
-            Source::Registry(_) => None,
-            Source::OciDir { path, .. } => {
-                Some(Input { label: label.into(), path: path.clone(), kind: InputKind::Layout })
-            }
-            Source::OciArchive { path, .. } | Source::DockerArchive { path, .. } => Some(Input::file(label, path)),
-        }
+    /// An OCI layout directory: files inside it are inputs, but the layout itself may be
+    /// updated (blobs added, `index.json` replaced last).
+    pub fn layout(label: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Input { label: label.into(), path: path.into(), kind: InputKind::Layout }
     }
 }
 

@@ -100,7 +100,21 @@ impl Error {
     /// Adds an outer context frame, e.g. the image or service the failure happened in. The
     /// message, kind and hint stay those of the cause.
     pub fn context(mut self, ctx: impl fmt::Display) -> Self {
-        self.frames.insert(0, ctx.to_string());
+        let ctx = ctx.to_string();
+        // the same frame twice in a row (a source and its caller both naming the image) says
+        // nothing new
+        if self.frames.first() != Some(&ctx) {
+            self.frames.insert(0, ctx);
+        }
+        self
+    }
+    /// Prefixes the outermost line with a location (`Dockerfile:3:1`): where the failure is,
+    /// not a further cause.
+    pub fn at(mut self, loc: impl fmt::Display) -> Self {
+        match self.frames.first_mut() {
+            Some(f) => *f = format!("{loc}: {f}"),
+            None => self.msg = format!("{loc}: {}", self.msg),
+        }
         self
     }
     /// The chain from the outermost context frame to the cause.
@@ -108,13 +122,12 @@ impl Error {
         self.frames.iter().map(String::as_str).chain(std::iter::once(self.msg.as_str()))
     }
     /// The lines the CLI prints: `error: OUTERMOST`, a `caused by: …` line per inner frame down
-    /// to the cause, then `hint: …` when there is one. Newlines inside a frame are folded so
-    /// each frame stays one line.
+    /// to the cause, then `hint: …` when there is one.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for (i, frame) in self.chain().enumerate() {
             out.push_str(if i == 0 { "error: " } else { "caused by: " });
-            out.push_str(&frame.replace('\n', " "));
+            out.push_str(frame);
             out.push('\n');
         }
         if let Some(h) = &self.hint {
@@ -225,6 +238,7 @@ mod tests {
         let e = Error::integrity("blob sha256:ab does not match its digest")
             .with_hint("pull again")
             .context("image python:3.11")
+            .context("image python:3.11")
             .context("service app (docker-compose.yml)");
         assert_eq!(e.kind(), Kind::Integrity);
         assert_eq!(e.message(), "blob sha256:ab does not match its digest");
@@ -240,8 +254,16 @@ mod tests {
     }
 
     #[test]
+    fn a_location_prefixes_the_outermost_line() {
+        let e = Error::input("RUN x failed").at("Dockerfile:3:1");
+        assert_eq!(e.render(), "error: Dockerfile:3:1: RUN x failed\n");
+        let e = Error::input("no such tag").context("FROM a:b").at("Dockerfile:1:1");
+        assert_eq!(e.render(), "error: Dockerfile:1:1: FROM a:b\ncaused by: no such tag\n");
+    }
+
+    #[test]
     fn an_error_without_context_is_one_line_and_its_hint() {
-        let e = Error::input("bad\nvalue").with_hint("fix it");
+        let e = Error::input("bad value").with_hint("fix it");
         assert_eq!(e.render(), "error: bad value\nhint: fix it\n");
         assert_eq!(Error::io("cannot read", Path::new("/x"), io::Error::from_raw_os_error(2)).exit_code(), 2);
     }

@@ -26,6 +26,8 @@ pub mod registry;
 pub mod sandbox;
 pub mod source;
 pub mod spx;
-pub mod tar_index;
+pub mod tar;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use error::{Error, Kind, Result};

@@ -90,6 +90,7 @@ pub fn build(a: ImageBuildArgs, term: &Term) -> Result<()> {
     }
     let mut opts = BuildOptions::new(a.file.clone().unwrap_or_else(|| a.context.join("Dockerfile")), &a.context);
     opts.platform = platform;
+    opts.epoch = super::source_date_epoch();
     for b in &a.build_args {
         opts.build_args.push(match b.split_once('=') {
             Some(_) => split_kv(b, "--build-arg")?,
@@ -138,7 +139,7 @@ pub fn build(a: ImageBuildArgs, term: &Term) -> Result<()> {
             spxpack::atomic::check_output(std::path::Path::new(&a.output), "output", &inputs)?;
         }
     }
-    let cache = spxpack::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
+    let cache = spxpack::blob_cache::BlobCache::open(a.registry.cache_dir(), a.registry.offline)?;
     let resolver = Resolver::new(cache, a.registry.client_options()?);
     let out = dockerfile::build(&opts, &resolver, term)?;
     tracing::info!("build: {:.2}s", started.elapsed().as_secs_f64());
@@ -152,8 +153,7 @@ pub fn build(a: ImageBuildArgs, term: &Term) -> Result<()> {
             if a.tags.is_empty() {
                 term.warn("warning: no -t NAME:TAG given; the image will load untagged");
             }
-            let mut w = WriteOptions::for_path(std::path::Path::new(&a.output));
-            w.mtime = opts.epoch;
+            let mut w = WriteOptions::for_path(std::path::Path::new(&a.output), opts.epoch);
             w.threads = opts.threads;
             let list = [ArchiveImage { image: img, tags: a.tags.clone() }];
             docker_archive::write_file(std::path::Path::new(&a.output), &list, &w, &|n| term.bytes(n))?;

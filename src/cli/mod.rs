@@ -143,11 +143,21 @@ impl RunArgs {
             helper: None,
             ca_bundle: self.ca_bundle.clone(),
             secrets: self.secret.iter().map(|s| spxpack::dockerfile::run::Secret::parse(s)).collect::<Result<_>>()?,
+            env: spxpack::host_env::HostEnv::from_vars(std::env::vars_os()),
         })
     }
 }
 
+/// The process environment, read once here: the library only sees it as data.
+pub(crate) fn host_env() -> spxpack::host_env::HostEnv {
+    spxpack::host_env::HostEnv::from_vars(std::env::vars_os())
+}
+
 impl RegistryArgs {
+    /// `--cache-dir`, else the default location for this user's environment.
+    pub(crate) fn cache_dir(&self) -> Option<PathBuf> {
+        Some(self.cache_dir.clone().unwrap_or_else(|| spxpack::blob_cache::default_dir(&host_env())))
+    }
     pub(crate) fn client_options(&self) -> Result<ClientOptions> {
         let mut creds =
             CredentialOptions { authfile: self.authfile.clone(), anonymous: self.no_creds, ..Default::default() };
@@ -161,6 +171,7 @@ impl RegistryArgs {
             creds,
             retries: self.retries,
             mirrors: spxpack::registry::Mirror::parse_all(&self.registry_mirror)?,
+            env: host_env(),
             ..Default::default()
         })
     }
@@ -219,15 +230,20 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `SOURCE_DATE_EPOCH` of this process, else 0: the time written into images and archives.
+pub(crate) fn source_date_epoch() -> u64 {
+    spxpack::host_env::HostEnv::from_vars(std::env::vars_os()).source_date_epoch().unwrap_or(0)
+}
+
 fn pull(a: PullArgs, term: &Term) -> Result<()> {
     let platform = Platform::parse(&a.platform)?;
     let sources = a.sources.iter().map(|s| Source::parse(s)).collect::<Result<Vec<_>>>()?;
-    let mut write = spxpack::docker_archive::WriteOptions::for_path(&a.output);
+    let mut write = spxpack::docker_archive::WriteOptions::for_path(&a.output, source_date_epoch());
     write.level = a.compression_level;
     let opts = spxpack::ops::pull::PullOptions {
         platform,
         output: a.output.clone(),
-        cache_dir: a.registry.cache_dir.clone(),
+        cache_dir: a.registry.cache_dir(),
         offline: a.registry.offline,
         client: a.registry.client_options()?,
         jobs: a.jobs,
@@ -270,7 +286,7 @@ fn inspect(a: InspectArgs, term: &Term) -> Result<()> {
     }
     let platform = Platform::parse(&a.platform)?;
     let src = Source::parse_path_or_ref(&a.source)?;
-    let cache = spxpack::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
+    let cache = spxpack::blob_cache::BlobCache::open(a.registry.cache_dir(), a.registry.offline)?;
     let resolver = Resolver::new(cache, a.registry.client_options()?);
     let report = match spxpack::ops::inspect::inspect(&resolver, &src, &platform) {
         Ok(r) => r,

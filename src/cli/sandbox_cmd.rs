@@ -105,12 +105,14 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
         helper: None,
         ca_bundle: a.ca_bundle.clone(),
         secrets: Vec::new(),
+        env: spxpack::host_env::HostEnv::from_vars(std::env::vars_os()),
     };
     if a.detect_only {
         let opts = sandbox::Options {
             isolation: run_opts.isolation,
             qemu: a.qemu.clone(),
             proot: a.proot.clone(),
+            env: run_opts.env.clone(),
             ..Default::default()
         };
         let t = Instant::now();
@@ -134,11 +136,16 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
     std::fs::write(&df_path, dockerfile(&a)?).map_err(|e| Error::io("cannot write", &df_path, e))?;
     let mut opts = BuildOptions::new(&df_path, dir.path());
     opts.platform = platform;
+    opts.epoch = super::source_date_epoch();
     opts.no_cache = true; // a sandbox tool: always run the steps
     let executor = Arc::new(SandboxExecutor::new(run_opts));
     opts.executor = Some(executor.clone());
-    let cache = spxpack::blob_cache::BlobCache::open(a.cache_dir.clone(), a.offline)?;
-    let resolver = Resolver::new(cache, spxpack::registry::ClientOptions::default());
+    let cache = spxpack::blob_cache::BlobCache::open(
+        Some(a.cache_dir.clone().unwrap_or_else(|| spxpack::blob_cache::default_dir(&super::host_env()))),
+        a.offline,
+    )?;
+    let resolver =
+        Resolver::new(cache, spxpack::registry::ClientOptions { env: super::host_env(), ..Default::default() });
     let quiet = Term::new(true); // warnings only
     let reporter: &dyn spxpack::progress::Reporter = if a.json { &quiet } else { term };
     let built = dockerfile::build(&opts, &resolver, reporter);
@@ -162,8 +169,7 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
     }
     let built = built?;
     if let Some(outp) = &a.output {
-        let mut w = spxpack::docker_archive::WriteOptions::for_path(outp);
-        w.mtime = opts.epoch;
+        let w = spxpack::docker_archive::WriteOptions::for_path(outp, opts.epoch);
         spxpack::docker_archive::write_file(
             outp,
             &[spxpack::docker_archive::ArchiveImage { image: &built.image, tags: vec![a.tag.clone()] }],

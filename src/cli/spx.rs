@@ -193,7 +193,7 @@ fn pack_options(a: &PackArgs, env: HostEnv) -> Result<PackOptions> {
     opts.udev_rule = a.udev_rule.clone();
     opts.additional_files = a.additional_files.clone();
     opts.skip_compose_validation = a.skip_docker_compose_validation;
-    opts.cache_dir = a.registry.cache_dir.clone();
+    opts.cache_dir = a.registry.cache_dir();
     opts.offline = a.registry.offline;
     opts.client = a.registry.client_options()?;
     opts.jobs = a.jobs;

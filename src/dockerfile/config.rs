@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::dockerfile::Health;
+use super::instructions::Health;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::platform::Platform;
@@ -214,8 +214,8 @@ pub fn rfc3339(secs: u64) -> String {
 }
 
 /// EXPOSE port specs: `80`, `80/tcp`, `53/udp`, `8000-8002`, `[ip:]host:container[/proto]`.
-pub fn parse_ports(raw: &str) -> std::result::Result<Vec<String>, String> {
-    let bad = |why: &str| format!("invalid port {raw:?}: {why}");
+pub fn parse_ports(raw: &str) -> Result<Vec<String>> {
+    let bad = |why: &str| Error::input(format!("invalid port {raw:?}: {why}"));
     let container = raw.rsplit(':').next().unwrap_or(raw);
     let (port, proto) = match container.split_once('/') {
         Some((p, pr)) => (p, pr.to_lowercase()),
@@ -243,9 +243,9 @@ const SIGNALS: [&str; 31] = [
 ];
 
 /// Docker's `signal.ParseSignal`: a number, `NAME` or `SIGNAME` (also `RTMIN+n`).
-pub fn check_signal(s: &str) -> std::result::Result<(), String> {
+pub fn check_signal(s: &str) -> Result<()> {
     if let Ok(n) = s.parse::<u32>() {
-        return if n == 0 || n > 64 { Err(format!("invalid signal: {s}")) } else { Ok(()) };
+        return if n == 0 || n > 64 { Err(Error::input(format!("invalid signal: {s}"))) } else { Ok(()) };
     }
     let name = s.strip_prefix("SIG").unwrap_or(s);
     if SIGNALS.contains(&name)
@@ -256,7 +256,7 @@ pub fn check_signal(s: &str) -> std::result::Result<(), String> {
     {
         Ok(())
     } else {
-        Err(format!("invalid signal: {s}"))
+        Err(Error::input(format!("invalid signal: {s}")))
     }
 }
 

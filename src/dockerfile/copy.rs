@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, Read, Write};
 use std::sync::Arc;
 
-use super::dockerfile::Loc;
 use super::fsview::{Content, ContentSrc, FsView, Kind, Node, PathKey, base_name, normalize, parent};
-use super::layers::Staging;
+use super::instructions::Loc;
+use super::layer_reader::Staging;
 use super::tree::{Tree, glob, has_wildcards};
 use crate::digest::Hasher;
 use crate::error::{Error, Result};
@@ -140,15 +140,16 @@ impl Planner<'_> {
     }
 }
 
-/// Plans a COPY/ADD against `view` (the destination stage) reading from `tree`.
-pub fn plan(req: &CopyRequest, view: &FsView, tree: &dyn Tree, staging: &Staging) -> Result<Plan> {
-    let mut p = Planner { view, plan: Plan::default(), req, links: HashMap::new() };
+/// A source of a COPY/ADD: a path of the source tree, or a file made from elsewhere (heredoc,
+/// URL).
+enum Item {
+    Tree { path: String, named: String, node: Node },
+    File { name: String, node: Node },
+}
+
+/// Step 1 of [`plan`]: the sources, wildcards expanded, as items.
+fn collect_items(req: &CopyRequest, tree: &dyn Tree, staging: &Staging) -> Result<Vec<Item>> {
     let loc = req.loc;
-    // 1. sources → items
-    enum Item {
-        Tree { path: String, named: String, node: Node },
-        File { name: String, node: Node },
-    }
     let mut items = Vec::new();
     for s in &req.sources {
         match s {
@@ -185,6 +186,14 @@ pub fn plan(req: &CopyRequest, view: &FsView, tree: &dyn Tree, staging: &Staging
             }
         }
     }
+    Ok(items)
+}
+
+/// Plans a COPY/ADD against `view` (the destination stage) reading from `tree`.
+pub fn plan(req: &CopyRequest, view: &FsView, tree: &dyn Tree, staging: &Staging) -> Result<Plan> {
+    let mut p = Planner { view, plan: Plan::default(), req, links: HashMap::new() };
+    let loc = req.loc;
+    let items = collect_items(req, tree, staging)?;
     if items.is_empty() {
         return Err(loc
             .error(format!("{}: no source files were specified: the wildcards matched nothing", req.name))
@@ -420,33 +429,39 @@ pub fn parse_chmod(s: &str, loc: &Loc) -> Result<u32> {
 /// Resolves `--chown=user[:group]` against the image's `/etc/passwd` and `/etc/group`.
 /// Without a group, a numeric user keeps its number as group and a named user gets its
 /// primary group.
-pub fn parse_chown(spec: &str, passwd: Option<&str>, group: Option<&str>) -> std::result::Result<(u64, u64), String> {
+pub fn parse_chown(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<(u64, u64)> {
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) if !g.contains(':') => (u, Some(g)),
-        Some(_) => return Err(format!("invalid chown string format: {spec}")),
+        Some(_) => return Err(Error::input(format!("invalid chown string format: {spec}"))),
         None => (spec, None),
     };
     if u.is_empty() {
-        return Err(format!("invalid chown string format: {spec}"));
+        return Err(Error::input(format!("invalid chown string format: {spec}")));
     }
-    let find = |file: Option<&str>, what: &str, name: &str| -> std::result::Result<Vec<String>, String> {
+    let find = |file: Option<&str>, what: &str, name: &str| -> Result<Vec<String>> {
         let Some(text) = file else {
-            return Err(format!(
+            return Err(Error::input(format!(
                 "cannot find {what} {name}: the image has no /etc/{}",
                 if what == "user" { "passwd" } else { "group" }
-            ));
+            )));
         };
         text.lines()
             .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
             .find(|f| f.first().map(String::as_str) == Some(name))
-            .ok_or_else(|| format!("no such {what}: {name}"))
+            .ok_or_else(|| Error::input(format!("no such {what}: {name}")))
     };
     let (uid, primary) = match u.parse::<u64>() {
         Ok(n) => (n, n),
         Err(_) => {
             let f = find(passwd, "user", u)?;
-            let uid = f.get(2).and_then(|x| x.parse().ok()).ok_or_else(|| format!("bad /etc/passwd entry for {u}"))?;
-            let gid = f.get(3).and_then(|x| x.parse().ok()).ok_or_else(|| format!("bad /etc/passwd entry for {u}"))?;
+            let uid = f
+                .get(2)
+                .and_then(|x| x.parse().ok())
+                .ok_or_else(|| Error::input(format!("bad /etc/passwd entry for {u}")))?;
+            let gid = f
+                .get(3)
+                .and_then(|x| x.parse().ok())
+                .ok_or_else(|| Error::input(format!("bad /etc/passwd entry for {u}")))?;
             (uid, gid)
         }
     };
@@ -456,7 +471,9 @@ pub fn parse_chown(spec: &str, passwd: Option<&str>, group: Option<&str>) -> std
             Ok(n) => n,
             Err(_) => {
                 let f = find(group, "group", g)?;
-                f.get(2).and_then(|x| x.parse().ok()).ok_or_else(|| format!("bad /etc/group entry for {g}"))?
+                f.get(2)
+                    .and_then(|x| x.parse().ok())
+                    .ok_or_else(|| Error::input(format!("bad /etc/group entry for {g}")))?
             }
         },
     };
@@ -476,9 +493,9 @@ mod tests {
         assert_eq!(parse_chown("app", Some(pw), Some(gr)).unwrap(), (1000, 1001));
         assert_eq!(parse_chown("app:staff", Some(pw), Some(gr)).unwrap(), (1000, 50));
         assert_eq!(parse_chown("0:app", Some(pw), Some(gr)).unwrap(), (0, 1001));
-        assert!(parse_chown("nobody", Some(pw), Some(gr)).unwrap_err().contains("no such user: nobody"));
-        assert!(parse_chown("app:nogroup", Some(pw), Some(gr)).unwrap_err().contains("no such group"));
-        assert!(parse_chown("app", None, None).unwrap_err().contains("/etc/passwd"));
+        assert!(parse_chown("nobody", Some(pw), Some(gr)).unwrap_err().to_string().contains("no such user: nobody"));
+        assert!(parse_chown("app:nogroup", Some(pw), Some(gr)).unwrap_err().to_string().contains("no such group"));
+        assert!(parse_chown("app", None, None).unwrap_err().to_string().contains("/etc/passwd"));
         assert!(parse_chown("a:b:c", None, None).is_err());
     }
 }

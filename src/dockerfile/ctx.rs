@@ -6,11 +6,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use super::dockerfile::{self, Loc};
 use super::executor::RootLayer;
 use super::fsview::{self, FsView};
+use super::instructions::Loc;
 use super::layer::LayerOptions;
-use super::layers::{self, Staging};
+use super::layer_reader::{self, Staging};
 use super::tree::{DirTree, Tree, ViewTree};
 use super::{BuildOptions, StageResult};
 use crate::blob_cache::{BlobCache, CacheSource};
@@ -40,7 +40,7 @@ pub(crate) struct Ctx<'a> {
     pub staging: Staging,
     pub context: Arc<DirTree>,
     pub named: HashMap<String, Named>,
-    pub blobs: Mutex<HashMap<Digest, layers::Located>>,
+    pub blobs: Mutex<HashMap<Digest, layer_reader::Located>>,
     pub image_views: Mutex<HashMap<Digest, Arc<FsView>>>,
     pub layer_opts: LayerOptions,
     pub created: String,
@@ -73,7 +73,7 @@ impl Ctx<'_> {
         self.blobs.lock().expect("poisoned").entry(desc.digest.clone()).or_insert((source, desc.clone()));
     }
 
-    pub fn source_of(&self, d: &Digest) -> Option<layers::Located> {
+    pub fn source_of(&self, d: &Digest) -> Option<layer_reader::Located> {
         self.blobs.lock().expect("poisoned").get(d).cloned()
     }
 
@@ -86,7 +86,7 @@ impl Ctx<'_> {
         let mut v = FsView::new();
         for l in layers {
             self.register(&l.desc, l.source.clone());
-            let entries = layers::entries(&self.cache, l.source.as_ref(), &l.desc)?;
+            let entries = layer_reader::entries(&self.cache, l.source.as_ref(), &l.desc)?;
             v.apply(&entries);
         }
         Ok(v)
@@ -114,7 +114,7 @@ impl Ctx<'_> {
                 platform.normalized()
             ));
         }
-        crate::ops::pull::prefetch(std::slice::from_ref(&img), self.opts.jobs, self.reporter)?;
+        crate::blob_cache::prefetch(std::slice::from_ref(&img), self.opts.jobs, self.reporter)?;
         for l in &img.manifest.layers {
             self.register(l, img.source.clone());
         }
@@ -175,7 +175,7 @@ impl Ctx<'_> {
             None => {
                 // a bare name one typo away from a stage is a mistake, not Docker Hub's image
                 let bare = !from.contains(['/', ':', '@', '.']);
-                if let Some(near) = names.iter().find(|n| bare && dockerfile::edit_distance(n, &lower) <= 2) {
+                if let Some(near) = names.iter().find(|n| bare && super::parse::edit_distance(n, &lower) <= 2) {
                     return Err(loc
                         .error(format!("{flag}={from}: no stage named {from:?} before this one"))
                         .with_hint(format!(

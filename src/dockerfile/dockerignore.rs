@@ -166,7 +166,7 @@ pub fn clean(p: &str) -> String {
 }
 
 /// patternmatcher's `compile`: exact, prefix (`dir/**`), suffix (`**/name`) or a regex.
-fn compile(pattern: &str) -> std::result::Result<Kind, String> {
+fn compile(pattern: &str) -> Result<Kind> {
     check_syntax(pattern)?;
     let chars: Vec<char> = pattern.chars().collect();
     let mut re = String::from("^");
@@ -228,20 +228,23 @@ fn compile(pattern: &str) -> std::result::Result<Kind, String> {
         2 => Kind::Suffix(pattern[2..].to_string()),
         _ => {
             re.push('$');
-            Kind::Regex(Regex::new(&re).map_err(|e| e.to_string().lines().last().unwrap_or("bad pattern").to_string())?)
+            Kind::Regex(
+                Regex::new(&re)
+                    .map_err(|e| Error::input(e.to_string().lines().last().unwrap_or("bad pattern").to_string()))?,
+            )
         }
     })
 }
 
 /// `filepath.Match(pattern, ".")`'s syntax check: classes must be closed, a trailing `\` is bad.
-fn check_syntax(p: &str) -> std::result::Result<(), String> {
+fn check_syntax(p: &str) -> Result<()> {
     let chars: Vec<char> = p.chars().collect();
     let mut i = 0;
     while i < chars.len() {
         match chars[i] {
             '\\' => {
                 if i + 1 >= chars.len() {
-                    return Err("trailing backslash".into());
+                    return Err(Error::input("trailing backslash"));
                 }
                 i += 2;
             }
@@ -258,7 +261,7 @@ fn check_syntax(p: &str) -> std::result::Result<(), String> {
                     j += 1;
                 }
                 if j >= chars.len() {
-                    return Err("unterminated character class".into());
+                    return Err(Error::input("unterminated character class"));
                 }
                 i = j + 1;
             }

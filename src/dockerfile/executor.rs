@@ -3,15 +3,15 @@
 //! [`StepExecutor`]; the executor returns the layer it produced (already in the blob cache,
 //! possibly from the build cache) and the builder commits it like any other layer. Without an
 //! executor a RUN step is an error that names its `file:line:col`, reported before any work
-//! starts. The sandbox executor is [`super::run::SandboxExecutor`].
+//! starts. The sandbox executor is `run::SandboxExecutor`; this seam knows nothing of it.
 
 use std::sync::Arc;
 
-use super::dockerfile::{Heredoc, Loc};
+use super::bind_plan::Bound;
+use super::instructions::{Heredoc, Loc};
 use super::layer::{Layer, LayerOptions};
-use super::layers::{BlobLookup, Staging};
-use super::run::bind::Bound;
-use super::run::flags::RunFlags;
+use super::layer_reader::{BlobLookup, Staging};
+use super::run_flags::RunFlags;
 use crate::blob_cache::BlobCache;
 use crate::error::{Error, Result};
 use crate::image::{BlobSource, Descriptor};
@@ -60,6 +60,51 @@ pub struct RunRequest<'a> {
     pub reporter: &'a dyn Reporter,
 }
 
+impl RunRequest<'_> {
+    /// The argv to run: heredocs turned into a shell script as BuildKit does: a lone `RUN <<EOF`
+    /// runs its body with the shell (or as a file when it starts with `#!`); `RUN <<EOF cmd` hands
+    /// the reassembled heredoc to the shell (the parser keeps only heredocs right after RUN, with
+    /// the marker removed from the command and `<<-` tabs already stripped from the body).
+    pub fn effective_argv(&self) -> Result<Vec<String>> {
+        let req = self;
+        if req.heredocs.is_empty() {
+            return Ok(req.argv.clone());
+        }
+        if !req.shell_form || req.argv.is_empty() {
+            return Err(req.loc.error("RUN heredocs need the shell form (RUN <<EOF …)"));
+        }
+        let (cmd, shell) = req.argv.split_last().expect("non-empty");
+        if req.lone_heredoc() {
+            let body = &req.heredocs[0].body;
+            if body.starts_with("#!") {
+                return Ok(vec![format!("/dev/pipes/{}", req.heredocs[0].name)]);
+            }
+            let mut v = shell.to_vec();
+            v.push(body.clone());
+            return Ok(v);
+        }
+        let mut full = String::new();
+        for d in req.heredocs {
+            let q = if d.expand { "" } else { "'" };
+            full.push_str(&format!("<<{q}{}{q} ", d.name));
+        }
+        full.push_str(cmd.trim());
+        for d in req.heredocs {
+            full.push('\n');
+            full.push_str(&d.body);
+            full.push_str(&d.name);
+        }
+        let mut v = shell.to_vec();
+        v.push(full);
+        Ok(v)
+    }
+
+    /// `RUN <<EOF` with nothing else on the line.
+    pub fn lone_heredoc(&self) -> bool {
+        self.heredocs.len() == 1 && self.argv.last().is_some_and(|c| c.trim().is_empty())
+    }
+}
+
 /// What a RUN step produced.
 pub struct RunOutcome {
     /// `None` when the command changed nothing (an empty layer).
@@ -70,7 +115,7 @@ pub struct RunOutcome {
     pub how: String,
 }
 
-/// Executes RUN steps; implemented by the sandbox in `build/run/`.
+/// Executes RUN steps; implemented by the sandbox in `dockerfile/run/`.
 pub trait StepExecutor: Send + Sync {
     fn run(&self, req: &RunRequest) -> Result<RunOutcome>;
     /// Called once the build is over (also after an error): release working directories.
@@ -113,7 +158,7 @@ mod tests {
             let mut entries = BTreeMap::new();
             entries.insert(PathKey("ran".into()), PlanEntry { node, hardlink: None, implied: false });
             let plan = Plan { entries };
-            let staging = crate::dockerfile::layers::Staging::new(req.cache)?;
+            let staging = crate::dockerfile::layer_reader::Staging::new(req.cache)?;
             let l = layer::write(&plan, req.layer_options, req.cache, &staging)?;
             Ok(RunOutcome { layer: Some(l), cached: false, how: "faked".into() })
         }

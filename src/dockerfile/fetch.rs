@@ -12,9 +12,9 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::dockerfile::Loc;
 use super::fsview::{Content, ContentSrc, Kind, Node};
-use super::layers::Staging;
+use super::instructions::Loc;
+use super::layer_reader::Staging;
 use crate::digest::Hasher;
 use crate::error::{Error, Result};
 use crate::http;

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use super::BuildOptions;
 use super::ctx::{Ctx, Named};
-use super::dockerfile::{self, Dockerfile};
 use super::dockerignore::Matcher;
 use super::executor;
+use super::instructions::{Dockerfile, Op};
 use super::lex::Lex;
-use super::run::flags::mount_from;
+use super::run_flags::mount_from;
 use super::stage;
 use super::tree::DirTree;
 use crate::blob_cache::BlobCache;
@@ -148,10 +148,8 @@ pub(super) fn reachable(df: &Dockerfile, bases: &[Base], target: usize) -> BTree
         }
         for ins in &df.stages[i].instrs {
             let froms: Vec<String> = match &ins.op {
-                dockerfile::Op::Copy(c) => c.from.iter().map(|(f, _)| f.clone()).collect(),
-                dockerfile::Op::Run(r) => {
-                    r.flags.iter().filter(|(n, _)| n == "mount").filter_map(|(_, v)| mount_from(v)).collect()
-                }
+                Op::Copy(c) => c.from.iter().map(|(f, _)| f.clone()).collect(),
+                Op::Run(r) => r.flags.iter().filter(|(n, _)| n == "mount").filter_map(|(_, v)| mount_from(v)).collect(),
                 _ => Vec::new(),
             };
             for from in froms {
@@ -177,7 +175,7 @@ pub(super) fn check_run(df: &Dockerfile, needed: &BTreeSet<usize>, opts: &BuildO
     }
     for i in needed {
         for ins in &df.stages[*i].instrs {
-            if matches!(ins.op, dockerfile::Op::Run(..)) {
+            if matches!(ins.op, Op::Run(..)) {
                 return Err(executor::run_unsupported(&ins.loc));
             }
         }

@@ -3,12 +3,37 @@
 //! way BuildKit joins them, COPY/ADD sources and heredocs, HEALTHCHECK options and durations.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use parse_dockerfile as pd;
 
-use super::dockerfile::{CmdLine, Copy, From, Health, Heredoc, Instr, Lines, Loc, Op, Run, Src};
+use super::instructions::{CmdLine, Copy, From, Health, Heredoc, Instr, Loc, Op, Run, Src};
 use super::lex;
 use crate::error::{Error, Result};
+
+/// Byte offsets of line starts, for turning spans into line:column.
+pub(super) struct Lines<'a> {
+    pub(super) text: &'a str,
+    starts: Vec<usize>,
+    pub(super) file: Arc<str>,
+}
+
+impl<'a> Lines<'a> {
+    pub(super) fn new(text: &'a str, file: Arc<str>) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Lines { text, starts, file }
+    }
+    pub(super) fn loc(&self, pos: usize) -> Loc {
+        let line = self.starts.partition_point(|&s| s <= pos);
+        let start = self.starts[line - 1];
+        let col = self.text.get(start..pos).map(|s| s.chars().count()).unwrap_or(0) + 1;
+        Loc { file: self.file.clone(), line, col }
+    }
+    pub(super) fn line_start(&self, line: usize) -> Option<usize> {
+        self.starts.get(line.checked_sub(1)?).copied()
+    }
+}
 
 /// The instruction's first logical line starting at `start`, continuations joined
 /// (BuildKit drops comment and empty lines inside a continuation).
@@ -148,26 +173,8 @@ pub(super) fn convert_from(f: &pd::FromInstruction, lines: &Lines, escape: char)
 
 pub(super) fn convert(ins: &pd::Instruction, lines: &Lines, escape: char) -> Result<Instr> {
     use pd::Instruction as I;
-    let start = match ins {
-        I::Add(x) => x.add.span.start,
-        I::Arg(x) => x.arg.span.start,
-        I::Cmd(x) => x.cmd.span.start,
-        I::Copy(x) => x.copy.span.start,
-        I::Entrypoint(x) => x.entrypoint.span.start,
-        I::Env(x) => x.env.span.start,
-        I::Expose(x) => x.expose.span.start,
-        I::From(x) => x.from.span.start,
-        I::Healthcheck(x) => x.healthcheck.span.start,
-        I::Label(x) => x.label.span.start,
-        I::Maintainer(x) => x.maintainer.span.start,
-        I::Onbuild(x) => x.onbuild.span.start,
-        I::Run(x) => x.run.span.start,
-        I::Shell(x) => x.shell.span.start,
-        I::Stopsignal(x) => x.stopsignal.span.start,
-        I::User(x) => x.user.span.start,
-        I::Volume(x) => x.volume.span.start,
-        I::Workdir(x) => x.workdir.span.start,
-        _ => return Err(Error::unsupported(format!("{}: unsupported instruction", lines.loc(0)))),
+    let Some(start) = keyword_start(ins) else {
+        return Err(Error::unsupported(format!("{}: unsupported instruction", lines.loc(0))));
     };
     let loc = lines.loc(start);
     let text = logical_line(lines.text, start, escape);
@@ -176,36 +183,11 @@ pub(super) fn convert(ins: &pd::Instruction, lines: &Lines, escape: char) -> Res
         I::Env(e) => Op::Env(lex::parse_name_val(&e.arguments.value, "ENV", escape).map_err(|m| loc.error(m))?),
         I::Label(l) => Op::Label(lex::parse_name_val(&l.arguments.value, "LABEL", escape).map_err(|m| loc.error(m))?),
         I::Copy(c) => {
-            let fl = flags(
-                &c.options,
-                &[
-                    ("from", FlagKind::Str),
-                    ("chown", FlagKind::Str),
-                    ("chmod", FlagKind::Str),
-                    ("link", FlagKind::Bool),
-                    ("parents", FlagKind::Unsupported),
-                    ("exclude", FlagKind::Unsupported),
-                ],
-                "COPY",
-                lines,
-            )?;
+            let fl = flags(&c.options, &COPY_FLAGS, "COPY", lines)?;
             Op::Copy(copy_op(false, &c.src, &c.dest, fl, &text, &loc)?)
         }
         I::Add(c) => {
-            let fl = flags(
-                &c.options,
-                &[
-                    ("chown", FlagKind::Str),
-                    ("chmod", FlagKind::Str),
-                    ("link", FlagKind::Bool),
-                    ("checksum", FlagKind::Unsupported),
-                    ("keep-git-dir", FlagKind::Unsupported),
-                    ("unpack", FlagKind::Unsupported),
-                    ("exclude", FlagKind::Unsupported),
-                ],
-                "ADD",
-                lines,
-            )?;
+            let fl = flags(&c.options, &ADD_FLAGS, "ADD", lines)?;
             Op::Copy(copy_op(true, &c.src, &c.dest, fl, &text, &loc)?)
         }
         I::Workdir(w) => Op::Workdir(w.arguments.value.to_string()),
@@ -240,43 +222,94 @@ pub(super) fn convert(ins: &pd::Instruction, lines: &Lines, escape: char) -> Res
             }
             Op::Onbuild(inner.text)
         }
-        I::Run(r) => {
-            let mut fl = Vec::new();
-            for f in &r.options {
-                let name = f.name.value.to_string();
-                let floc = lines.loc(f.span().start);
-                if !["mount", "network", "security", "device"].contains(&name.as_str()) {
-                    return Err(floc
-                        .error(format!("unknown flag --{name} for RUN"))
-                        .with_hint("RUN accepts --mount, --network, --security, --device"));
-                }
-                let Some(v) = f.value.as_ref().map(|v| v.value.to_string()) else {
-                    return Err(floc.error(format!("missing a value on flag --{name}")));
-                };
-                if name != "mount" && fl.iter().any(|(n, _)| *n == name) {
-                    return Err(floc.error(format!("flag --{name} is given twice")));
-                }
-                fl.push((name, v));
-            }
-            let mut names = heredoc_names(&text);
-            Op::Run(Run {
-                cmd: cmdline(&r.arguments, escape),
-                flags: fl,
-                heredocs: r
-                    .here_docs
-                    .iter()
-                    .map(|h| Heredoc {
-                        name: names.next().unwrap_or_else(|| "EOF".into()),
-                        body: h.value.to_string(),
-                        expand: h.expand,
-                    })
-                    .collect(),
-            })
-        }
+        I::Run(r) => Op::Run(run_op(r, lines, &text, escape)?),
         I::From(_) => unreachable!("FROM is handled by the caller"),
         _ => return Err(loc.error("unsupported instruction")),
     };
     Ok(Instr { loc, text, op })
+}
+
+/// Where the instruction's keyword starts; `None` for an instruction spxpack does not know.
+fn keyword_start(ins: &pd::Instruction) -> Option<usize> {
+    use pd::Instruction as I;
+    Some(match ins {
+        I::Add(x) => x.add.span.start,
+        I::Arg(x) => x.arg.span.start,
+        I::Cmd(x) => x.cmd.span.start,
+        I::Copy(x) => x.copy.span.start,
+        I::Entrypoint(x) => x.entrypoint.span.start,
+        I::Env(x) => x.env.span.start,
+        I::Expose(x) => x.expose.span.start,
+        I::From(x) => x.from.span.start,
+        I::Healthcheck(x) => x.healthcheck.span.start,
+        I::Label(x) => x.label.span.start,
+        I::Maintainer(x) => x.maintainer.span.start,
+        I::Onbuild(x) => x.onbuild.span.start,
+        I::Run(x) => x.run.span.start,
+        I::Shell(x) => x.shell.span.start,
+        I::Stopsignal(x) => x.stopsignal.span.start,
+        I::User(x) => x.user.span.start,
+        I::Volume(x) => x.volume.span.start,
+        I::Workdir(x) => x.workdir.span.start,
+        _ => return None,
+    })
+}
+
+/// COPY's flags.
+const COPY_FLAGS: [(&str, FlagKind); 6] = [
+    ("from", FlagKind::Str),
+    ("chown", FlagKind::Str),
+    ("chmod", FlagKind::Str),
+    ("link", FlagKind::Bool),
+    ("parents", FlagKind::Unsupported),
+    ("exclude", FlagKind::Unsupported),
+];
+
+/// ADD's flags.
+const ADD_FLAGS: [(&str, FlagKind); 7] = [
+    ("chown", FlagKind::Str),
+    ("chmod", FlagKind::Str),
+    ("link", FlagKind::Bool),
+    ("checksum", FlagKind::Unsupported),
+    ("keep-git-dir", FlagKind::Unsupported),
+    ("unpack", FlagKind::Unsupported),
+    ("exclude", FlagKind::Unsupported),
+];
+
+/// RUN, kept whole for the executor: its flags as written (checked and parsed by
+/// [`super::run_flags`] when the stage runs, with the stage's variables) and its heredocs.
+fn run_op(r: &pd::RunInstruction, lines: &Lines, text: &str, escape: char) -> Result<Run> {
+    let mut fl = Vec::new();
+    for f in &r.options {
+        let name = f.name.value.to_string();
+        let floc = lines.loc(f.span().start);
+        if !["mount", "network", "security", "device"].contains(&name.as_str()) {
+            return Err(floc
+                .error(format!("unknown flag --{name} for RUN"))
+                .with_hint("RUN accepts --mount, --network, --security, --device"));
+        }
+        let Some(v) = f.value.as_ref().map(|v| v.value.to_string()) else {
+            return Err(floc.error(format!("missing a value on flag --{name}")));
+        };
+        if name != "mount" && fl.iter().any(|(n, _)| *n == name) {
+            return Err(floc.error(format!("flag --{name} is given twice")));
+        }
+        fl.push((name, v));
+    }
+    let mut names = heredoc_names(text);
+    Ok(Run {
+        cmd: cmdline(&r.arguments, escape),
+        flags: fl,
+        heredocs: r
+            .here_docs
+            .iter()
+            .map(|h| Heredoc {
+                name: names.next().unwrap_or_else(|| "EOF".into()),
+                body: h.value.to_string(),
+                expand: h.expand,
+            })
+            .collect(),
+    })
 }
 
 /// Heredoc names in order of appearance on the first line: `<<EOF`, `<<-EOF`, `<<"EOF"`.
@@ -389,8 +422,8 @@ fn healthcheck(h: &pd::HealthcheckInstruction, lines: &Lines, loc: &Loc, escape:
 }
 
 /// Go's `time.ParseDuration` (non-negative): `300ms`, `1.5h`, `2h45m`, `0`.
-pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {
-    let bad = || format!("invalid duration {s:?}");
+pub fn parse_duration(s: &str) -> Result<u64> {
+    let bad = || Error::input(format!("invalid duration {s:?}"));
     if s == "0" {
         return Ok(0);
     }
@@ -414,7 +447,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            _ => return Err(format!("{}: missing or unknown unit (use ns, us, ms, s, m, h)", bad())),
+            _ => return Err(Error::input(format!("{}: missing or unknown unit (use ns, us, ms, s, m, h)", bad()))),
         };
         rest = &rest[unit_len..];
         total += n * mult;

@@ -5,21 +5,21 @@
 //! layer bytes are a function of it, so equal keys mean equal layers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read};
 
 use serde::{Deserialize, Serialize};
 
-use super::copy::Plan;
-use super::fsview::{ContentSrc, Kind};
-use super::layers::{BlobLookup, Staging, write_atomic};
+use super::copy::{Plan, PlanEntry};
+use super::fsview::{Content as FileContent, ContentSrc, Kind};
+use super::layer_reader::{BlobLookup, Staging, write_atomic};
 use crate::blob_cache::BlobCache;
-use crate::compress::GzipWriter;
-use crate::digest::{Digest, Hasher, HashingWriter};
+use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
+use crate::tar::{Content, CopyError, Header, LayerBlob, LayerSink, Sink, TarWriter};
 
 /// Changes whenever the bytes written for a plan change.
-const FORMAT: &str = "spxpack-layer-v2";
+const FORMAT: &str = "spxpack-layer-v3";
 
 /// How layers are written.
 #[derive(Debug, Clone)]
@@ -104,153 +104,84 @@ pub fn write(plan: &Plan, opts: &LayerOptions, cache: &BlobCache, staging: &Stag
     let mut tmp = cache.new_temp()?;
     let tmp_path = tmp.path().to_path_buf();
     let io_err = |e: io::Error| Error::from_io("cannot write", "a layer", e);
-    let (diff_id, digest, size) = {
+    let LayerBlob { diff_id, digest, size, .. } = {
         let file = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        let hw = HashingWriter::new(file);
-        let gz = GzipWriter::new(hw, opts.level, opts.threads).map_err(io_err)?;
-        let mut tw = TarOut { gz, diff: Hasher::new() };
+        let mut sink = LayerSink::new(file, opts.level, opts.threads).map_err(io_err)?;
+        let mut tw = TarWriter::new(&mut sink);
         for (p, e) in &plan.entries {
-            tw.entry(&p.0, e, opts.epoch, staging)?;
+            entry(&mut tw, &p.0, e, opts.epoch, staging)?;
         }
-        tw.put(&[0u8; 1024]).map_err(io_err)?;
-        let TarOut { gz, diff } = tw;
-        let mut hw = gz.finish().map_err(io_err)?;
-        hw.flush().map_err(io_err)?;
-        (diff.finish(), hw.hasher.finish(), hw.n)
+        tw.finish().map_err(io_err)?;
+        sink.finish().map_err(io_err)?
     };
     tmp.as_file_mut().sync_data().map_err(|e| Error::io("cannot write", &tmp_path, e))?;
     cache.commit(tmp, &digest)?;
     Ok(Layer { digest, size, diff_id })
 }
 
-struct TarOut<W: Write> {
-    gz: GzipWriter<W>,
-    diff: Hasher,
+/// One entry: its header, then a regular file's content.
+fn entry<S: Sink>(tw: &mut TarWriter<S>, path: &str, e: &PlanEntry, epoch: u64, staging: &Staging) -> Result<()> {
+    use ::tar::EntryType;
+    let n = &e.node;
+    let (kind, link) = match (&e.hardlink, &n.kind) {
+        (Some(l), _) => (EntryType::Link, l.as_str()),
+        (None, Kind::Dir) => (EntryType::Directory, ""),
+        (None, Kind::File(_)) => (EntryType::Regular, ""),
+        (None, Kind::Symlink(t)) => (EntryType::Symlink, t.as_str()),
+        (None, Kind::Other(t, _, _)) => (EntryType::new(*t), ""),
+    };
+    let name = if kind == EntryType::Directory { format!("{path}/") } else { path.to_string() };
+    let h = Header {
+        mode: n.mode & 0o7777,
+        uid: n.uid,
+        gid: n.gid,
+        size: if kind == EntryType::Regular { n.size } else { 0 },
+        mtime: n.mtime.min(epoch),
+        link: link.as_bytes(),
+        device: match n.kind {
+            Kind::Other(_, major, minor) => Some((major, minor)),
+            _ => None,
+        },
+        ..Header::new(&name, kind)
+    };
+    tw.header(&h).map_err(|x| Error::from_io("cannot write", "a layer", x))?;
+    match &n.kind {
+        Kind::File(c) if kind == EntryType::Regular => copy_content(tw, path, c, h.size, staging),
+        _ => Ok(()),
+    }
 }
 
-impl<W: Write> TarOut<W> {
-    fn put(&mut self, b: &[u8]) -> io::Result<()> {
-        self.diff.update(b);
-        self.gz.write_compressible(b)
-    }
+/// A file's content; large files that do not compress (weights, media, archives) are stored,
+/// not deflated.
+fn copy_content<S: Sink>(
+    tw: &mut TarWriter<S>,
+    path: &str,
+    c: &FileContent,
+    size: u64,
+    staging: &Staging,
+) -> Result<()> {
+    let open = |p: &std::path::Path| std::fs::File::open(p).map_err(|x| Error::io("cannot read", p, x));
+    let (mut r, how): (Box<dyn Read>, Content) = match &c.src {
+        ContentSrc::Inline(b) => (Box::new(io::Cursor::new(b.to_vec())), Content::Compressible),
+        ContentSrc::Local(p) => stored_if_incompressible(open(p.as_ref())?, size),
+        ContentSrc::Layer { blob, path, .. } => {
+            let p = staging.get(blob, path).ok_or_else(|| Error::internal(format!("{path} was not staged")))?;
+            stored_if_incompressible(open(&p)?, size)
+        }
+    };
+    tw.copy(&mut r, size, how, &|_| {}).map_err(|x| match x {
+        CopyError::Short(_) | CopyError::Long => {
+            Error::input(format!("/{path} changed while the layer was written (it shrank)"))
+                .with_hint("do not modify the build context during a build")
+        }
+        CopyError::Read(x) => Error::from_io("cannot read", path, x),
+        CopyError::Write(x) => Error::from_io("cannot write", "a layer", x),
+    })
+}
 
-    fn entry(&mut self, path: &str, e: &super::copy::PlanEntry, epoch: u64, staging: &Staging) -> Result<()> {
-        let io_err = |x: io::Error| Error::from_io("cannot write", "a layer", x);
-        let n = &e.node;
-        let (typeflag, link, size) = match (&e.hardlink, &n.kind) {
-            (Some(l), _) => (b'1', l.clone(), 0),
-            (None, Kind::Dir) => (b'5', String::new(), 0),
-            (None, Kind::File(_)) => (b'0', String::new(), n.size),
-            (None, Kind::Symlink(t)) => (b'2', t.clone(), 0),
-            (None, Kind::Other(t, _, _)) => (*t, String::new(), 0),
-        };
-        let name = if typeflag == b'5' { format!("{path}/") } else { path.to_string() };
-        let mtime = n.mtime.min(epoch);
-        let mut pax: Vec<(&str, String)> = Vec::new();
-        let mut h = tar::Header::new_ustar();
-        {
-            let u = h.as_ustar_mut().expect("ustar");
-            if !split_name(&name, &mut u.name, &mut u.prefix) {
-                pax.push(("path", name.clone()));
-                let short = &name.as_bytes()[name.len().saturating_sub(99)..];
-                u.name[..short.len()].copy_from_slice(short);
-            }
-            if link.len() <= 100 {
-                u.linkname[..link.len()].copy_from_slice(link.as_bytes());
-            } else {
-                pax.push(("linkpath", link.clone()));
-            }
-        }
-        h.set_entry_type(tar::EntryType::new(typeflag));
-        h.set_mode(n.mode & 0o7777);
-        for (key, v, setter) in [("uid", n.uid, 0u8), ("gid", n.gid, 1)] {
-            if v > 0o7777777 {
-                pax.push((key, v.to_string()));
-            } else if setter == 0 {
-                h.set_uid(v);
-            } else {
-                h.set_gid(v);
-            }
-        }
-        if size > 0o77777777777 {
-            pax.push(("size", size.to_string()));
-        } else {
-            h.set_size(size);
-        }
-        h.set_mtime(mtime);
-        if let Kind::Other(_, maj, min) = &n.kind {
-            h.set_device_major(*maj).map_err(io_err)?;
-            h.set_device_minor(*min).map_err(io_err)?;
-        }
-        h.set_cksum();
-        if !pax.is_empty() {
-            let mut body = Vec::new();
-            for (k, v) in &pax {
-                body.extend_from_slice(&pax_record(k, v));
-            }
-            let mut ph = tar::Header::new_ustar();
-            ph.as_ustar_mut().expect("ustar").name[..14].copy_from_slice(b"././@PaxHeader");
-            ph.set_entry_type(tar::EntryType::XHeader);
-            ph.set_mode(0o644);
-            ph.set_size(body.len() as u64);
-            ph.set_mtime(mtime);
-            ph.set_cksum();
-            self.put(ph.as_bytes()).map_err(io_err)?;
-            self.put(&body).map_err(io_err)?;
-            self.pad(body.len() as u64).map_err(io_err)?;
-        }
-        self.put(h.as_bytes()).map_err(io_err)?;
-        if typeflag == b'0' {
-            let Kind::File(c) = &n.kind else { unreachable!() };
-            let file = match &c.src {
-                ContentSrc::Inline(_) => None,
-                ContentSrc::Local(p) => {
-                    Some(std::fs::File::open(p.as_ref()).map_err(|x| Error::io("cannot read", p.as_ref(), x))?)
-                }
-                ContentSrc::Layer { blob, path, .. } => {
-                    let p = staging.get(blob, path).ok_or_else(|| Error::internal(format!("{path} was not staged")))?;
-                    Some(std::fs::File::open(&p).map_err(|x| Error::io("cannot read", &p, x))?)
-                }
-            };
-            // large files that do not compress (weights, media, archives) are stored, not deflated
-            let stored = match &file {
-                Some(f) => looks_incompressible(f, size),
-                None => false,
-            };
-            let mut r: Box<dyn Read> = match (file, &c.src) {
-                (Some(f), _) => Box::new(f),
-                (None, ContentSrc::Inline(b)) => Box::new(io::Cursor::new(b.to_vec())),
-                (None, _) => unreachable!("files have a source"),
-            };
-            let mut buf = vec![0u8; 1 << 20];
-            let mut left = size;
-            while left > 0 {
-                let want = (buf.len() as u64).min(left) as usize;
-                let k = r.read(&mut buf[..want]).map_err(|x| Error::from_io("cannot read", path, x))?;
-                if k == 0 {
-                    return Err(Error::input(format!("/{path} changed while the layer was written (it shrank)"))
-                        .with_hint("do not modify the build context during a build"));
-                }
-                if stored {
-                    self.diff.update(&buf[..k]);
-                    self.gz.write_stored(&buf[..k]).map_err(io_err)?;
-                } else {
-                    self.put(&buf[..k]).map_err(io_err)?;
-                }
-                left -= k as u64;
-            }
-            self.pad(size).map_err(io_err)?;
-        }
-        Ok(())
-    }
-
-    fn pad(&mut self, size: u64) -> io::Result<()> {
-        let rem = (size % 512) as usize;
-        if rem != 0 {
-            self.put(&[0u8; 512][..512 - rem])?;
-        }
-        Ok(())
-    }
+fn stored_if_incompressible(f: std::fs::File, size: u64) -> (Box<dyn Read>, Content) {
+    let how = if looks_incompressible(&f, size) { Content::Compressed } else { Content::Compressible };
+    (Box::new(f), how)
 }
 
 /// Whether a file of at least 256 KiB looks incompressible: three 16 KiB samples (start,
@@ -278,50 +209,47 @@ fn looks_incompressible(f: &std::fs::File, size: u64) -> bool {
     c.total_in() < sample.len() as u64 || out.len() as u64 * 100 >= sample.len() as u64 * 97
 }
 
-/// Puts a path into ustar name/prefix; false when it does not fit.
-fn split_name(name: &str, n: &mut [u8; 100], prefix: &mut [u8; 155]) -> bool {
-    let b = name.as_bytes();
-    if b.len() <= 100 {
-        n[..b.len()].copy_from_slice(b);
-        return true;
-    }
-    // split at a '/' so that prefix ≤ 155 and name ≤ 100
-    let trimmed = b.strip_suffix(b"/").unwrap_or(b);
-    for (i, &c) in trimmed.iter().enumerate().rev() {
-        if c == b'/' && i <= 155 && b.len() - i - 1 <= 100 && i > 0 {
-            prefix[..i].copy_from_slice(&b[..i]);
-            n[..b.len() - i - 1].copy_from_slice(&b[i + 1..]);
-            return true;
-        }
-    }
-    false
-}
-
-fn pax_record(k: &str, v: &str) -> Vec<u8> {
-    let base = k.len() + v.len() + 3; // ' ', '=', '\n'
-    let mut len = base + 1;
-    while len != base + len.to_string().len() {
-        len = base + len.to_string().len();
-    }
-    format!("{len} {k}={v}\n").into_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A COPY layer blob for a small plan: the header policy (ustar split, PAX for long and
+    /// non-ASCII names and big ids), links, a device, mtimes clamped to the epoch.
     #[test]
-    fn pax_lengths_are_self_consistent() {
-        for v in ["x", &"y".repeat(95), &"z".repeat(994)] {
-            let r = pax_record("path", v);
-            let n: usize = std::str::from_utf8(&r).unwrap().split(' ').next().unwrap().parse().unwrap();
-            assert_eq!(n, r.len());
+    fn layer_bytes_are_golden() {
+        use super::super::copy::PlanEntry;
+        use super::super::fsview::{Node, PathKey};
+        let d = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(Some(d.path().join("cache")), true).unwrap();
+        let staging = Staging::new(&cache).unwrap();
+        let file = |b: &[u8]| {
+            let src = ContentSrc::Inline(std::sync::Arc::new(b.to_vec()));
+            Kind::File(FileContent { id: Digest::of(b).to_string(), src })
+        };
+        let long = format!("app/{}/{}", "d".repeat(120), "f".repeat(90));
+        let longer = format!("app/{}", "g".repeat(300));
+        let entries = [
+            ("app", Kind::Dir, 0o755, 0),
+            ("app/a.txt", file(b"hello\n"), 0o644, 0),
+            ("app/café", file(b"x"), 0o600, 0),
+            (long.as_str(), file(b"long"), 0o644, 0),
+            (longer.as_str(), file(b"longer"), 0o644, 0),
+            ("app/link", Kind::Symlink("a.txt".into()), 0o777, 0),
+            ("app/owned", file(b"id"), 0o644, 1 << 22),
+            ("app/null", Kind::Other(b'3', 1, 3), 0o666, 0),
+        ];
+        let mut plan = Plan::default();
+        for (p, kind, mode, uid) in entries {
+            let size = if let Kind::File(FileContent { src: ContentSrc::Inline(b), .. }) = &kind { b.len() } else { 0 };
+            let node = Node { kind, mode, uid, gid: 0, mtime: 1_700_000_000, size: size as u64 };
+            plan.entries.insert(PathKey(p.to_string()), PlanEntry { node, hardlink: None, implied: false });
         }
-        let mut n = [0u8; 100];
-        let mut p = [0u8; 155];
-        let long = format!("{}/{}", "a".repeat(120), "b".repeat(90));
-        assert!(split_name(&long, &mut n, &mut p));
-        assert!(!split_name(&"c".repeat(300), &mut [0u8; 100], &mut [0u8; 155]));
+        let mut hard = plan.entries[&PathKey("app/a.txt".into())].clone();
+        hard.hardlink = Some("app/a.txt".into());
+        plan.entries.insert(PathKey("app/hard".into()), hard);
+        let opts = LayerOptions { epoch: 1_600_000_000, level: 6, threads: 2 };
+        let layer = write(&plan, &opts, &cache, &staging).unwrap();
+        crate::tar::golden::check("copy-layer.tar.gz", &std::fs::read(cache.blob_path(&layer.digest)).unwrap());
     }
 
     #[test]

@@ -3,6 +3,29 @@
 //! `${VAR}`, `${VAR:-x}`, `${VAR-x}`, `${VAR:+x}`, `${VAR+x}`, `${VAR:?msg}`, `${VAR?msg}`, single
 //! and double quotes, and the escape character of the Dockerfile (`\` or `` ` ``).
 
+/// What is wrong with a word or an instruction's arguments, without a location: the caller
+/// locates it (`Loc::error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LexError(pub String);
+
+impl std::fmt::Display for LexError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for LexError {
+    fn from(s: String) -> Self {
+        LexError(s)
+    }
+}
+
+impl From<&str> for LexError {
+    fn from(s: &str) -> Self {
+        LexError(s.to_string())
+    }
+}
+
 /// Looks a variable up; `None` when it is not set (set-but-empty is `Some("")`).
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -21,16 +44,16 @@ impl Lex {
     }
 
     /// Expands variables and removes quotes, keeping the whole input as one word.
-    pub fn word(&self, word: &str, env: Lookup) -> Result<String, String> {
+    pub fn word(&self, word: &str, env: Lookup) -> Result<String, LexError> {
         self.run(word, env).map(|(w, _)| w)
     }
 
     /// Expands variables, then splits into words on unquoted white space.
-    pub fn words(&self, word: &str, env: Lookup) -> Result<Vec<String>, String> {
+    pub fn words(&self, word: &str, env: Lookup) -> Result<Vec<String>, LexError> {
         self.run(word, env).map(|(_, ws)| ws)
     }
 
-    fn run(&self, word: &str, env: Lookup) -> Result<(String, Vec<String>), String> {
+    fn run(&self, word: &str, env: Lookup) -> Result<(String, Vec<String>), LexError> {
         let mut sw = ShellWord {
             chars: word.chars().collect(),
             pos: 0,
@@ -38,7 +61,7 @@ impl Lex {
             escape: self.escape,
             skip_quotes: self.skip_quotes,
         };
-        sw.process_stop_on(None).map_err(|e| format!("failed to process {word:?}: {e}"))
+        sw.process_stop_on(None).map_err(|e| LexError(format!("failed to process {word:?}: {e}")))
     }
 }
 
@@ -101,7 +124,7 @@ impl ShellWord<'_> {
         c
     }
 
-    fn process_stop_on(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), String> {
+    fn process_stop_on(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), LexError> {
         let mut result = String::new();
         let mut words = Words::default();
         while let Some(ch) = self.peek() {
@@ -139,12 +162,12 @@ impl ShellWord<'_> {
             }
         }
         if let Some(s) = stop {
-            return Err(format!("unexpected end of statement while looking for matching {s}"));
+            return Err(format!("unexpected end of statement while looking for matching {s}").into());
         }
         Ok((result, words.finish()))
     }
 
-    fn single_quote(&mut self) -> Result<String, String> {
+    fn single_quote(&mut self) -> Result<String, LexError> {
         let mut out = String::new();
         self.next(); // the quote
         loop {
@@ -156,7 +179,7 @@ impl ShellWord<'_> {
         }
     }
 
-    fn double_quote(&mut self) -> Result<String, String> {
+    fn double_quote(&mut self) -> Result<String, LexError> {
         let mut out = String::new();
         self.next(); // the quote
         loop {
@@ -188,7 +211,7 @@ impl ShellWord<'_> {
         (self.env)(name)
     }
 
-    fn dollar(&mut self) -> Result<String, String> {
+    fn dollar(&mut self) -> Result<String, LexError> {
         self.next(); // '$'
         if self.peek() != Some('{') {
             let name = self.name();
@@ -232,19 +255,20 @@ impl ShellWord<'_> {
                         Some(v) if v.is_empty() => Err(unset_message(&name, &word, "is not allowed to be empty")),
                         Some(v) => Ok(v),
                     },
-                    Some(m) => Err(format!("unsupported modifier ({m}) in substitution")),
+                    Some(m) => Err(format!("unsupported modifier ({m}) in substitution").into()),
                     None => Err("syntax error: missing '}'".into()),
                 }
             }
             Some(c @ ('#' | '%' | '/')) => Err(format!(
                 "${{{name}{c}…}} pattern substitution is not supported; use ${{VAR}}, ${{VAR:-x}}, ${{VAR:+x}} or ${{VAR:?x}}"
-            )),
+            )
+            .into()),
             None => Err("syntax error: missing '}'".into()),
             Some(_) => Err("missing ':' in substitution".into()),
         }
     }
 
-    fn stop_word(&mut self) -> Result<String, String> {
+    fn stop_word(&mut self) -> Result<String, LexError> {
         match self.process_stop_on(Some('}')) {
             Ok((w, _)) => Ok(w),
             Err(_) if self.peek().is_none() => Err("syntax error: missing '}'".into()),
@@ -276,8 +300,8 @@ impl ShellWord<'_> {
     }
 }
 
-fn unset_message(name: &str, word: &str, default: &str) -> String {
-    format!("{name}: {}", if word.is_empty() { default } else { word })
+fn unset_message(name: &str, word: &str, default: &str) -> LexError {
+    LexError(format!("{name}: {}", if word.is_empty() { default } else { word }))
 }
 
 /// Splits an instruction's arguments into words on unquoted white space, keeping quotes and
@@ -377,28 +401,28 @@ pub struct KeyValue {
 }
 
 /// Parses the arguments of ENV and LABEL (`parseNameVal`).
-pub fn parse_name_val(rest: &str, instruction: &str, escape: char) -> Result<Vec<KeyValue>, String> {
+pub fn parse_name_val(rest: &str, instruction: &str, escape: char) -> Result<Vec<KeyValue>, LexError> {
     let rest = rest.trim();
     let words = parse_words(rest, escape);
     if words.is_empty() {
-        return Err(format!("{instruction} requires at least one argument"));
+        return Err(format!("{instruction} requires at least one argument").into());
     }
     if !words[0].contains('=') {
         let mut parts = rest.splitn(2, [' ', '\t', '\r', '\x0b', '\x0c']);
         let key = parts.next().unwrap_or_default().to_string();
         let value = parts.next().map(|v| v.trim_start_matches([' ', '\t', '\r', '\x0b', '\x0c'])).unwrap_or("");
         if value.is_empty() && !rest.contains(char::is_whitespace) {
-            return Err(format!("{instruction} must have two arguments"));
+            return Err(format!("{instruction} must have two arguments").into());
         }
         return Ok(vec![KeyValue { key, value: value.to_string(), legacy: true }]);
     }
     let mut out = Vec::new();
     for w in words {
         let Some((k, v)) = w.split_once('=') else {
-            return Err(format!("syntax error - can't find = in {w:?}. Must be of the form: name=value"));
+            return Err(format!("syntax error - can't find = in {w:?}. Must be of the form: name=value").into());
         };
         if k.is_empty() {
-            return Err(format!("{instruction} names can not be blank"));
+            return Err(format!("{instruction} names can not be blank").into());
         }
         out.push(KeyValue { key: k.to_string(), value: v.to_string(), legacy: false });
     }
@@ -406,7 +430,7 @@ pub fn parse_name_val(rest: &str, instruction: &str, escape: char) -> Result<Vec
 }
 
 /// Parses the arguments of ARG: `NAME` or `NAME=default`, several per line.
-pub fn parse_args(rest: &str, escape: char) -> Result<Vec<(String, Option<String>)>, String> {
+pub fn parse_args(rest: &str, escape: char) -> Result<Vec<(String, Option<String>)>, LexError> {
     let words = parse_words(rest, escape);
     if words.is_empty() {
         return Err("ARG requires at least one argument".into());
@@ -435,7 +459,7 @@ mod tests {
         }
     }
 
-    fn w(s: &str) -> Result<String, String> {
+    fn w(s: &str) -> Result<String, LexError> {
         Lex::new('\\').word(s, &env)
     }
 
@@ -447,12 +471,12 @@ mod tests {
         assert_eq!(w("${U:+alt}|${E:+alt}|${A:+alt}").unwrap(), "||alt");
         assert_eq!(w("${U+alt}|${E+alt}|${A+alt}").unwrap(), "|alt|alt");
         assert_eq!(w("${A:?x}").unwrap(), "a");
-        assert_eq!(w("${U:?must be set}").unwrap_err(), r#"failed to process "${U:?must be set}": U: must be set"#);
-        assert!(w("${E:?}").unwrap_err().contains("E: is not allowed to be empty"));
-        assert!(w("${U?}").unwrap_err().contains("U: is not allowed to be unset"));
-        assert!(w("${A").unwrap_err().contains("missing '}'"));
-        assert!(w("${:x}").unwrap_err().contains("bad substitution"));
-        assert!(w("${A#x}").unwrap_err().contains("not supported"));
+        assert_eq!(w("${U:?must be set}").unwrap_err().0, r#"failed to process "${U:?must be set}": U: must be set"#);
+        assert!(w("${E:?}").unwrap_err().0.contains("E: is not allowed to be empty"));
+        assert!(w("${U?}").unwrap_err().0.contains("U: is not allowed to be unset"));
+        assert!(w("${A").unwrap_err().0.contains("missing '}'"));
+        assert!(w("${:x}").unwrap_err().0.contains("bad substitution"));
+        assert!(w("${A#x}").unwrap_err().0.contains("not supported"));
         assert_eq!(w("${U:-${A}b}").unwrap(), "ab");
         assert_eq!(w("$").unwrap(), "$");
         assert_eq!(w("a$").unwrap(), "a$");
@@ -462,8 +486,8 @@ mod tests {
     fn quotes_and_escapes() {
         assert_eq!(w(r#""$A 'q'" '$A' \$A a\ b"#).unwrap(), "a 'q' $A $A a b");
         assert_eq!(w(r#""a\"b\\c\d""#).unwrap(), r#"a"b\c\d"#);
-        assert!(w("'open").unwrap_err().contains("single-quote"));
-        assert!(w("\"open").unwrap_err().contains("double-quote"));
+        assert!(w("'open").unwrap_err().0.contains("single-quote"));
+        assert!(w("\"open").unwrap_err().0.contains("double-quote"));
         let tick = Lex::new('`');
         assert_eq!(tick.word("a`$A C:\\dir", &env).unwrap(), "a$A C:\\dir");
         let heredoc = Lex { escape: '\\', skip_quotes: true };
@@ -485,9 +509,9 @@ mod tests {
         );
         let legacy = parse_name_val("LANG en_US.UTF-8  x", "ENV", '\\').unwrap();
         assert_eq!(legacy, vec![KeyValue { key: "LANG".into(), value: "en_US.UTF-8  x".into(), legacy: true }]);
-        assert!(parse_name_val("A=1 B", "ENV", '\\').unwrap_err().contains("can't find ="));
-        assert!(parse_name_val("ONLY", "ENV", '\\').unwrap_err().contains("two arguments"));
-        assert!(parse_name_val("=x", "LABEL", '\\').unwrap_err().contains("blank"));
+        assert!(parse_name_val("A=1 B", "ENV", '\\').unwrap_err().0.contains("can't find ="));
+        assert!(parse_name_val("ONLY", "ENV", '\\').unwrap_err().0.contains("two arguments"));
+        assert!(parse_name_val("=x", "LABEL", '\\').unwrap_err().0.contains("blank"));
         let lbl = parse_name_val(r#""c d"="e f" g=h"#, "LABEL", '\\').unwrap();
         assert_eq!(lbl[0].key, "\"c d\"");
         assert_eq!(

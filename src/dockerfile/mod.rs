@@ -7,20 +7,23 @@
 //! image's blobs untouched and whose new layers are in the blob cache. Writing it out
 //! (`docker_archive::write_file`, `oci_layout::write_dir`) is the caller's business.
 
+pub mod bind_plan;
 pub mod config;
 pub mod copy;
 mod ctx;
-pub mod dockerfile;
 pub mod dockerignore;
 pub mod executor;
 pub mod fetch;
 pub mod fsview;
 mod graph;
 mod instr;
+pub mod instructions;
 pub mod layer;
-pub mod layers;
+pub mod layer_reader;
 pub mod lex;
+pub mod parse;
 pub mod run;
+pub mod run_flags;
 mod stage;
 pub mod tree;
 
@@ -34,14 +37,16 @@ use crate::platform::Platform;
 use crate::progress::Reporter;
 use crate::source::{Resolver, Source};
 
+/// The old name of [`layer_reader`], still imported by `layer.rs` (owned by another change;
+/// drop this alias once it imports `layer_reader`).
 use config::Config;
 use ctx::{Ctx, Stats, assemble, root_layers};
-use dockerfile::Dockerfile;
 use executor::{RootLayer, StepExecutor};
 use fsview::FsView;
 use graph::{Base, check_run, ignore_file, parse_named, plan_stages, platform_args, reachable};
+use instructions::Dockerfile;
 use layer::LayerOptions;
-use layers::Staging;
+use layer_reader::Staging;
 use lex::Lex;
 use stage::State;
 use tree::DirTree;
@@ -78,7 +83,7 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
-    /// Defaults: linux/arm64, epoch from `SOURCE_DATE_EPOCH` (else 0), all cores, gzip level 6.
+    /// Defaults: linux/arm64, epoch 0 (the caller passes `SOURCE_DATE_EPOCH`), all cores, gzip level 6.
     pub fn new(dockerfile: impl Into<PathBuf>, context: impl Into<PathBuf>) -> Self {
         BuildOptions {
             dockerfile: dockerfile.into(),
@@ -88,7 +93,7 @@ impl BuildOptions {
             target: None,
             build_contexts: Vec::new(),
             no_cache: false,
-            epoch: crate::docker_archive::write::source_date_epoch(),
+            epoch: 0,
             threads: crate::compress::default_threads(),
             compression_level: 6,
             jobs: 4,
@@ -121,7 +126,7 @@ pub fn inputs(opts: &BuildOptions) -> Vec<crate::atomic::Input> {
     // itself then reports it
     if let Ok(bytes) = crate::input::read(&opts.dockerfile, crate::input::MAX_TEXT)
         && let Ok(text) = String::from_utf8(bytes)
-        && let Ok(df) = dockerfile::parse(&text, &opts.dockerfile.display().to_string())
+        && let Ok(df) = parse::parse(&text, &opts.dockerfile.display().to_string())
     {
         for s in &df.stages {
             let image = &s.from.image;
@@ -178,7 +183,7 @@ fn build_inner(opts: &BuildOptions, resolver: &Resolver, reporter: &dyn Reporter
                 .with_hint("pass the Dockerfile with -f PATH"),
         })?;
     let text = String::from_utf8(text).map_err(|_| Error::input(format!("{shown} is not UTF-8 text")))?;
-    let df = dockerfile::parse(&text, &shown)?;
+    let df = parse::parse(&text, &shown)?;
     let cache = resolver.cache.clone();
     let ignore = ignore_file(&opts.dockerfile, &opts.context)?;
     let context = Arc::new(DirTree::open(
@@ -232,7 +237,7 @@ fn build_inner(opts: &BuildOptions, resolver: &Resolver, reporter: &dyn Reporter
     // global ARGs (before the first FROM)
     let mut declared: BTreeSet<String> = BTreeSet::new();
     for a in &df.meta_args {
-        let dockerfile::Op::Arg(list) = &a.op else { continue };
+        let instructions::Op::Arg(list) = &a.op else { continue };
         for (k, default) in list {
             declared.insert(k.clone());
             let v = match (ctx.build_arg(k), default) {
@@ -252,7 +257,7 @@ fn build_inner(opts: &BuildOptions, resolver: &Resolver, reporter: &dyn Reporter
     check_run(&df, &needed, opts)?;
     for s in &needed {
         for i in &df.stages[*s].instrs {
-            if let dockerfile::Op::Arg(l) = &i.op {
+            if let instructions::Op::Arg(l) = &i.op {
                 declared.extend(l.iter().map(|(k, _)| k.clone()));
             }
         }
@@ -354,8 +359,8 @@ fn run_stage(
             st.config.remove("OnBuild");
             st.changed = true;
             for t in &triggers {
-                let ins = dockerfile::parse_trigger(t, loc, df.escape)?;
-                if matches!(ins.op, dockerfile::Op::Run(..)) && ctx.opts.executor.is_none() {
+                let ins = parse::parse_trigger(t, loc, df.escape)?;
+                if matches!(ins.op, instructions::Op::Run(..)) && ctx.opts.executor.is_none() {
                     return Err(
                         executor::run_unsupported(loc).context(format!("ONBUILD trigger {t:?} of the base image"))
                     );

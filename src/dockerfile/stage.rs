@@ -12,11 +12,11 @@ use super::StageResult;
 use super::config::{Config, DEFAULT_PATH, check_signal, parse_ports};
 use super::copy::{self, CopyRequest, Plan, PlanEntry, Source};
 use super::ctx::{Ctx, FromUse};
-use super::dockerfile::{CmdLine, Instr, Loc, Op, Src};
 use super::executor::{RootLayer, RunRequest, run_unsupported};
 use super::fsview::{FsView, LayerEntry, Node, normalize};
+use super::instructions::{CmdLine, Instr, Loc, Op, Src};
 use super::layer;
-use super::lex::Lex;
+use super::lex::{KeyValue, Lex};
 use super::tree::Tree;
 use crate::error::Result;
 use crate::image::{Descriptor, Image, media};
@@ -107,35 +107,8 @@ impl<'c> State<'c> {
     pub fn dispatch(&mut self, ins: &Instr, stages: &[Option<StageResult>], index: usize) -> Result<()> {
         let loc = &ins.loc;
         match &ins.op {
-            Op::Arg(list) => {
-                let mut parts = Vec::new();
-                for (k, default) in list {
-                    let value = match (self.ctx.build_arg(k), default) {
-                        (Some(v), _) => Some(v),
-                        (None, Some(d)) => Some(self.word(d, loc)?),
-                        (None, None) => self.ctx.global_arg(k),
-                    };
-                    parts.push(match &value {
-                        Some(v) => format!("{k}={v}"),
-                        None => k.clone(),
-                    });
-                    if let Some(v) = value {
-                        self.args.push((k.clone(), v));
-                    }
-                }
-                self.commit(&format!("ARG {}", parts.join(" ")), None);
-            }
-            Op::Env(kvs) => {
-                let mut done = Vec::new();
-                for kv in kvs {
-                    done.push((self.word(&kv.key, loc)?, self.word(&kv.value, loc)?));
-                }
-                for (k, v) in &done {
-                    self.config.set_env(k, v);
-                }
-                let msg: Vec<String> = done.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                self.commit(&format!("ENV {}", msg.join(" ")), None);
-            }
+            Op::Arg(list) => self.arg_step(list, loc)?,
+            Op::Env(kvs) => self.env_step(kvs, loc)?,
             Op::Label(kvs) => {
                 let mut msg = Vec::new();
                 for kv in kvs {
@@ -154,54 +127,15 @@ impl<'c> State<'c> {
                 self.config.set("User", json!(u));
                 self.commit(&format!("USER {u}"), None);
             }
-            Op::Expose(list) => {
-                let mut ports = Vec::new();
-                for p in list {
-                    for w in self.words(p, loc)? {
-                        ports.extend(parse_ports(&w).map_err(|e| {
-                            loc.error(e)
-                                .with_hint("EXPOSE takes PORT, PORT/PROTO or FROM-TO[/PROTO], e.g. 8080 or 53/udp")
-                        })?);
-                    }
-                }
-                for p in &ports {
-                    self.config.map_insert("ExposedPorts", p, json!({}));
-                }
-                self.commit(&format!("EXPOSE [{}]", ports.join(" ")), None);
-            }
-            Op::Volume(list) => {
-                let mut vols = Vec::new();
-                for v in list {
-                    let v = self.word(v, loc)?;
-                    if v.trim().is_empty() {
-                        return Err(loc.error("VOLUME specified can not be an empty string"));
-                    }
-                    self.config.map_insert("Volumes", &v, json!({}));
-                    vols.push(v);
-                }
-                self.commit(&format!("VOLUME [{}]", vols.join(" ")), None);
-            }
+            Op::Expose(list) => self.expose_step(list, loc)?,
+            Op::Volume(list) => self.volume_step(list, loc)?,
             Op::Cmd(c) => {
                 let argv = self.argv(c);
                 self.config.set("Cmd", json!(argv));
                 self.cmd_set = true;
                 self.commit(&format!("CMD {}", quoted(&argv)), None);
             }
-            Op::Entrypoint(c) => {
-                let argv = match c {
-                    CmdLine::Exec(v) if v.is_empty() => Value::Null,
-                    _ => json!(self.argv(c)),
-                };
-                self.config.set("Entrypoint", argv.clone());
-                if !self.cmd_set {
-                    self.config.remove("Cmd");
-                }
-                let shown: Vec<String> = argv
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
-                    .unwrap_or_default();
-                self.commit(&format!("ENTRYPOINT {}", quoted(&shown)), None);
-            }
+            Op::Entrypoint(c) => self.entrypoint_step(c),
             Op::Shell(s) => {
                 self.config.set("Shell", json!(s));
                 self.commit(&format!("SHELL [{}]", s.join(" ")), None);
@@ -234,18 +168,99 @@ impl<'c> State<'c> {
         Ok(())
     }
 
+    /// `ARG`: the build arg, else the default, else the global arg of the same name.
+    fn arg_step(&mut self, list: &[(String, Option<String>)], loc: &Loc) -> Result<()> {
+        let mut parts = Vec::new();
+        for (k, default) in list {
+            let value = match (self.ctx.build_arg(k), default) {
+                (Some(v), _) => Some(v),
+                (None, Some(d)) => Some(self.word(d, loc)?),
+                (None, None) => self.ctx.global_arg(k),
+            };
+            parts.push(match &value {
+                Some(v) => format!("{k}={v}"),
+                None => k.clone(),
+            });
+            if let Some(v) = value {
+                self.args.push((k.clone(), v));
+            }
+        }
+        self.commit(&format!("ARG {}", parts.join(" ")), None);
+        Ok(())
+    }
+
+    fn env_step(&mut self, kvs: &[KeyValue], loc: &Loc) -> Result<()> {
+        let mut done = Vec::new();
+        for kv in kvs {
+            done.push((self.word(&kv.key, loc)?, self.word(&kv.value, loc)?));
+        }
+        for (k, v) in &done {
+            self.config.set_env(k, v);
+        }
+        let msg: Vec<String> = done.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        self.commit(&format!("ENV {}", msg.join(" ")), None);
+        Ok(())
+    }
+
+    fn expose_step(&mut self, list: &[String], loc: &Loc) -> Result<()> {
+        let mut ports = Vec::new();
+        for p in list {
+            for w in self.words(p, loc)? {
+                ports.extend(parse_ports(&w).map_err(|e| {
+                    loc.error(e).with_hint("EXPOSE takes PORT, PORT/PROTO or FROM-TO[/PROTO], e.g. 8080 or 53/udp")
+                })?);
+            }
+        }
+        for p in &ports {
+            self.config.map_insert("ExposedPorts", p, json!({}));
+        }
+        self.commit(&format!("EXPOSE [{}]", ports.join(" ")), None);
+        Ok(())
+    }
+
+    fn volume_step(&mut self, list: &[String], loc: &Loc) -> Result<()> {
+        let mut vols = Vec::new();
+        for v in list {
+            let v = self.word(v, loc)?;
+            if v.trim().is_empty() {
+                return Err(loc.error("VOLUME specified can not be an empty string"));
+            }
+            self.config.map_insert("Volumes", &v, json!({}));
+            vols.push(v);
+        }
+        self.commit(&format!("VOLUME [{}]", vols.join(" ")), None);
+        Ok(())
+    }
+
+    /// `ENTRYPOINT`: an empty exec form clears it; a CMD of the base image is dropped.
+    fn entrypoint_step(&mut self, c: &CmdLine) {
+        let argv = match c {
+            CmdLine::Exec(v) if v.is_empty() => Value::Null,
+            _ => json!(self.argv(c)),
+        };
+        self.config.set("Entrypoint", argv.clone());
+        if !self.cmd_set {
+            self.config.remove("Cmd");
+        }
+        let shown: Vec<String> = argv
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        self.commit(&format!("ENTRYPOINT {}", quoted(&shown)), None);
+    }
+
     fn run_step(
         &mut self,
-        run: &super::dockerfile::Run,
+        run: &super::instructions::Run,
         loc: &Loc,
         stages: &[Option<StageResult>],
         index: usize,
     ) -> Result<()> {
         let Some(exec) = self.ctx.opts.executor.clone() else { return Err(run_unsupported(loc)) };
         let workdir = self.workdir();
-        let flags = super::run::flags::parse(&run.flags, &workdir, loc, &|v| self.word(v, loc))?;
+        let flags = super::run_flags::parse(&run.flags, &workdir, loc, &|v| self.word(v, loc))?;
         let ctx = self.ctx;
-        let binds = super::run::bind::plan(ctx, &flags.mounts, stages, index, &self.platform, loc)?;
+        let binds = super::bind_plan::plan(ctx, &flags.mounts, stages, index, &self.platform, loc)?;
         let source_of = |d: &crate::digest::Digest| ctx.source_of(d);
         let mut env: Vec<String> = self.config.strings("Env");
         for (k, v) in &self.args {
@@ -283,7 +298,7 @@ impl<'c> State<'c> {
             no_cache: self.ctx.opts.no_cache,
             reporter: self.ctx.reporter,
         };
-        let created_by = self.run_created_by(&super::run::effective_argv(&req)?);
+        let created_by = self.run_created_by(&req.effective_argv()?);
         let out = exec.run(&req)?;
         drop(req);
         {
@@ -299,7 +314,7 @@ impl<'c> State<'c> {
                 self.push_layer(l);
                 if let Some(v) = &self.view {
                     let top = self.layers.last().expect("pushed");
-                    let entries = super::layers::entries(&self.ctx.cache, top.source.as_ref(), &top.desc)?;
+                    let entries = super::layer_reader::entries(&self.ctx.cache, top.source.as_ref(), &top.desc)?;
                     let mut v = (**v).clone();
                     v.apply(&entries);
                     self.view = Some(Arc::new(v));
@@ -414,7 +429,7 @@ impl<'c> State<'c> {
     fn copy_step(
         &mut self,
         ins: &Instr,
-        c: &super::dockerfile::Copy,
+        c: &super::instructions::Copy,
         stages: &[Option<StageResult>],
         index: usize,
     ) -> Result<()> {
@@ -528,7 +543,7 @@ pub(super) const PROXY_ARGS: [&str; 10] = [
 ];
 
 /// A variable-substitution error at `loc`.
-pub(super) fn lex_error(loc: &Loc, e: String) -> crate::error::Error {
+pub(super) fn lex_error(loc: &Loc, e: super::lex::LexError) -> crate::error::Error {
     loc.error(e).with_hint("check the quotes and the ${VAR}, ${VAR:-default}, ${VAR:?message} forms on that line")
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dockerignore::Matcher;
 use super::fsview::{Content, ContentSrc, FsView, Kind, Node, Resolved, base_name, resolve_with};
-use super::layers::write_atomic;
+use super::layer_reader::write_atomic;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 

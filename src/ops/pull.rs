@@ -4,13 +4,12 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::blob_cache::BlobCache;
+pub use crate::blob_cache::prefetch;
 use crate::docker_archive::{self, ArchiveImage, WriteOptions, WriteSummary};
 use crate::error::{Error, Result};
-use crate::image::{Descriptor, Image, validate};
+use crate::image::{Image, validate};
 use crate::platform::Platform;
 use crate::progress::{Reporter, human_size};
 use crate::registry::ClientOptions;
@@ -25,7 +24,8 @@ pub struct PullOptions {
     pub client: ClientOptions,
     /// Parallel layer downloads.
     pub jobs: usize,
-    /// Overrides the archive's gzip choice and level when set.
+    /// How the archive is written; `None`: gzip when the output's name ends in `.gz` or `.tgz`,
+    /// level 6, entry times 0.
     pub write: Option<WriteOptions>,
 }
 
@@ -62,7 +62,7 @@ pub fn pull(sources: &[Source], opts: &PullOptions, reporter: &dyn Reporter) -> 
     let t = std::time::Instant::now();
     let fetched = prefetch(&images, opts.jobs, reporter)?;
     tracing::info!("prefetch: {:.2}s", t.elapsed().as_secs_f64());
-    let write = opts.write.clone().unwrap_or_else(|| WriteOptions::for_path(&opts.output));
+    let write = opts.write.clone().unwrap_or_else(|| WriteOptions::for_path(&opts.output, 0));
     let list: Vec<ArchiveImage> =
         images.iter().zip(&tagged).map(|(i, t)| ArchiveImage { image: i, tags: t.clone() }).collect();
     let t = std::time::Instant::now();
@@ -164,60 +164,4 @@ fn assign_tags(images: &[Image], reporter: &dyn Reporter) -> Result<Vec<Vec<Stri
         out.push(tags);
     }
     Ok(out)
-}
-
-/// Fetches every remote layer not yet cached, `jobs` at a time. Returns how many were downloaded.
-pub fn prefetch(images: &[Image], jobs: usize, reporter: &dyn Reporter) -> Result<usize> {
-    let mut seen = HashSet::new();
-    let mut work: Vec<(&Image, &Descriptor)> = Vec::new();
-    for img in images {
-        if img.source.is_local() {
-            continue;
-        }
-        for l in &img.manifest.layers {
-            if seen.insert(l.digest.clone()) {
-                work.push((img, l));
-            }
-        }
-    }
-    if work.is_empty() {
-        return Ok(0);
-    }
-    // biggest first so the long downloads start early
-    work.sort_by(|a, b| b.1.size.cmp(&a.1.size).then(a.1.digest.cmp(&b.1.digest)));
-    let next = AtomicUsize::new(0);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let fetched = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, 16).min(work.len()) {
-            s.spawn(|| {
-                loop {
-                    if first_error.lock().expect("poisoned").is_some() {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((img, desc)) = work.get(i) else { return };
-                    match img.source.prefetch(desc) {
-                        Ok(false) => {}
-                        Ok(true) => {
-                            fetched.fetch_add(1, Ordering::SeqCst);
-                            reporter.message(&format!(
-                                "fetched layer {} ({})",
-                                desc.digest.short(),
-                                human_size(desc.size)
-                            ));
-                        }
-                        Err(e) => {
-                            first_error.lock().expect("poisoned").get_or_insert(e.context(&img.origin));
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().expect("poisoned") {
-        return Err(e);
-    }
-    Ok(fetched.into_inner())
 }

@@ -21,7 +21,7 @@ use crate::image::{ConfigView, parse_json};
 use crate::platform::Platform;
 use crate::problem::Problems;
 use crate::progress::human_size;
-use crate::tar_index::normalize;
+use crate::tar::index::normalize;
 
 /// Small entries are kept in memory (configs, manifests) up to this size each…
 const KEEP_MAX: u64 = 8 << 20;

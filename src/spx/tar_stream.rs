@@ -9,7 +9,7 @@ use std::io::{self, Read};
 use std::rc::Rc;
 
 use crate::error::{Error, Result};
-use crate::tar_index::{HeaderGuard, normalize};
+use crate::tar::index::{HeaderGuard, normalize};
 
 /// An entry as the visitor of [`walk_entries`] gets it.
 pub type StreamEntry<'a, 'r> = tar::Entry<'a, HeaderGuard<Counting<Box<dyn Read + 'r>>>>;

@@ -1,87 +1,18 @@
-//! `RUN --mount=type=bind`. The builder plans what a bind mount shows with the COPY planner —
-//! the source path in the build context (`.dockerignore` applies), a named context, an earlier
-//! stage or an image, symlinks resolved inside that root, and COPY's errors for a source that
-//! is missing, excluded or leads outside — and the plan's hash (paths, types, modes, owners,
-//! sizes, content hashes) joins the step's cache key. On a cache miss the executor writes the
-//! plan into the step's private directory (files of other layers extracted by [`Staging`]) and
-//! binds that copy at the target: read-only by default; with `rw` writable, and the writes are
-//! discarded with the copy after the step (BuildKit). Nothing of it reaches a layer.
+//! Host side of `RUN --mount=type=bind`: writes what the builder planned
+//! ([`crate::dockerfile::bind_plan`]) into the step's private directory (files of other layers
+//! extracted by [`Staging`]) and returns the copy to bind at the target: read-only by default;
+//! with `rw` writable, and the writes are discarded with the copy after the step (BuildKit).
+//! Nothing of it reaches a layer.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use super::flags::{Mount, MountKind};
-use crate::digest::Digest;
-use crate::dockerfile::StageResult;
-use crate::dockerfile::copy::{self, CopyRequest, Plan, PlanEntry, Source};
-use crate::dockerfile::ctx::{Ctx, FromUse};
-use crate::dockerfile::dockerfile::Loc;
-use crate::dockerfile::fsview::{ContentSrc, FsView, Kind, Node, PathKey};
-use crate::dockerfile::layer::{self, LayerOptions};
-use crate::dockerfile::layers::{BlobLookup, Staging};
-use crate::dockerfile::tree::Tree;
+use crate::dockerfile::bind_plan::{Bound, ROOT};
+use crate::dockerfile::copy::PlanEntry;
+use crate::dockerfile::fsview::{ContentSrc, Kind, Node};
+use crate::dockerfile::layer;
+use crate::dockerfile::layer_reader::{BlobLookup, Staging};
 use crate::error::{Error, Result};
-use crate::platform::Platform;
-
-/// The plan's entries live below this name; it is the mount's source.
-const ROOT: &str = "m";
-
-/// A planned bind mount.
-#[derive(Debug, Clone)]
-pub struct Bound {
-    /// The index of the mount in the step's `--mount`s.
-    pub mount: usize,
-    /// What the mount shows: [`ROOT`] (the source file or directory) and what is below it.
-    pub plan: Plan,
-    /// The hash of `plan`.
-    pub key: Digest,
-}
-
-/// Plans the bind mounts among `mounts` (a RUN at `loc` in stage `index`).
-pub(crate) fn plan(
-    ctx: &Ctx,
-    mounts: &[Mount],
-    stages: &[Option<StageResult>],
-    index: usize,
-    platform: &Platform,
-    loc: &Loc,
-) -> Result<Vec<Bound>> {
-    let mut out = Vec::new();
-    for (i, m) in mounts.iter().enumerate() {
-        let MountKind::Bind { from, source, .. } = &m.kind else { continue };
-        let tree: Arc<dyn Tree> = match from {
-            None => ctx.context.clone(),
-            Some(f) => ctx.copy_source(f, FromUse::Mount, loc, stages, index, platform)?,
-        };
-        let req = CopyRequest {
-            name: "RUN --mount=type=bind",
-            loc,
-            sources: vec![Source::Path(source.clone())],
-            dest: format!("/{ROOT}"),
-            workdir: "/",
-            owner: (0, 0),
-            keep_owners: true,
-            chmod: None,
-            unpack: false,
-        };
-        let mut plan = copy::plan(&req, &FsView::new(), tree.as_ref(), &ctx.staging)?;
-        // a directory is mounted itself (the planner made a fresh 0755 destination for its
-        // contents); the root of a tree stays that fresh directory, as the context's root does
-        // in BuildKit
-        let resolved = tree.resolve(&crate::dockerfile::fsview::normalize(source));
-        if !resolved.path.is_empty()
-            && let Some(n) = tree.node(&resolved.path)?.filter(Node::is_dir)
-            && let Some(e) = plan.entries.get_mut(&PathKey(ROOT.into()))
-        {
-            e.node = n;
-        }
-        // mtimes are not part of the key (clamped to 0), as BuildKit's content hash
-        let key = layer::key(&plan, &LayerOptions { epoch: 0, level: 0, threads: 1 });
-        out.push(Bound { mount: i, plan, key });
-    }
-    Ok(out)
-}
 
 /// Writes a planned bind mount into `dir` (created here) and returns the path to bind. Owners
 /// are set only when `real_owners` (root); otherwise the files are the caller's, which the

@@ -13,7 +13,6 @@
 //! order), moved into the blob cache and recorded under the step's key.
 
 pub mod bind;
-pub mod flags;
 mod mounts;
 
 use std::path::PathBuf;
@@ -26,6 +25,7 @@ use super::executor::{RootLayer, RunOutcome, RunRequest, StepExecutor};
 use super::layer::{self, Layer};
 use crate::digest::{Digest, Hasher};
 use crate::error::Result;
+use crate::host_env::HostEnv;
 use crate::image::Descriptor;
 use crate::sandbox::extract::LayerBlob;
 use crate::sandbox::{self, Isolation, Rootfs, RootfsCache, RunSpec, Runner, Snapshot, diff};
@@ -47,6 +47,8 @@ pub struct RunOptions {
     pub ca_bundle: Option<PathBuf>,
     /// `--secret id=…` for `RUN --mount=type=secret`.
     pub secrets: Vec<Secret>,
+    /// The environment: `PATH` to find qemu and proot, the variables of `--secret …,env=VAR`.
+    pub env: HostEnv,
 }
 
 /// What one RUN step did (for `--json` and tests).
@@ -136,8 +138,9 @@ impl SandboxExecutor {
             proot: self.opts.proot.clone(),
             helper: self.opts.helper.clone(),
             scratch: None,
+            env: self.opts.env.clone(),
         };
-        let runner = sandbox::detect(req.platform, &opts).map_err(|r| r.to_error().context(req.loc))?;
+        let runner = sandbox::detect(req.platform, &opts).map_err(|r| r.to_error().at(req.loc))?;
         req.reporter.message(&format!(
             "RUN sandbox: {} (detected in {:.2}s)",
             runner.describe(),
@@ -231,7 +234,7 @@ impl SandboxExecutor {
         let user = if req.user.is_empty() {
             (0, 0)
         } else {
-            sandbox::resolve_user(live.rootfs.path(), &req.user).map_err(|e| e.context(req.loc))?
+            sandbox::resolve_user(live.rootfs.path(), &req.user).map_err(|e| e.at(req.loc))?
         };
         let mut env: Vec<(String, String)> = Vec::new();
         for e in &req.env {
@@ -283,7 +286,7 @@ impl SandboxExecutor {
             user_emulated: false,
             layer: None,
         };
-        let out = out.map_err(|e| e.context(req.loc))?;
+        let out = out.map_err(|e| e.at(req.loc))?;
         rec.code = Some(out.code);
         rec.output = out.tail.clone();
         rec.notes = out.notes.clone();
@@ -291,7 +294,7 @@ impl SandboxExecutor {
         if let Err(e) = out.check() {
             rec.elapsed_s = started.elapsed().as_secs_f64();
             self.record(rec);
-            return Err(e.context(req.loc));
+            return Err(e.at(req.loc));
         }
         let mut lopts = runner.layer_options(&spec, Some(req.layer_options.epoch), &step_dir.path().join("layer"));
         lopts.level = req.layer_options.level;
@@ -323,7 +326,7 @@ impl SandboxExecutor {
 impl StepExecutor for SandboxExecutor {
     fn run(&self, req: &RunRequest) -> Result<RunOutcome> {
         let started = Instant::now();
-        let argv = effective_argv(req)?;
+        let argv = req.effective_argv()?;
         let key = step_key(req, &argv);
         if !req.no_cache
             && let Some(l) = layer::lookup(req.cache, &key)
@@ -387,7 +390,7 @@ pub fn step_key(req: &RunRequest, argv: &[String]) -> Digest {
         h.update(v.as_bytes());
         h.update(b"\n");
     };
-    line("format", "spxpack-run-v1");
+    line("format", "spxpack-run-v2");
     line("platform", &req.platform.normalized().to_string());
     for l in req.layers {
         line("parent", &l.diff_id);
@@ -414,50 +417,9 @@ pub fn step_key(req: &RunRequest, argv: &[String]) -> Digest {
     h.finish()
 }
 
-/// The argv to run: heredocs turned into a shell script as BuildKit does: a lone `RUN <<EOF`
-/// runs its body with the shell (or as a file when it starts with `#!`); `RUN <<EOF cmd` hands
-/// the reassembled heredoc to the shell (the parser keeps only heredocs right after RUN, with
-/// the marker removed from the command and `<<-` tabs already stripped from the body).
-pub fn effective_argv(req: &RunRequest) -> Result<Vec<String>> {
-    if req.heredocs.is_empty() {
-        return Ok(req.argv.clone());
-    }
-    if !req.shell_form || req.argv.is_empty() {
-        return Err(req.loc.error("RUN heredocs need the shell form (RUN <<EOF …)"));
-    }
-    let (cmd, shell) = req.argv.split_last().expect("non-empty");
-    if lone_heredoc(req) {
-        let body = &req.heredocs[0].body;
-        if body.starts_with("#!") {
-            return Ok(vec![format!("/dev/pipes/{}", req.heredocs[0].name)]);
-        }
-        let mut v = shell.to_vec();
-        v.push(body.clone());
-        return Ok(v);
-    }
-    let mut full = String::new();
-    for d in req.heredocs {
-        let q = if d.expand { "" } else { "'" };
-        full.push_str(&format!("<<{q}{}{q} ", d.name));
-    }
-    full.push_str(cmd.trim());
-    for d in req.heredocs {
-        full.push('\n');
-        full.push_str(&d.body);
-        full.push_str(&d.name);
-    }
-    let mut v = shell.to_vec();
-    v.push(full);
-    Ok(v)
-}
-
-fn lone_heredoc(req: &RunRequest) -> bool {
-    req.heredocs.len() == 1 && req.argv.last().is_some_and(|c| c.trim().is_empty())
-}
-
 /// A `#!` heredoc to run as a file: (name, contents).
 fn heredoc_script<'r>(req: &'r RunRequest) -> Result<Option<(&'r str, &'r str)>> {
-    if lone_heredoc(req) && req.shell_form && req.heredocs[0].body.starts_with("#!") {
+    if req.lone_heredoc() && req.shell_form && req.heredocs[0].body.starts_with("#!") {
         let d = &req.heredocs[0];
         if d.name.is_empty() || d.name.contains('/') {
             return Err(req.loc.error(format!("invalid heredoc name {:?}", d.name)));
@@ -472,7 +434,7 @@ fn heredoc_script<'r>(req: &'r RunRequest) -> Result<Option<(&'r str, &'r str)>>
 fn note_owners(rootfs: &mut Rootfs, req: &RunRequest, l: &Layer) -> Result<()> {
     let desc = Descriptor::new(crate::image::media::OCI_LAYER_GZIP, l.digest.clone(), l.size);
     let src = crate::blob_cache::CacheSource { cache: req.cache.clone(), origin: "build".into() };
-    let entries = super::layers::entries(req.cache, &src, &desc)?;
+    let entries = super::layer_reader::entries(req.cache, &src, &desc)?;
     let side = rootfs.side_table_mut();
     for e in entries {
         let rel = super::fsview::normalize(&e.path);

@@ -7,10 +7,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::RunOptions;
-use super::flags::{Mount, MountKind};
 use crate::digest::Digest;
 use crate::dockerfile::executor::RunRequest;
+use crate::dockerfile::run_flags::{Mount, MountKind};
 use crate::error::{Error, Result};
+use crate::host_env::HostEnv;
 use crate::sandbox::{GuestMount, Runner, Sandbox};
 
 /// A `--secret` of the build.
@@ -54,15 +55,18 @@ impl Secret {
         Ok(Secret { id, source })
     }
 
-    fn read(&self) -> Result<Vec<u8>> {
+    /// The secret's bytes: the file's, or the variable's in `env`.
+    fn read(&self, env: &HostEnv) -> Result<Vec<u8>> {
         match &self.source {
             SecretSource::File(p) => {
                 crate::input::read(p, crate::input::MAX_TEXT).map_err(|e| Error::io("cannot read secret", p, e))
             }
-            SecretSource::Env(v) => std::env::var(v).map(String::into_bytes).map_err(|_| {
-                Error::input(format!("secret {}: environment variable {v} is not set", self.id))
-                    .with_hint(format!("export {v}, or pass --secret id={},src=FILE", self.id))
-            }),
+            SecretSource::Env(v) => {
+                env.get_os(v).and_then(|s| s.to_str()).map(|s| s.as_bytes().to_vec()).ok_or_else(|| {
+                    Error::input(format!("secret {}: environment variable {v} is not set", self.id))
+                        .with_hint(format!("export {v}, or pass --secret id={},src=FILE", self.id))
+                })
+            }
         }
     }
 }
@@ -139,7 +143,7 @@ pub fn prepare(
                     tracing::info!("{}: secret {id} not given; not mounted", req.loc);
                     continue;
                 };
-                let data = s.read().map_err(|e| e.context(req.loc))?;
+                let data = s.read(&opts.env).map_err(|e| e.at(req.loc))?;
                 if let Some(v) = var {
                     env.retain(|(k, _)| k != v);
                     env.push((v.clone(), String::from_utf8_lossy(&data).into_owned()));
@@ -184,5 +188,15 @@ mod tests {
         assert_eq!(Secret::parse("id=TOKEN").unwrap().source, SecretSource::Env("TOKEN".into()));
         assert_eq!(Secret::parse("type=env,id=a,src=B").unwrap().source, SecretSource::Env("B".into()));
         assert!(Secret::parse("src=/x").is_err() && Secret::parse("id=a,bogus").is_err());
+    }
+
+    #[test]
+    fn env_secrets_come_from_the_given_environment() {
+        let env = HostEnv::from_vars([("TOKEN", "s3cret"), ("EMPTY", "")]);
+        let read = |spec: &str| Secret::parse(spec).unwrap().read(&env);
+        assert_eq!(read("id=t,env=TOKEN").unwrap(), b"s3cret");
+        assert_eq!(read("id=EMPTY").unwrap(), b"", "set but empty is a value, as before");
+        let e = read("id=t,env=UNSET").unwrap_err();
+        assert!(e.to_string().contains("environment variable UNSET is not set"), "{e}");
     }
 }

@@ -16,7 +16,7 @@ use crate::atomic::AtomicFile;
 use crate::blob_cache::BlobCache;
 use crate::compress::GzipWriter;
 use crate::docker_archive::ArchiveImage;
-use crate::docker_archive::write::{Plain, Sink, WriteOptions, write_to};
+use crate::docker_archive::write::{WriteOptions, write_to};
 use crate::error::{Error, Result};
 use crate::image::{BlobReader, BlobSource, Descriptor, Image, media};
 use crate::ops::pull;
@@ -24,6 +24,7 @@ use crate::ops::verify::{VerifyOptions, verify_stream};
 use crate::progress::Reporter;
 use crate::source::Resolver;
 use crate::spx::writer::{self, Body};
+use crate::tar::{Plain, Sink};
 
 /// Writes the planned build; see the module docs.
 pub fn emit(opts: &PackOptions, mut plan: Plan, reporter: &dyn Reporter) -> Result<PackSummary> {
@@ -130,8 +131,7 @@ fn write_options(opts: &PackOptions, plan: &Plan) -> Vec<WriteOptions> {
     plan.archives
         .iter()
         .map(|a| {
-            let mut w = WriteOptions::for_path(std::path::Path::new(&a.name));
-            w.mtime = opts.epoch;
+            let mut w = WriteOptions::for_path(std::path::Path::new(&a.name), opts.epoch);
             w.level = opts.level;
             w
         })

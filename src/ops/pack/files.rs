@@ -64,7 +64,7 @@ pub fn collect_assets(
         if dir.join(p).is_dir() {
             tree_files.push(dir.join(p));
         }
-        let name = crate::tar_index::normalize(p).ok().flatten().unwrap_or_else(|| p.clone());
+        let name = crate::tar::index::normalize(p).ok().flatten().unwrap_or_else(|| p.clone());
         assets::add_path(&mut out.extra, &dir.join(p), &name, dir, true, "additional file", f);
     }
     out.extra.sort_by(|a, b| a.name.cmp(&b.name));

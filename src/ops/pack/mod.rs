@@ -12,6 +12,8 @@ mod model;
 mod options;
 mod plan;
 #[cfg(test)]
+mod roundtrip_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::error::Result;

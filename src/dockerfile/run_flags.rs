@@ -4,7 +4,7 @@
 //! as unsupported. What a flag changes in the step's result is part of the step's cache key
 //! ([`RunFlags::key_text`]; the content a bind mount shows is added by the executor).
 
-use crate::dockerfile::dockerfile::Loc;
+use crate::dockerfile::instructions::Loc;
 use crate::error::{Error, Result};
 use crate::sandbox::Network;
 
@@ -139,139 +139,96 @@ fn split_mount(spec: &str) -> Vec<(String, Option<String>)> {
     kv
 }
 
+/// The keys a `--mount` may have.
+const MOUNT_KEYS: [&str; 19] = [
+    "type",
+    "target",
+    "dst",
+    "destination",
+    "source",
+    "src",
+    "from",
+    "id",
+    "sharing",
+    "mode",
+    "uid",
+    "gid",
+    "readonly",
+    "ro",
+    "rw",
+    "readwrite",
+    "required",
+    "env",
+    "size",
+];
+
+/// A `--mount` value split into its keys (values expanded, except `from=`).
+struct MountSpec<'a> {
+    loc: &'a Loc,
+    kv: Vec<(String, Option<String>)>,
+}
+
+impl<'a> MountSpec<'a> {
+    fn new(spec: &str, loc: &'a Loc, expand: Expand) -> Result<Self> {
+        let mut kv = split_mount(spec);
+        for (k, v) in &mut kv {
+            let Some(v) = v else { continue };
+            if k != "from" {
+                *v = expand(v)?;
+            } else if v.find('$').is_some_and(|i| i + 1 != v.len()) {
+                // BuildKit: the stage graph cannot depend on variables
+                return Err(loc
+                    .error(format!("RUN --mount from={v}: from= does not support variable expansion"))
+                    .with_hint("define an alias stage (FROM ${IMAGE} AS alias) and use from=alias"));
+            }
+        }
+        Ok(MountSpec { loc, kv })
+    }
+    fn check_keys(&self, spec: &str) -> Result<()> {
+        match self.kv.iter().find(|(k, _)| !MOUNT_KEYS.contains(&k.as_str())) {
+            Some((k, _)) => Err(self.loc.error(format!("RUN --mount={spec}: unknown key {k:?}"))),
+            None => Ok(()),
+        }
+    }
+    /// The last value given for any of `names` (`Some(None)` for a key without `=`).
+    fn get(&self, names: &[&str]) -> Option<Option<String>> {
+        self.kv.iter().rev().find(|(k, _)| names.contains(&k.as_str())).map(|(_, v)| v.clone())
+    }
+    fn value(&self, names: &[&str]) -> Option<String> {
+        self.get(names).flatten()
+    }
+    fn num(&self, k: &str, default: u32) -> Result<u32> {
+        self.value(&[k]).map_or(Ok(default), |v| number(self.loc, k, &v))
+    }
+    fn mode(&self, default: u32) -> Result<u32> {
+        self.value(&["mode"]).map_or(Ok(default), |v| octal(self.loc, "mode", &v))
+    }
+    /// `readonly`/`ro` or `rw`/`readwrite`; bind mounts are read-only by default.
+    fn readonly(&self, typ: &str) -> Result<bool> {
+        match (self.get(&["readonly", "ro"]), self.get(&["rw", "readwrite"])) {
+            (Some(v), _) => boolean(self.loc, "readonly", v.as_deref()),
+            (None, Some(v)) => Ok(!boolean(self.loc, "rw", v.as_deref())?),
+            (None, None) => Ok(typ == "bind"),
+        }
+    }
+}
+
 fn parse_mount(spec: &str, workdir: &str, loc: &Loc, expand: Expand) -> Result<Mount> {
-    let mut kv = split_mount(spec);
-    for (k, v) in &mut kv {
-        let Some(v) = v else { continue };
-        if k != "from" {
-            *v = expand(v)?;
-        } else if v.find('$').is_some_and(|i| i + 1 != v.len()) {
-            // BuildKit: the stage graph cannot depend on variables
-            return Err(loc
-                .error(format!("RUN --mount from={v}: from= does not support variable expansion"))
-                .with_hint("define an alias stage (FROM ${IMAGE} AS alias) and use from=alias"));
-        }
-    }
-    let get = |names: &[&str]| kv.iter().rev().find(|(k, _)| names.contains(&k.as_str())).map(|(_, v)| v.clone());
-    let typ = get(&["type"]).flatten().unwrap_or_else(|| "bind".into());
-    let target = get(&["target", "dst", "destination"]).flatten();
-    let id = get(&["id"]).flatten();
-    let readonly = match (get(&["readonly", "ro"]), get(&["rw", "readwrite"])) {
-        (Some(v), _) => boolean(loc, "readonly", v.as_deref())?,
-        (None, Some(v)) => !boolean(loc, "rw", v.as_deref())?,
-        (None, None) => typ == "bind",
-    };
-    let num = |k: &str, default: u32| -> Result<u32> {
-        match get(&[k]).flatten() {
-            Some(v) => number(loc, k, &v),
-            None => Ok(default),
-        }
-    };
-    let mode = |default: u32| -> Result<u32> {
-        match get(&["mode"]).flatten() {
-            Some(v) => octal(loc, "mode", &v),
-            None => Ok(default),
-        }
-    };
-    for (k, _) in &kv {
-        let known = [
-            "type",
-            "target",
-            "dst",
-            "destination",
-            "source",
-            "src",
-            "from",
-            "id",
-            "sharing",
-            "mode",
-            "uid",
-            "gid",
-            "readonly",
-            "ro",
-            "rw",
-            "readwrite",
-            "required",
-            "env",
-            "size",
-        ];
-        if !known.contains(&k.as_str()) {
-            return Err(loc.error(format!("RUN --mount={spec}: unknown key {k:?}")));
-        }
-    }
+    let m = MountSpec::new(spec, loc, expand)?;
+    let typ = m.value(&["type"]).unwrap_or_else(|| "bind".into());
+    let target = m.value(&["target", "dst", "destination"]);
+    let readonly = m.readonly(&typ)?;
+    m.check_keys(spec)?;
     // relative targets are relative to the working directory (BuildKit)
     let absolute = |t: &str| {
         crate::dockerfile::fsview::normalize(&if t.starts_with('/') { t.to_string() } else { format!("{workdir}/{t}") })
     };
     let kind = match typ.as_str() {
-        "cache" => {
-            if get(&["from"]).is_some() || get(&["source", "src"]).is_some() {
-                return Err(unsupported(
-                    loc,
-                    "--mount=type=cache with from= or source=",
-                    "drop from=/source=; the cache directory starts empty",
-                ));
-            }
-            let Some(t) = &target else { return Err(loc.error("RUN --mount=type=cache needs target=PATH")) };
-            let sharing = get(&["sharing"]).flatten().unwrap_or_else(|| "shared".into());
-            if !["shared", "private", "locked"].contains(&sharing.as_str()) {
-                return Err(loc.error(format!("RUN --mount sharing={sharing}: use shared, private or locked")));
-            }
-            MountKind::Cache {
-                id: id.clone().unwrap_or_else(|| format!("/{}", absolute(t))),
-                readonly,
-                locked: sharing != "shared",
-                mode: mode(0o755)?,
-                uid: num("uid", 0)?,
-                gid: num("gid", 0)?,
-            }
-        }
-        "secret" => {
-            let id = match (&id, &target) {
-                (Some(i), _) => i.clone(),
-                (None, Some(t)) => t.rsplit('/').next().unwrap_or(t).to_string(),
-                (None, None) => return Err(loc.error("RUN --mount=type=secret needs id=NAME")),
-            };
-            let env = get(&["env"]).flatten();
-            MountKind::Secret {
-                file: target.is_some() || env.is_none(),
-                required: boolean(loc, "required", get(&["required"]).flatten().as_deref().or(Some("false")))?,
-                mode: mode(0o400)?,
-                uid: num("uid", 0)?,
-                gid: num("gid", 0)?,
-                env,
-                id,
-            }
-        }
-        "tmpfs" => {
-            if target.is_none() {
-                return Err(loc.error("RUN --mount=type=tmpfs needs target=PATH"));
-            }
-            MountKind::Tmpfs
-        }
-        "bind" => {
-            if target.is_none() {
-                return Err(loc
-                    .error("RUN --mount=type=bind needs target=PATH")
-                    .with_hint("e.g. --mount=type=bind,source=requirements.txt,target=/tmp/requirements.txt"));
-            }
-            for k in ["mode", "uid", "gid", "sharing", "size", "required"] {
-                if get(&[k]).is_some() {
-                    return Err(loc
-                        .error(format!("RUN --mount=type=bind: {k}= is not allowed for bind mounts"))
-                        .with_hint(
-                            "a bind mount shows the source's own files; mode/uid/gid/sharing are for type=cache",
-                        ));
-                }
-            }
-            let source = get(&["source", "src"]).flatten().unwrap_or_else(|| ".".into());
-            if crate::dockerfile::tree::has_wildcards(&source) {
-                return Err(loc
-                    .error(format!("RUN --mount=type=bind,source={source}: source is one path, not a pattern"))
-                    .with_hint("mount the directory that holds the files"));
-            }
-            MountKind::Bind { from: get(&["from"]).flatten().filter(|f| !f.is_empty()), source, readonly }
-        }
+        "cache" => cache_mount(&m, target.as_deref().map(absolute), readonly)?,
+        "secret" => secret_mount(&m, target.as_deref())?,
+        "tmpfs" if target.is_none() => return Err(loc.error("RUN --mount=type=tmpfs needs target=PATH")),
+        "tmpfs" => MountKind::Tmpfs,
+        "bind" => bind_mount(&m, target.is_some(), readonly)?,
         "ssh" => {
             return Err(unsupported(loc, "--mount=type=ssh", "fetch private sources before the build and COPY them"));
         }
@@ -288,6 +245,74 @@ fn parse_mount(spec: &str, workdir: &str, loc: &Loc, expand: Expand) -> Result<M
             .with_hint("mount at a directory below the root, e.g. target=/src"));
     }
     Ok(Mount { target, kind })
+}
+
+/// `type=cache`; `target` is already relative to the root.
+fn cache_mount(m: &MountSpec, target: Option<String>, readonly: bool) -> Result<MountKind> {
+    let loc = m.loc;
+    if m.get(&["from"]).is_some() || m.get(&["source", "src"]).is_some() {
+        return Err(unsupported(
+            loc,
+            "--mount=type=cache with from= or source=",
+            "drop from=/source=; the cache directory starts empty",
+        ));
+    }
+    let Some(t) = target else { return Err(loc.error("RUN --mount=type=cache needs target=PATH")) };
+    let sharing = m.value(&["sharing"]).unwrap_or_else(|| "shared".into());
+    if !["shared", "private", "locked"].contains(&sharing.as_str()) {
+        return Err(loc.error(format!("RUN --mount sharing={sharing}: use shared, private or locked")));
+    }
+    Ok(MountKind::Cache {
+        id: m.value(&["id"]).unwrap_or_else(|| format!("/{t}")),
+        readonly,
+        locked: sharing != "shared",
+        mode: m.mode(0o755)?,
+        uid: m.num("uid", 0)?,
+        gid: m.num("gid", 0)?,
+    })
+}
+
+/// `type=secret`: the id defaults to the target's file name.
+fn secret_mount(m: &MountSpec, target: Option<&str>) -> Result<MountKind> {
+    let id = match (m.value(&["id"]), target) {
+        (Some(i), _) => i,
+        (None, Some(t)) => t.rsplit('/').next().unwrap_or(t).to_string(),
+        (None, None) => return Err(m.loc.error("RUN --mount=type=secret needs id=NAME")),
+    };
+    let env = m.value(&["env"]);
+    Ok(MountKind::Secret {
+        file: target.is_some() || env.is_none(),
+        required: boolean(m.loc, "required", m.value(&["required"]).as_deref().or(Some("false")))?,
+        mode: m.mode(0o400)?,
+        uid: m.num("uid", 0)?,
+        gid: m.num("gid", 0)?,
+        env,
+        id,
+    })
+}
+
+/// `type=bind` (the default): one source path, read-only unless `rw`.
+fn bind_mount(m: &MountSpec, has_target: bool, readonly: bool) -> Result<MountKind> {
+    let loc = m.loc;
+    if !has_target {
+        return Err(loc
+            .error("RUN --mount=type=bind needs target=PATH")
+            .with_hint("e.g. --mount=type=bind,source=requirements.txt,target=/tmp/requirements.txt"));
+    }
+    for k in ["mode", "uid", "gid", "sharing", "size", "required"] {
+        if m.get(&[k]).is_some() {
+            return Err(loc
+                .error(format!("RUN --mount=type=bind: {k}= is not allowed for bind mounts"))
+                .with_hint("a bind mount shows the source's own files; mode/uid/gid/sharing are for type=cache"));
+        }
+    }
+    let source = m.value(&["source", "src"]).unwrap_or_else(|| ".".into());
+    if crate::dockerfile::tree::has_wildcards(&source) {
+        return Err(loc
+            .error(format!("RUN --mount=type=bind,source={source}: source is one path, not a pattern"))
+            .with_hint("mount the directory that holds the files"));
+    }
+    Ok(MountKind::Bind { from: m.value(&["from"]).filter(|f| !f.is_empty()), source, readonly })
 }
 
 #[cfg(test)]
@@ -379,5 +404,41 @@ mod tests {
             assert!(e.to_string().contains(want), "{e}");
             assert!(e.hint().is_some(), "{e}");
         }
+    }
+
+    #[test]
+    fn mount_defaults_and_the_last_key_wins() {
+        let f = p(&[
+            ("mount", "type=secret,target=/etc/keys/api.key"),
+            ("mount", "type=secret,id=x,required=true"),
+            ("mount", "type=cache,target=c,ro,uid=5,uid=7"),
+            ("mount", "type=tmpfs,target=/t,readwrite"),
+        ])
+        .unwrap();
+        let MountKind::Secret { id, required, mode, file, .. } = &f.mounts[0].kind else { panic!() };
+        assert_eq!((id.as_str(), *required, *mode, *file), ("api.key", false, 0o400, true));
+        assert_eq!(f.mounts[0].target, "/etc/keys/api.key");
+        assert!(matches!(f.mounts[1].kind, MountKind::Secret { required: true, .. }));
+        assert_eq!(f.mounts[1].target, "/run/secrets/x");
+        let MountKind::Cache { id, readonly, uid, locked, .. } = &f.mounts[2].kind else { panic!() };
+        assert_eq!((id.as_str(), *readonly, *uid, *locked), ("/w/c", true, 7, false));
+        assert_eq!(f.mounts[3].kind, MountKind::Tmpfs);
+        for (spec, want) in [
+            ("type=tmpfs,target=/t,ro=maybe", "expected true or false"),
+            ("type=cache,target=/c,mode=999", "not an octal mode"),
+            ("type=cache,target=/c,uid=me", "not a number"),
+            ("type=cache,target=/c,sharing=all", "use shared, private or locked"),
+            ("type=secret", "needs id=NAME"),
+            ("type=tmpfs", "needs target=PATH"),
+            ("type=nfs,target=/n", "unknown type"),
+            ("target=/a,target=/a", ""),
+        ] {
+            match p(&[("mount", spec)]) {
+                Err(e) => assert!(!want.is_empty() && e.to_string().contains(want), "{spec}: {e}"),
+                Ok(_) => assert!(want.is_empty(), "{spec} was accepted"),
+            }
+        }
+        let twice = p(&[("mount", "type=tmpfs,target=/a"), ("mount", "type=cache,target=/a")]).unwrap_err();
+        assert!(twice.to_string().contains("/a is mounted twice"), "{twice}");
     }
 }

@@ -11,15 +11,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde::Deserialize;
 use ureq::Agent;
 use ureq::http::Response;
 
-use super::auth::{self, Credential, CredentialOptions, Found};
+mod tls;
+mod token;
+
+use super::auth::{self, CredentialOptions, Found};
 use crate::error::{Error, Result};
+use crate::host_env::HostEnv;
 use crate::http;
 use crate::reference::{Reference, is_loopback_host};
+use token::{Challenge, parse_challenge};
 
 /// Settings for talking to registries.
 #[derive(Debug, Clone)]
@@ -39,6 +43,8 @@ pub struct ClientOptions {
     pub retry_delay: Duration,
     /// Pull images of these registries from mirrors (the first that applies).
     pub mirrors: Vec<super::Mirror>,
+    /// The environment credentials and per-user CA directories are looked up in.
+    pub env: HostEnv,
 }
 
 impl Default for ClientOptions {
@@ -51,15 +57,9 @@ impl Default for ClientOptions {
             retries: 4,
             retry_delay: Duration::from_millis(300),
             mirrors: Vec::new(),
+            env: HostEnv::default(),
         }
     }
-}
-
-#[derive(Debug, Clone)]
-enum Challenge {
-    None,
-    Basic,
-    Bearer { realm: String, service: Option<String> },
 }
 
 struct Host {
@@ -81,41 +81,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(opts: ClientOptions) -> Result<Self> {
-        let mut certs: Vec<ureq::tls::Certificate<'static>> = Vec::new();
-        let native = rustls_native_certs::load_native_certs();
-        for c in native.certs {
-            certs.push(ureq::tls::Certificate::from_der(c.as_ref()).to_owned());
-        }
-        let mut ca_files: Vec<PathBuf> = opts.ca_certs.clone();
-        // Docker's and podman's per-registry CA directories: <dir>/<host[:port]>/*.crt
-        let mut dirs: Vec<PathBuf> = opts.cert_dirs.clone();
-        dirs.push(PathBuf::from("/etc/docker/certs.d"));
-        dirs.push(PathBuf::from("/etc/containers/certs.d"));
-        if let Some(h) = std::env::var_os("HOME") {
-            dirs.push(PathBuf::from(h).join(".config/containers/certs.d"));
-        }
-        for d in &dirs {
-            ca_files.extend(crt_files(d, opts.cert_dirs.contains(d)));
-        }
-        for path in &ca_files {
-            let pem = crate::input::read(path, crate::input::MAX_TEXT)
-                .map_err(|e| Error::io("cannot read CA certificate", path, e))?;
-            let mut n = 0;
-            for item in ureq::tls::parse_pem(&pem) {
-                match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => {
-                        certs.push(c.to_owned());
-                        n += 1;
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Err(Error::input(format!("invalid CA certificate file {}: {e}", path.display()))),
-                }
-            }
-            if n == 0 {
-                return Err(Error::input(format!("{} contains no PEM certificate", path.display()))
-                    .with_hint("pass a PEM file with -----BEGIN CERTIFICATE----- blocks"));
-            }
-        }
+        let certs = tls::trusted_certificates(&opts)?;
         let roots =
             if certs.is_empty() { ureq::tls::RootCerts::WebPki } else { ureq::tls::RootCerts::new_with_certs(&certs) };
         let build = |verify: bool| -> Agent {
@@ -177,7 +143,7 @@ impl Client {
                             continue;
                         }
                     };
-                    let cred = auth::lookup(&self.opts.creds, registry, repo)?;
+                    let cred = auth::lookup(&self.opts.creds, &self.opts.env, registry, repo)?;
                     if let Some(c) = &cred {
                         tracing::info!("using credentials for {registry} from {}", c.source);
                     }
@@ -349,243 +315,6 @@ impl Client {
             self.send_with_retries(send, http::redact(next), true)
         })
     }
-
-    /// The `Authorization` header value for a request to `repo` on `h`.
-    fn authorization(&self, h: &Host, repo: &str, force: bool) -> Result<Option<String>> {
-        match &h.challenge {
-            Challenge::None => Ok(None),
-            Challenge::Basic => Ok(match h.cred.as_ref().map(|c| &c.credential) {
-                Some(Credential::Basic { username, password }) => Some(basic(username, password)),
-                Some(Credential::RegistryToken(t)) => Some(format!("Bearer {t}")),
-                _ => None,
-            }),
-            Challenge::Bearer { realm, service } => {
-                if let Some(Credential::RegistryToken(t)) = h.cred.as_ref().map(|c| &c.credential) {
-                    return Ok(Some(format!("Bearer {t}")));
-                }
-                if !force
-                    && let Some((tok, exp)) = h.tokens.lock().expect("poisoned").get(repo)
-                    && *exp > Instant::now()
-                {
-                    return Ok(Some(format!("Bearer {tok}")));
-                }
-                let (tok, ttl) = self.fetch_token(h, realm, service.as_deref(), repo)?;
-                h.tokens.lock().expect("poisoned").insert(repo.to_string(), (tok.clone(), Instant::now() + ttl));
-                Ok(Some(format!("Bearer {tok}")))
-            }
-        }
-    }
-
-    fn fetch_token(&self, h: &Host, realm: &str, service: Option<&str>, repo: &str) -> Result<(String, Duration)> {
-        let realm_host = realm
-            .strip_prefix("https://")
-            .or_else(|| realm.strip_prefix("http://"))
-            .map(|r| r.split(['/', '?']).next().unwrap_or(""))
-            .unwrap_or("");
-        if realm_host.is_empty() {
-            return Err(Error::network(format!("registry {} sent an invalid token realm {realm:?}", h.name)));
-        }
-        if http::classify(realm_host) == http::HostClass::LinkLocal {
-            return Err(Error::auth(format!(
-                "registry {} wants tokens from {realm}, a link-local or metadata address; refusing to send credentials there",
-                h.name
-            ))
-            .with_hint("a registry never needs that; check the registry or the proxy in front of it"));
-        }
-        if realm.starts_with("http://")
-            && !is_loopback_host(realm_host)
-            && !self.is_insecure(realm_host)
-            && !self.is_insecure(&h.name)
-        {
-            return Err(Error::auth(format!(
-                "registry {} wants tokens from {realm} over plain HTTP; refusing to send credentials",
-                h.name
-            ))
-            .with_hint(format!("add --insecure-registry {realm_host} if this is intended")));
-        }
-        let scope = format!("repository:{repo}:pull");
-        let mut query = vec![("scope", scope.as_str())];
-        if let Some(s) = service {
-            query.push(("service", s));
-        }
-        let agent = self.agent(h);
-        let cred = h.cred.as_ref().map(|c| &c.credential);
-        let resp = match cred {
-            Some(Credential::IdentityToken(refresh)) => {
-                let mut form = vec![
-                    ("grant_type", "refresh_token"),
-                    ("client_id", "spxpack"),
-                    ("refresh_token", refresh.as_str()),
-                ];
-                form.extend(query.iter().copied());
-                self.send_with_retries(|| agent.post(realm).send_form(form.iter().copied()), realm, true)?
-            }
-            _ => {
-                let url = format!("{realm}{}{}", if realm.contains('?') { "&" } else { "?" }, encode_query(&query));
-                let authz = match cred {
-                    Some(Credential::Basic { username, password }) => Some(basic(username, password)),
-                    _ => None,
-                };
-                let send = || {
-                    let mut req = agent.get(&url);
-                    if let Some(a) = &authz {
-                        req = req.header("Authorization", a.as_str());
-                    }
-                    req.call()
-                };
-                let resp = self.send_with_retries(send, realm, true)?;
-                self.follow(resp, &url, &h.name, false, &[], authz.as_deref(), agent)?
-            }
-        };
-        let status = resp.status().as_u16();
-        let mut resp = resp;
-        if !(200..300).contains(&status) {
-            let detail = error_detail(&mut resp);
-            let d = if detail.is_empty() { String::new() } else { format!(": {detail}") };
-            return Err(match (status, &h.cred) {
-                (401 | 403, Some(c)) => Error::auth(format!(
-                    "registry {}: the token server {realm} rejected the credentials of {} from {} (HTTP {status}){d}",
-                    h.name,
-                    c.credential.username().unwrap_or("<token>"),
-                    c.source
-                ))
-                .with_hint("check the user name and password"),
-                (401 | 403, None) => Error::auth(format!(
-                    "registry {}: the token server {realm} refused anonymous access (HTTP {status}){d}",
-                    h.name
-                ))
-                .with_hint(format!("pass --creds USER:PASS or run docker login {}", h.name)),
-                _ => Error::network(format!("registry {}: token server {realm} answered HTTP {status}{d}", h.name)),
-            });
-        }
-        #[derive(Deserialize)]
-        struct TokenResp {
-            #[serde(default)]
-            token: Option<String>,
-            #[serde(default)]
-            access_token: Option<String>,
-            #[serde(default)]
-            expires_in: Option<u64>,
-        }
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(1 << 20)
-            .read_to_vec()
-            .map_err(|e| Error::network(format!("registry {}: cannot read token response: {e}", h.name)))?;
-        let t: TokenResp = serde_json::from_slice(&body)
-            .map_err(|e| Error::network(format!("registry {}: invalid token response: {e}", h.name)))?;
-        let tok = t
-            .token
-            .filter(|t| !t.is_empty())
-            .or(t.access_token.filter(|t| !t.is_empty()))
-            .ok_or_else(|| Error::network(format!("registry {}: token response has no token", h.name)))?;
-        // refresh a little early; tokens without expiry last 60 s per the spec
-        let ttl = Duration::from_secs(t.expires_in.unwrap_or(60).max(10)).saturating_sub(Duration::from_secs(5));
-        Ok((tok, ttl))
-    }
-}
-
-/// `*.crt` files in `dir` and its subdirectories (one level). A missing directory is fine unless
-/// the user named it.
-fn crt_files(dir: &std::path::Path, named: bool) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        if named {
-            tracing::warn!("--cert-dir {} cannot be read", dir.display());
-        }
-        return out;
-    };
-    let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            if let Ok(sub) = std::fs::read_dir(&p) {
-                let mut s: Vec<PathBuf> =
-                    sub.flatten().map(|e| e.path()).filter(|f| f.extension().is_some_and(|x| x == "crt")).collect();
-                s.sort();
-                out.extend(s);
-            }
-        } else if p.extension().is_some_and(|x| x == "crt") {
-            out.push(p);
-        }
-    }
-    out
-}
-
-fn basic(user: &str, pass: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
-}
-
-fn encode_query(q: &[(&str, &str)]) -> String {
-    q.iter().map(|(k, v)| format!("{}={}", pct(k), pct(v))).collect::<Vec<_>>().join("&")
-}
-
-fn pct(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Parses `Bearer realm="…",service="…"` / `Basic realm="…"`.
-fn parse_challenge(h: &str) -> Challenge {
-    let h = h.trim();
-    let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
-    let params = parse_params(rest);
-    match scheme.to_ascii_lowercase().as_str() {
-        "bearer" => match params.get("realm") {
-            Some(r) if !r.is_empty() => Challenge::Bearer { realm: r.clone(), service: params.get("service").cloned() },
-            _ => Challenge::Basic,
-        },
-        "basic" => Challenge::Basic,
-        _ => Challenge::None,
-    }
-}
-
-fn parse_params(s: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        while i < b.len() && (b[i] == b' ' || b[i] == b',') {
-            i += 1;
-        }
-        let ks = i;
-        while i < b.len() && b[i] != b'=' && b[i] != b',' {
-            i += 1;
-        }
-        let key = s[ks..i].trim().to_ascii_lowercase();
-        if i >= b.len() || b[i] != b'=' {
-            continue;
-        }
-        i += 1;
-        let mut val = String::new();
-        if i < b.len() && b[i] == b'"' {
-            i += 1;
-            while i < b.len() && b[i] != b'"' {
-                if b[i] == b'\\' && i + 1 < b.len() {
-                    i += 1;
-                }
-                val.push(b[i] as char);
-                i += 1;
-            }
-            i += 1;
-        } else {
-            let vs = i;
-            while i < b.len() && b[i] != b',' {
-                i += 1;
-            }
-            val = s[vs..i].trim().to_string();
-        }
-        out.insert(key, val);
-    }
-    out
 }
 
 fn retry_after(resp: &Response<ureq::Body>) -> Option<Duration> {
@@ -663,28 +392,4 @@ pub fn error_detail(resp: &mut Response<ureq::Body>) -> String {
     }
     let t = String::from_utf8_lossy(&body);
     t.lines().next().unwrap_or("").chars().take(200).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_challenges() {
-        match parse_challenge(
-            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:x:pull""#,
-        ) {
-            Challenge::Bearer { realm, service } => {
-                assert_eq!(realm, "https://auth.docker.io/token");
-                assert_eq!(service.as_deref(), Some("registry.docker.io"));
-            }
-            c => panic!("{c:?}"),
-        }
-        match parse_challenge(r#"Bearer realm="https://nvcr.io/proxy_auth""#) {
-            Challenge::Bearer { service, .. } => assert!(service.is_none()),
-            c => panic!("{c:?}"),
-        }
-        assert!(matches!(parse_challenge(r#"Basic realm="test-realm""#), Challenge::Basic));
-        assert_eq!(pct("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
-    }
 }
