@@ -1,8 +1,9 @@
 //! Spot Extensions (`.spx`): the extension `manifest.json` rules ([`manifest`]), static
 //! `docker-compose.yml` checks ([`compose`]), the files an SPX carries besides images
-//! ([`assets`]), the deterministic SPX writer ([`writer`]), offline verification of existing SPX
-//! files and of `docker save` archives inside them ([`verify`], [`image_check`]), `inspect`
-//! rendering ([`inspect`]) and `spxpack init` scaffolding ([`init`]).
+//! ([`assets`]), the deterministic SPX writer ([`writer`]), `docker load`'s checks replayed on
+//! an archive inside an SPX ([`image_check`]) and the one-pass tar reading both checkers share
+//! ([`tar_stream`]). The commands that use them (`build`, `verify`, `inspect`, `init`) live in
+//! [`crate::ops`].
 //!
 //! Validation never stops at the first problem: every check appends a
 //! [`Problem`](crate::problem::Problem) (error or warning, with the file and JSON/YAML path in
