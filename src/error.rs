@@ -184,9 +184,10 @@ impl Error {
     }
 }
 
-fn io_text(err: &io::Error) -> String {
+/// An `io::Error` as message text: `No such file or directory (os error 2)` → `no such file or
+/// directory` (first letter lowercased, the OS error number dropped).
+pub fn io_text(err: &io::Error) -> String {
     let s = err.to_string();
-    // "No such file or directory (os error 2)" -> "no such file or directory"
     let s = s.split(" (os error").next().unwrap_or(&s).to_string();
     let mut c = s.chars();
     match c.next() {

@@ -19,6 +19,7 @@ pub mod input;
 pub mod oci_layout;
 pub mod ops;
 pub mod platform;
+pub mod problem;
 pub mod progress;
 pub mod reference;
 pub mod registry;

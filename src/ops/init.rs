@@ -62,7 +62,7 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
         }
     };
     manifest::check_name(&name).map_err(|why| {
-        Error::input(format!("extension name {name:?} {why}"))
+        Error::input(format!("extension name {name:?} {}", why.message()))
             .with_hint("choose one with --name (letters, digits, '-', '_'; no coreio or mission_control)")
     })?;
     let (services, prebuilt) = services_for(&opts.image, &name, dir)?;
@@ -249,7 +249,7 @@ mod tests {
         };
         let s = init(&opts).unwrap();
         assert_eq!(s.extension_name, "my-ext");
-        let mut f = crate::spx::Findings::new();
+        let mut f = crate::problem::Problems::new();
         let p = Target::Spot.platform();
         let c = crate::spx::compose::check(
             &std::fs::read(dir.join(COMPOSE)).unwrap(),

@@ -7,8 +7,9 @@ use std::io::Read;
 use std::path::Path;
 
 use super::verify::SpxReport;
+use crate::problem::Severity;
 use crate::progress::human_size;
-use crate::spx::{MANIFEST, Severity, manifest};
+use crate::spx::{MANIFEST, manifest};
 
 /// Whether `path` is an SPX: named `*.spx`, or a gzip'd tar whose first entry is a JSON-object
 /// `manifest.json` (a docker save archive's `manifest.json` is an array).

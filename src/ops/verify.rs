@@ -9,76 +9,22 @@ use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::compress::{self, Compression, Limits};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
-use crate::platform::Platform;
+use crate::problem::Problems;
 use crate::spx::image_check::{self, ArchiveInfo, CheckOptions};
-use crate::spx::{COMPOSE, COMPOSE_NAMES, Findings, MANIFEST, Target, assets, compose, manifest};
-use crate::tar::index::{HeaderGuard, normalize};
+use crate::spx::tar_stream::{StreamEntry, Wording, walk_entries};
+use crate::spx::{COMPOSE_NAMES, MANIFEST, manifest};
 
-/// How to verify.
-#[derive(Debug, Clone)]
-pub struct VerifyOptions {
-    /// Recompute every layer's diff_id and blob digest (reads and decompresses everything).
-    pub full: bool,
-    /// Overrides the platform implied by `installation_target`.
-    pub platform: Option<Platform>,
-    /// Decompression-bomb guard for the SPX stream, the image archives and their layers.
-    pub limits: Limits,
-}
+mod cross_check;
+mod report;
 
-/// One SPX member.
-#[derive(Debug, Clone, Serialize)]
-pub struct EntryInfo {
-    pub name: String,
-    /// `file`, `dir`, `symlink`, `hardlink`.
-    pub kind: &'static str,
-    pub size: u64,
-    pub mode: u32,
-}
-
-/// An image archive inside the SPX.
-#[derive(Debug, Clone, Serialize)]
-pub struct NamedArchive {
-    pub name: String,
-    pub size: u64,
-    #[serde(flatten)]
-    pub info: ArchiveInfo,
-}
-
-/// A compose service and where its image comes from.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceInfo {
-    pub name: String,
-    pub image: Option<String>,
-    /// `bundled in X.tar.gz`, `provided on the robot`, `pulled by the robot`.
-    pub status: String,
-}
-
-/// Everything `verify` and `inspect` learn about an SPX.
-#[derive(Debug, Clone, Serialize)]
-pub struct SpxReport {
-    pub file: String,
-    pub compression: &'static str,
-    pub entries: Vec<EntryInfo>,
-    pub manifest: Option<Value>,
-    pub extension_name: Option<String>,
-    pub target: Option<Target>,
-    pub platform: String,
-    pub archives: Vec<NamedArchive>,
-    pub services: Vec<ServiceInfo>,
-    pub findings: Findings,
-}
-
-impl SpxReport {
-    pub fn ok(&self) -> bool {
-        !self.findings.has_errors()
-    }
-}
+use cross_check::cross_check;
+use report::Top;
+pub use report::{EntryInfo, NamedArchive, ServiceInfo, SpxReport, VerifyOptions};
 
 /// Verifies the SPX at `path`.
 pub fn verify_file(path: &Path, opts: &VerifyOptions) -> Result<SpxReport> {
@@ -92,35 +38,11 @@ pub fn verify_file(path: &Path, opts: &VerifyOptions) -> Result<SpxReport> {
     verify_stream(&mut f, &name, opts)
 }
 
-struct Top {
-    size: u64,
-    head: Vec<u8>,
-    data: Option<Vec<u8>>,
-    sha: Option<Digest>,
-    kind: &'static str,
-    archive: Option<ArchiveInfo>,
-}
-
 /// Verifies an SPX read from `r` (rewound first); `file` is its file name (the extension name
 /// falls back to its stem).
 pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions) -> Result<SpxReport> {
-    let mut findings = Findings::new();
-    let stem = file.strip_suffix(".spx").unwrap_or(file).to_string();
-    let mut report = SpxReport {
-        file: file.to_string(),
-        compression: "none",
-        entries: Vec::new(),
-        manifest: None,
-        extension_name: None,
-        target: None,
-        platform: String::new(),
-        archives: Vec::new(),
-        services: Vec::new(),
-        findings: Findings::new(),
-    };
-    let mut tops: BTreeMap<String, Top> = BTreeMap::new();
-    let mut manifest_map: Option<Map<String, Value>> = None;
-    let mut want_images: Option<Vec<String>> = None;
+    let mut report = SpxReport::empty(file);
+    let mut scan = Scan::new(file, opts);
     let io_err = |e: io::Error| Error::from_io("cannot read", file, e);
 
     r.seek(SeekFrom::Start(0)).map_err(io_err)?;
@@ -130,78 +52,81 @@ pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions
     match outer {
         Compression::Gzip => {}
         Compression::Zstd => {
-            findings.error(format!("{file}: zstd-compressed; an SPX is a gzip-compressed tar"), Some(GZ_HINT));
-            report.findings = findings;
+            report.findings.error(format!("{file}: zstd-compressed; an SPX is a gzip-compressed tar"), Some(GZ_HINT));
             return Ok(report);
         }
-        other => findings.error(format!("{file}: {}; an SPX is a gzip-compressed tar", describe(other)), Some(GZ_HINT)),
+        other => {
+            scan.findings.error(format!("{file}: {}; an SPX is a gzip-compressed tar", describe(other)), Some(GZ_HINT))
+        }
     }
-    let dec = decoder(outer, br, opts.limits);
-    let walked = walk(dec, &mut |name, kind, size, mode, reader| {
-        report.entries.push(EntryInfo { name: name.to_string(), kind, size, mode });
+    let walked = walk(decoder(outer, br, opts.limits), &mut |name, kind, size, mode, reader| {
+        scan.visit(name, kind, size, mode, reader)
+    });
+    if let Err(e) = walked {
+        scan.findings.error(
+            format!("{file}: {}", e.message()),
+            Some("the file is damaged or not an SPX; build or download it again"),
+        );
+    }
+    let missed = scan.missed_archives();
+    if !missed.is_empty() {
+        r.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        let br = BufReader::with_capacity(1 << 20, &mut *r);
+        scan.check_missed(decoder(outer, br, opts.limits), &missed);
+    }
+
+    let Scan { entries, tops, manifest: manifest_map, mut findings, .. } = scan;
+    report.entries = entries;
+    let stem = file.strip_suffix(".spx").unwrap_or(file);
+    cross_check(&mut report, &tops, manifest_map.as_ref(), stem, file, opts, &mut findings);
+    report.manifest = manifest_map.map(Value::Object);
+    report.findings = findings;
+    Ok(report)
+}
+
+/// The first pass over an SPX: every entry, the top-level files with what the cross checks need,
+/// the manifest, and the image archives checked as they stream by.
+struct Scan<'a> {
+    file: &'a str,
+    opts: &'a VerifyOptions,
+    entries: Vec<EntryInfo>,
+    tops: BTreeMap<String, Top>,
+    manifest: Option<Map<String, Value>>,
+    /// The manifest's `images` once it was read; until then archives are recognised by name.
+    want_images: Option<Vec<String>>,
+    findings: Problems,
+}
+
+impl<'a> Scan<'a> {
+    fn new(file: &'a str, opts: &'a VerifyOptions) -> Self {
+        Scan {
+            file,
+            opts,
+            entries: Vec::new(),
+            tops: BTreeMap::new(),
+            manifest: None,
+            want_images: None,
+            findings: Problems::new(),
+        }
+    }
+
+    fn visit(&mut self, name: &str, kind: &'static str, size: u64, mode: u32, reader: &mut dyn Read) -> io::Result<()> {
+        let file = self.file;
+        self.entries.push(EntryInfo { name: name.to_string(), kind, size, mode });
         if kind != "file" {
-            if let Some(prev) = tops.get(name) {
-                if !(kind == "dir" && prev.kind == "dir") {
-                    findings.error(format!("{file}: contains {name:?} twice ({} and {kind})", prev.kind), None);
-                }
-                return Ok(());
-            }
-            tops.insert(name.to_string(), Top { size, head: vec![], data: None, sha: None, kind, archive: None });
-            if kind == "symlink" || kind == "hardlink" {
-                findings.warn(
-                    format!("{file}: {name} is a {kind}"),
-                    Some("links in an extension are fragile; package the file itself"),
-                );
-            }
+            self.not_a_file(name, kind, size);
             return Ok(());
         }
-        let top_level = !name.contains('/');
-        let is_candidate = top_level
-            && match &want_images {
-                Some(list) => list.iter().any(|n| n == name),
-                None => crate::spx::is_archive_name(name),
-            };
-        let mut top = Top { size, head: vec![], data: None, sha: None, kind, archive: None };
-        if is_candidate {
-            let label = format!("{file}: {name}");
-            let platform = opts
-                .platform
-                .clone()
-                .or_else(|| manifest_map.as_ref().and_then(manifest::target).map(|t| t.platform()));
-            let copts = CheckOptions { full: opts.full, platform: platform.as_ref(), limits: opts.limits };
-            top.archive = image_check::check(reader, &label, &copts, &mut findings);
-            io::copy(reader, &mut io::sink())?;
-        } else {
-            let keep = top_level && (name == MANIFEST || COMPOSE_NAMES.contains(&name));
-            let limit: u64 = if name == MANIFEST { manifest::MAX_SIZE as u64 } else { 4 << 20 };
-            let mut h = Hasher::new();
-            let mut data = Vec::new();
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = reader.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-                if (data.len() as u64) < if keep { limit } else { 64 } {
-                    data.extend_from_slice(&buf[..n]);
-                }
-            }
-            top.head = data[..data.len().min(64)].to_vec();
-            if keep && size <= limit {
-                top.data = Some(data);
-            }
-            top.sha = Some(h.finish());
-        }
-        if let Some(prev) = tops.get(name) {
+        let top = self.read_file(name, size, reader)?;
+        if let Some(prev) = self.tops.get(name) {
             let same = prev.size == top.size && prev.sha.is_some() && prev.sha == top.sha;
             if same {
-                findings.warn(
+                self.findings.warn(
                     format!("{file}: contains {name:?} twice with the same content"),
                     Some("harmless, but the SDK script only does it by mistake"),
                 );
             } else {
-                findings.error(
+                self.findings.error(
                     format!("{file}: contains {name:?} twice with different content"),
                     Some("the robot gets whichever is extracted last; rebuild the SPX"),
                 );
@@ -209,50 +134,119 @@ pub fn verify_stream<R: Read + Seek>(r: &mut R, file: &str, opts: &VerifyOptions
             return Ok(());
         }
         if name == MANIFEST {
-            let mut f = Findings::new();
-            if let Some(data) = &top.data {
-                manifest_map = manifest::parse(data, &format!("{file}: {MANIFEST}"), &mut f);
-            } else {
-                f.error(format!("{file}: {MANIFEST} is larger than {} bytes", manifest::MAX_SIZE), None);
-            }
-            findings.extend(f);
-            want_images = manifest_map.as_ref().map(manifest::images);
+            self.read_manifest(&top);
         }
-        tops.insert(name.to_string(), top);
+        self.tops.insert(name.to_string(), top);
         Ok(())
-    });
-    if let Err(e) = walked {
-        findings.error(format!("{file}: {e}"), Some("the file is damaged or not an SPX; build or download it again"));
     }
 
-    // Second pass for archives listed in the manifest that the first pass could not recognise.
-    let images = manifest_map.as_ref().map(manifest::images).unwrap_or_default();
-    let missed: Vec<String> = images
-        .iter()
-        .filter(|n| tops.get(*n).is_some_and(|t| t.archive.is_none() && t.kind == "file"))
-        .cloned()
-        .collect();
-    if !missed.is_empty() && !matches!(outer, Compression::Zstd) {
-        let target = manifest_map.as_ref().and_then(manifest::target).map(|t| t.platform());
-        let platform = opts.platform.clone().or(target);
-        r.seek(SeekFrom::Start(0)).map_err(io_err)?;
-        let br = BufReader::with_capacity(1 << 20, &mut *r);
-        let _ = walk(decoder(outer, br, opts.limits), &mut |name, _, _, _, reader| {
-            if missed.iter().any(|m| m == name)
-                && let Some(t) = tops.get_mut(name)
-                && t.archive.is_none()
-            {
-                let copts = CheckOptions { full: opts.full, platform: platform.as_ref(), limits: opts.limits };
-                t.archive = image_check::check(reader, &format!("{file}: {name}"), &copts, &mut findings);
+    /// A directory or link: recorded; links are warned about, a name seen twice is an error
+    /// (except a directory twice).
+    fn not_a_file(&mut self, name: &str, kind: &'static str, size: u64) {
+        let file = self.file;
+        if let Some(prev) = self.tops.get(name) {
+            if !(kind == "dir" && prev.kind == "dir") {
+                self.findings.error(format!("{file}: contains {name:?} twice ({} and {kind})", prev.kind), None);
+            }
+            return;
+        }
+        self.tops.insert(name.to_string(), Top::new(kind, size));
+        if kind == "symlink" || kind == "hardlink" {
+            self.findings.warn(
+                format!("{file}: {name} is a {kind}"),
+                Some("links in an extension are fragile; package the file itself"),
+            );
+        }
+    }
+
+    /// A file: an image archive is checked as it streams by; any other file is hashed, and the
+    /// manifest and compose file are kept.
+    fn read_file(&mut self, name: &str, size: u64, reader: &mut dyn Read) -> io::Result<Top> {
+        let top_level = !name.contains('/');
+        let is_candidate = top_level
+            && match &self.want_images {
+                Some(list) => list.iter().any(|n| n == name),
+                None => crate::spx::is_archive_name(name),
+            };
+        let mut top = Top::new("file", size);
+        if is_candidate {
+            top.archive = self.check_archive(name, reader);
+            io::copy(reader, &mut io::sink())?;
+            return Ok(top);
+        }
+        let keep = top_level && (name == MANIFEST || COMPOSE_NAMES.contains(&name));
+        let limit: u64 = if name == MANIFEST { manifest::MAX_SIZE as u64 } else { 4 << 20 };
+        let (data, sha) = hash_keeping(reader, if keep { limit } else { 64 })?;
+        top.head = data[..data.len().min(64)].to_vec();
+        if keep && size <= limit {
+            top.data = Some(data);
+        }
+        top.sha = Some(sha);
+        Ok(top)
+    }
+
+    fn read_manifest(&mut self, top: &Top) {
+        let file = self.file;
+        let mut f = Problems::new();
+        if let Some(data) = &top.data {
+            self.manifest = manifest::parse(data, &format!("{file}: {MANIFEST}"), &mut f);
+        } else {
+            f.error(format!("{file}: {MANIFEST} is larger than {} bytes", manifest::MAX_SIZE), None);
+        }
+        self.findings.extend(f);
+        self.want_images = self.manifest.as_ref().map(manifest::images);
+    }
+
+    /// Runs the image checks on the archive `name`, for `--platform` or the manifest's target.
+    fn check_archive(&mut self, name: &str, reader: &mut dyn Read) -> Option<ArchiveInfo> {
+        let target = self.manifest.as_ref().and_then(manifest::target).map(|t| t.platform());
+        let platform = self.opts.platform.clone().or(target);
+        let opts = self.opts;
+        let copts = CheckOptions { full: opts.full, platform: platform.as_ref(), limits: opts.limits };
+        image_check::check(reader, &format!("{}: {name}", self.file), &copts, &mut self.findings)
+    }
+
+    /// Archives the manifest lists that the first pass did not check (they came before the
+    /// manifest and do not look like archives by name).
+    fn missed_archives(&self) -> Vec<String> {
+        let images = self.manifest.as_ref().map(manifest::images).unwrap_or_default();
+        images
+            .into_iter()
+            .filter(|n| self.tops.get(n).is_some_and(|t| t.archive.is_none() && t.kind == "file"))
+            .collect()
+    }
+
+    /// The second pass: checks the `missed` archives.
+    fn check_missed(&mut self, r: Box<dyn Read + '_>, missed: &[String]) {
+        let _ = walk(r, &mut |name, _, _, _, reader| {
+            if missed.iter().any(|m| m == name) && self.tops.get(name).is_some_and(|t| t.archive.is_none()) {
+                let info = self.check_archive(name, reader);
+                if let Some(t) = self.tops.get_mut(name) {
+                    t.archive = info;
+                }
             }
             Ok(())
         });
     }
+}
 
-    cross_check(&mut report, &tops, manifest_map.as_ref(), &stem, file, opts, &mut findings);
-    report.manifest = manifest_map.map(Value::Object);
-    report.findings = findings;
-    Ok(report)
+/// Reads `r` to its end: (its first bytes, at least `keep` of them when there are, and its
+/// sha256).
+fn hash_keeping(r: &mut dyn Read, keep: u64) -> io::Result<(Vec<u8>, Digest)> {
+    let mut h = Hasher::new();
+    let mut data = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        if (data.len() as u64) < keep {
+            data.extend_from_slice(&buf[..n]);
+        }
+    }
+    Ok((data, h.finish()))
 }
 
 const GZ_HINT: &str = "create it with spxpack build, or tar czf";
@@ -271,73 +265,48 @@ fn decoder<'a>(c: Compression, br: BufReader<&'a mut (impl Read + ?Sized)>, limi
 
 type Visit<'v> = dyn FnMut(&str, &'static str, u64, u32, &mut dyn Read) -> io::Result<()> + 'v;
 
+/// The words of [`walk_entries`]' problems for an SPX.
+const WORDS: Wording = Wording {
+    unsafe_note: "; the SPX may be malicious",
+    no_end_marker: "it ends without the end-of-archive marker (truncated)",
+};
+
 /// Reads every entry; the visitor gets (name, kind, size, mode, content reader).
-fn walk(r: Box<dyn Read + '_>, visit: &mut Visit) -> std::result::Result<(), String> {
-    let consumed = std::rc::Rc::new(std::cell::Cell::new(0u64));
-    struct Counting<'a> {
-        inner: Box<dyn Read + 'a>,
-        n: std::rc::Rc<std::cell::Cell<u64>>,
-    }
-    impl Read for Counting<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let k = self.inner.read(buf)?;
-            self.n.set(self.n.get() + k as u64);
-            Ok(k)
-        }
-    }
-    let (guarded, guard) = HeaderGuard::new(Counting { inner: r, n: consumed.clone() });
-    let mut ar = tar::Archive::new(guarded);
-    let mut end = 0u64;
-    let mut count = 0;
-    let mut entries = ar.entries().map_err(|e| format!("not a tar archive: {e}"))?;
-    while let Some(entry) = guard.next(&mut entries) {
-        let mut entry = entry.map_err(|e| format!("not a valid tar archive: {e}"))?;
-        count += 1;
-        let raw = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw).into_owned();
-        let name = std::str::from_utf8(&raw).map_err(|_| format!("entry name {shown:?} is not valid UTF-8"))?;
-        let name = match normalize(name) {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(why) => return Err(format!("unsafe entry {shown:?}: {why}; the SPX may be malicious")),
-        };
-        let h = entry.header();
-        let kind = h.entry_type();
-        let mode = h.mode().unwrap_or(0);
-        let size = entry.size();
-        end = entry.raw_file_position() + size.div_ceil(512) * 512;
-        let kind = if kind.is_file() || kind == tar::EntryType::Continuous {
-            "file"
-        } else if kind.is_dir() {
-            "dir"
-        } else if kind.is_symlink() {
-            let t = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-            let base = name.rsplit_once('/').map_or("", |(d, _)| d);
-            if t.starts_with('/') || !stays_inside(&format!("{base}/{t}")) {
-                return Err(format!("symlink {name:?} points outside the extension ({t:?}); the SPX may be malicious"));
-            }
-            "symlink"
-        } else if kind.is_hard_link() {
-            "hardlink"
-        } else if kind == tar::EntryType::XGlobalHeader {
-            continue;
-        } else {
-            return Err(format!("entry {name:?} is a {kind:?}; an SPX holds only files and directories"));
-        };
+fn walk(r: Box<dyn Read + '_>, visit: &mut Visit) -> Result<()> {
+    walk_entries(r, WORDS, &mut |name, entry| {
+        let kind = entry_kind(name, entry)?;
+        let mode = entry.header().mode().unwrap_or(0);
         if mode & 0o6000 != 0 {
-            return Err(format!("entry {name:?} has the setuid/setgid bit; the SPX may be malicious"));
+            return Err(Error::input(format!("entry {name:?} has the setuid/setgid bit; the SPX may be malicious")));
         }
-        visit(&name, kind, size, mode, &mut entry).map_err(|e| format!("{name}: {e}"))?;
-        // the rest of the content (of a directory, say) is not header data for the guard
-        io::copy(&mut entry, &mut io::sink()).map_err(|e| format!("{name}: {e}"))?;
-    }
-    if count == 0 {
-        return Err("it holds no entries".into());
-    }
-    if consumed.get() < end + 512 {
-        return Err("it ends without the end-of-archive marker (truncated)".into());
-    }
-    Ok(())
+        let in_entry = |e: io::Error| Error::input(format!("{name}: {e}"));
+        visit(name, kind, entry.size(), mode, entry).map_err(in_entry)?;
+        io::copy(entry, &mut io::sink()).map_err(in_entry)?;
+        Ok(())
+    })
+}
+
+/// `file`, `dir`, `symlink` (pointing inside the extension) or `hardlink`; anything else is refused.
+fn entry_kind(name: &str, entry: &StreamEntry) -> Result<&'static str> {
+    let kind = entry.header().entry_type();
+    Ok(if kind.is_file() || kind == tar::EntryType::Continuous {
+        "file"
+    } else if kind.is_dir() {
+        "dir"
+    } else if kind.is_symlink() {
+        let t = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let base = name.rsplit_once('/').map_or("", |(d, _)| d);
+        if t.starts_with('/') || !stays_inside(&format!("{base}/{t}")) {
+            return Err(Error::input(format!(
+                "symlink {name:?} points outside the extension ({t:?}); the SPX may be malicious"
+            )));
+        }
+        "symlink"
+    } else if kind.is_hard_link() {
+        "hardlink"
+    } else {
+        return Err(Error::input(format!("entry {name:?} is a {kind:?}; an SPX holds only files and directories")));
+    })
 }
 
 /// Whether a relative path resolved lexically stays inside the root.
@@ -356,107 +325,6 @@ fn stays_inside(p: &str) -> bool {
         }
     }
     true
-}
-
-fn cross_check(
-    report: &mut SpxReport,
-    tops: &BTreeMap<String, Top>,
-    m: Option<&Map<String, Value>>,
-    stem: &str,
-    file: &str,
-    opts: &VerifyOptions,
-    findings: &mut Findings,
-) {
-    let Some(m) = m else {
-        if !tops.contains_key(MANIFEST) {
-            findings.error(format!("{file}: no {MANIFEST} at the root"), Some("every SPX needs one"));
-        }
-        return;
-    };
-    let shown = file.to_string();
-    manifest::check(
-        m,
-        &manifest::Rules { file: &format!("{file}: {MANIFEST}"), spx_name: Some((stem, &shown)), packaged: true },
-        findings,
-    );
-    report.extension_name = Some(manifest::get_str(m, "extension_name").unwrap_or(stem).to_string());
-    let target = manifest::target(m);
-    report.target = target;
-    let platform = opts.platform.clone().unwrap_or_else(|| target.unwrap_or(Target::Spot).platform());
-    report.platform = platform.normalized().to_string();
-    for key in ["icon", "udev_rules"] {
-        if let Some(n) = manifest::get_str(m, key) {
-            match tops.get(n) {
-                Some(t) if t.kind == "file" => {
-                    if key == "icon" {
-                        assets::check_icon(&format!("{file}: {n}"), &t.head, t.size, findings);
-                    }
-                }
-                _ => findings.error(
-                    format!("{file}: {MANIFEST}: $.{key}: {n:?} is not in the SPX"),
-                    Some("the file named in the manifest must be packaged"),
-                ),
-            }
-        }
-    }
-    let images = manifest::images(m);
-    for (i, n) in images.iter().enumerate() {
-        match tops.get(n) {
-            Some(t) if t.kind == "file" => {
-                if let Some(info) = &t.archive {
-                    report.archives.push(NamedArchive { name: n.clone(), size: t.size, info: info.clone() });
-                }
-            }
-            _ => findings.error(
-                format!("{file}: {MANIFEST}: $.images[{i}]: {n:?} is not in the SPX"),
-                Some("every archive named in images must be packaged"),
-            ),
-        }
-    }
-    for (n, t) in tops {
-        if t.archive.is_some() && !images.contains(n) {
-            findings.warn(
-                format!("{file}: {n} looks like an image archive but {MANIFEST} images does not list it"),
-                Some("the robot loads only the archives listed in images"),
-            );
-        }
-    }
-    let compose_top = tops.get(COMPOSE);
-    let Some(data) = compose_top.and_then(|t| t.data.as_ref()) else {
-        let other = COMPOSE_NAMES.iter().find(|n| tops.contains_key(**n));
-        let hint = match other {
-            Some(o) => format!("rename {o} to {COMPOSE}; the robot reads no other name"),
-            None => "every SPX needs one".into(),
-        };
-        findings.error(format!("{file}: no {COMPOSE} at the root"), Some(&hint));
-        return;
-    };
-    let rules = compose::Rules {
-        file: &format!("{file}: {COMPOSE}"),
-        target: target.unwrap_or(Target::Spot),
-        platform: &platform,
-    };
-    let Some(c) = compose::check(data, &rules, findings) else { return };
-    for s in &c.services {
-        let Some(img) = &s.image else { continue };
-        let holder = report.archives.iter().find(|a| a.info.tags().any(|t| compose::same_image(t, img)));
-        let status = match holder {
-            Some(a) => format!("bundled in {}", a.name),
-            None if s.provided => "provided on the robot".to_string(),
-            None => {
-                let registry = crate::reference::Reference::parse(img).map(|r| r.registry).unwrap_or_default();
-                findings.warn(
-                    format!(
-                        "{file}: {COMPOSE}: services.{}.image: {img} is in no image archive; the robot will try to pull it from {registry}",
-                        s.name
-                    ),
-                    Some("bundle it, or make sure the robot can reach that registry"),
-                );
-                "pulled by the robot".to_string()
-            }
-        };
-        report.services.push(ServiceInfo { name: s.name.clone(), image: Some(img.clone()), status });
-    }
 }
 
 #[cfg(test)]
@@ -543,5 +411,83 @@ mod tests {
         e.write_all(&b.into_inner().unwrap()).unwrap();
         let r = verify_stream(&mut std::io::Cursor::new(e.finish().unwrap()), "x.spx", &opts).unwrap();
         assert!(msgs(&r).iter().any(|m| m.contains("contains \"a\" twice")), "{:?}", msgs(&r));
+    }
+
+    const QUICK: VerifyOptions = VerifyOptions { full: false, platform: None, limits: Limits::NONE };
+
+    #[test]
+    fn a_good_spx_with_its_archive_and_services() {
+        use crate::spx::image_check::tests::{archive, gz};
+        let m = br#"{"version":"1.0.0","extension_name":"x","images":["x.tar.gz"]}"#;
+        let c = b"services:\n  a:\n    image: x:1\n  b:\n    image: redis:7\n    x-spxpack: {provided: true}\n";
+        let a = gz(&archive(None, "arm64", "x:1"));
+        let mut s = spx(&[("manifest.json", m), ("x.tar.gz", &a), ("docker-compose.yml", c)], true);
+        let r = verify_stream(&mut s, "x.spx", &VerifyOptions { full: true, ..QUICK }).unwrap();
+        assert_eq!(
+            msgs(&r),
+            ["Warning: x.spx: manifest.json: $.installation_target: not set; the robot assumes \"spot\""]
+        );
+        assert!(r.ok());
+        assert_eq!((r.extension_name.as_deref(), r.platform.as_str()), (Some("x"), "linux/arm64/v8"));
+        assert_eq!(r.archives[0].info.images[0].tags, ["x:1"]);
+        assert!(r.archives[0].info.layers_verified);
+        let status: Vec<&str> = r.services.iter().map(|s| s.status.as_str()).collect();
+        assert_eq!(status, ["bundled in x.tar.gz", "provided on the robot"]);
+        let kinds: Vec<(&str, &str)> = r.entries.iter().map(|e| (e.name.as_str(), e.kind)).collect();
+        assert_eq!(kinds, [("manifest.json", "file"), ("x.tar.gz", "file"), ("docker-compose.yml", "file")]);
+    }
+
+    #[test]
+    fn an_archive_before_the_manifest_is_checked_in_a_second_pass() {
+        use crate::spx::image_check::tests::archive;
+        let m = br#"{"version":"1.0.0","extension_name":"x","installation_target":"orbit","images":["imgs.bin"]}"#;
+        let c = b"services:\n  a:\n    image: x:1\n";
+        let a = archive(None, "arm64", "x:1");
+        let mut s = spx(&[("imgs.bin", &a), ("manifest.json", m), ("docker-compose.yml", c)], true);
+        let r = verify_stream(&mut s, "x.spx", &QUICK).unwrap();
+        assert_eq!(r.archives.len(), 1);
+        assert_eq!(
+            msgs(&r),
+            [
+                "Error: x.spx: imgs.bin: image x:1: image is linux/arm64, but the target is linux/amd64",
+                "Warning: x.spx: manifest.json: $.images[0]: \"imgs.bin\" does not end in .tar, .tar.gz or .tgz",
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_entries_end_the_walk() {
+        let walk_err = |b: tar::Builder<Vec<u8>>| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&b.into_inner().unwrap()).unwrap();
+            let r = verify_stream(&mut std::io::Cursor::new(e.finish().unwrap()), "x.spx", &QUICK).unwrap();
+            msgs(&r).remove(0)
+        };
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o4755);
+        b.append_data(&mut h, "run", &b"x"[..]).unwrap();
+        assert_eq!(walk_err(b), "Error: x.spx: entry \"run\" has the setuid/setgid bit; the SPX may be malicious");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "d/l", "../../etc/passwd").unwrap();
+        assert!(walk_err(b).contains("symlink \"d/l\" points outside the extension"));
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Fifo);
+        h.set_size(0);
+        b.append_data(&mut h, "p", &b""[..]).unwrap();
+        assert!(walk_err(b).contains("is a Fifo; an SPX holds only files and directories"));
+    }
+
+    #[test]
+    fn zstd_is_refused_at_once() {
+        let mut s = std::io::Cursor::new(vec![0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0]);
+        let r = verify_stream(&mut s, "x.spx", &QUICK).unwrap();
+        assert_eq!(msgs(&r), ["Error: x.spx: zstd-compressed; an SPX is a gzip-compressed tar"]);
+        assert_eq!(r.compression, "zstd");
     }
 }

@@ -1,13 +1,75 @@
 //! The non-image files of a build: the icon and udev rules (from the SDK flags, the manifest, or
-//! the SDK's default names) and the final check that no two entries share a name.
+//! the SDK's default names), the additional files (`--additional-files` and the compose file's
+//! `x-spxpack.additional_files`) and the final check that no two entries share a name.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use super::model::ComposeIn;
+use super::options::PackOptions;
+
+use crate::problem::Problems;
 use crate::progress::Reporter;
 use crate::spx::writer::{Body, Entry};
-use crate::spx::{Findings, MANIFEST, assets, manifest};
+use crate::spx::{MANIFEST, assets, manifest};
+
+/// The entries besides the manifest, compose file and image archives.
+#[derive(Debug, Default)]
+pub struct Assets {
+    pub icon: Vec<Entry>,
+    /// The additional files, sorted by name.
+    pub extra: Vec<Entry>,
+    pub udev: Vec<Entry>,
+}
+
+/// Collects the icon, the udev rules and the additional files; returns them and the
+/// directories among the additional files (read whole, so no output may be inside them).
+pub fn collect_assets(
+    opts: &PackOptions,
+    m: Option<&Map<String, Value>>,
+    compose: &ComposeIn,
+    added: &mut Vec<(String, Value)>,
+    f: &mut Problems,
+) -> (Assets, Vec<PathBuf>) {
+    let dir = &opts.dir;
+    let mut out = Assets::default();
+    if let Some(m) = m {
+        asset(opts.icon.as_deref(), "icon", "icon.png", m, dir, &opts.cwd, &mut out.icon, added, f);
+        asset(opts.udev_rule.as_deref(), "udev_rules", "udev_rule.rule", m, dir, &opts.cwd, &mut out.udev, added, f);
+    }
+    if let Some(Entry { body: Body::File { path, size }, name, .. }) = out.icon.first() {
+        let head = assets::read_head(path, 64).unwrap_or_default();
+        assets::check_icon(&format!("icon {name}"), &head, *size, f);
+    }
+    let mut tree_files: Vec<PathBuf> = Vec::new();
+    for a in &opts.additional_files {
+        if dir.join(a).is_dir() {
+            tree_files.push(dir.join(a));
+        }
+        let Some(base) = a.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            f.error(format!("--additional-files {}: names no file", a.display()), None);
+            continue;
+        };
+        assets::add_path(&mut out.extra, &dir.join(a), &base, dir, true, "additional file", f);
+    }
+    for p in compose.compose.iter().flat_map(|c| &c.additional_files) {
+        if let Err(why) = manifest::check_member_path(p) {
+            f.error(
+                format!("{}: x-spxpack.additional_files: {p:?} {why}", compose.label()),
+                Some("list paths inside the extension directory"),
+            );
+            continue;
+        }
+        if dir.join(p).is_dir() {
+            tree_files.push(dir.join(p));
+        }
+        let name = crate::tar::index::normalize(p).ok().flatten().unwrap_or_else(|| p.clone());
+        assets::add_path(&mut out.extra, &dir.join(p), &name, dir, true, "additional file", f);
+    }
+    out.extra.sort_by(|a, b| a.name.cmp(&b.name));
+    (out, tree_files)
+}
 
 /// Adds the icon or udev rules: the flag (resolved in the package directory, then the current
 /// one), else the manifest's file, else the SDK default name when that file exists.
@@ -16,12 +78,12 @@ pub fn asset(
     flag: Option<&Path>,
     key: &str,
     default: &str,
-    m: &serde_json::Map<String, Value>,
+    m: &Map<String, Value>,
     dir: &Path,
     cwd: &Path,
     out: &mut Vec<Entry>,
     added: &mut Vec<(String, Value)>,
-    f: &mut Findings,
+    f: &mut Problems,
 ) {
     let what = if key == "icon" { "--icon" } else { "--udev-rule" };
     let named = manifest::get_str(m, key);
@@ -78,7 +140,7 @@ pub fn asset(
 }
 
 /// Refuses two entries with the same name (the same source file twice is kept once).
-pub fn dedupe(entries: Vec<Entry>, f: &mut Findings, reporter: &dyn Reporter) -> Vec<Entry> {
+pub fn dedupe(entries: Vec<Entry>, f: &mut Problems, reporter: &dyn Reporter) -> Vec<Entry> {
     let mut out: Vec<Entry> = Vec::new();
     for e in entries {
         if let Some(prev) = out.iter().find(|p| p.name == e.name) {

@@ -4,18 +4,19 @@
 
 use std::path::{Path, PathBuf};
 
-use super::PackOptions;
-use super::plan::{ArchiveKind, ArchivePlan, DockerBuild, ImageFrom, ImageReq};
+use super::model::{ArchiveKind, ArchivePlan, DockerBuild, ImageFrom, ImageReq};
+use super::options::{PackOptions, VerifyLevel};
 use crate::platform::Platform;
+use crate::problem::Problems;
 use crate::progress::Reporter;
 use crate::reference::Reference;
 use crate::source::Source;
-use crate::spx::compose::repo_tag;
+use crate::spx;
+use crate::spx::compose::{Service, repo_tag};
 use crate::spx::image_check::{self, ArchiveInfo, CheckOptions};
-use crate::spx::{self, Findings, assets};
 
 /// An image pulled by reference (through a mirror when one applies).
-pub fn registry_req(image: &str, opts: &PackOptions, what: &str, f: &mut Findings) -> Option<ImageReq> {
+pub fn registry_req(image: &str, opts: &PackOptions, what: &str, f: &mut Problems) -> Option<ImageReq> {
     let r = match Reference::parse(image) {
         Ok(r) => r,
         Err(e) => {
@@ -45,7 +46,7 @@ pub fn source_req(
     opts: &PackOptions,
     service: &str,
     file: &str,
-    f: &mut Findings,
+    f: &mut Problems,
 ) -> Option<ImageReq> {
     let dir = &opts.dir;
     let parsed = match Source::parse(src) {
@@ -70,8 +71,31 @@ pub fn source_req(
     })
 }
 
+/// A compose service's `build:` (context relative to the extension directory, `Dockerfile` in
+/// it by default); an `args` key without a value takes it from the environment and is left out
+/// when that does not have it either (the Dockerfile's default applies, as in compose).
+pub fn compose_build_req(
+    s: &Service,
+    image: &str,
+    compose_label: &str,
+    opts: &PackOptions,
+    f: &mut Problems,
+) -> Option<ImageReq> {
+    let what = format!("{compose_label}: services.{}.build", s.name);
+    let Some(b) = &s.build else {
+        f.error(format!("{what}: must be a directory or a map with context"), None);
+        return None;
+    };
+    let context = if b.context == "." { opts.dir.clone() } else { opts.dir.join(&b.context) };
+    let dockerfile = context.join(b.dockerfile.as_deref().unwrap_or("Dockerfile"));
+    let from_env = |k: &str| opts.env.get_os(k).and_then(|v| v.to_str()).map(str::to_string);
+    let args = b.args.iter().filter_map(|(k, v)| Some((k.clone(), v.clone().or_else(|| from_env(k))?))).collect();
+    let spec = DockerBuild { dockerfile, context, args, target: b.target.clone() };
+    build_req(image, spec, &what, f)
+}
+
 /// An image built from a Dockerfile and saved as `image`.
-pub fn build_req(image: &str, build: DockerBuild, what: &str, f: &mut Findings) -> Option<ImageReq> {
+pub fn build_req(image: &str, build: DockerBuild, what: &str, f: &mut Problems) -> Option<ImageReq> {
     if let Err(e) = Reference::parse(image) {
         f.error(format!("{what}: {}", e.message()), e.hint());
         return None;
@@ -99,12 +123,12 @@ pub fn prebuilt(
     name: &str,
     opts: &PackOptions,
     platform: &Platform,
-    f: &mut Findings,
+    f: &mut Problems,
     reporter: &dyn Reporter,
 ) -> ArchiveKind {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let copts = CheckOptions {
-        full: opts.verify == super::VerifyLevel::Full,
+        full: opts.verify == VerifyLevel::Full,
         platform: Some(platform),
         limits: crate::compress::Limits::NONE,
     };
@@ -113,7 +137,7 @@ pub fn prebuilt(
         Err(e) => {
             match crate::input::refusal(&e) {
                 Some(refused) => f.error(refused.message().to_string(), refused.hint()),
-                None => f.error(format!("{}: {}", path.display(), assets::io_text(&e)), None),
+                None => f.error(format!("{}: {}", path.display(), crate::error::io_text(&e)), None),
             }
             None
         }
@@ -135,7 +159,7 @@ pub fn pick_archive(
     archives: &mut Vec<ArchivePlan>,
     images_list: &mut Option<Vec<String>>,
     extension_name: &str,
-    f: &mut Findings,
+    f: &mut Problems,
 ) -> Option<usize> {
     let generated: Vec<usize> =
         (0..archives.len()).filter(|i| matches!(archives[*i].kind, ArchiveKind::Generated { .. })).collect();

@@ -4,96 +4,24 @@
 //! straight into the SPX (sizes planned first, so there is no temporary archive and no
 //! recompression) → the finished SPX re-read and checked → renamed into place.
 
+mod assign;
 mod emit;
 mod files;
 mod images;
+mod model;
+mod options;
 mod plan;
 #[cfg(test)]
 mod roundtrip_tests;
-
-use std::path::PathBuf;
+#[cfg(test)]
+mod tests;
 
 use crate::error::Result;
-use crate::platform::Platform;
 use crate::progress::{Reporter, human_size};
-use crate::registry::ClientOptions;
-use crate::spx::Target;
-
-pub use plan::Plan;
-
-/// How much of the finished SPX to re-check before it is moved into place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VerifyLevel {
-    /// Skip.
-    Off,
-    /// Structure, manifest, compose ↔ tags, image configs and layer sizes (re-reads the SPX once).
-    Quick,
-    /// Also every layer's diff_id over its decompressed bytes.
-    Full,
-}
 
 pub use crate::registry::Mirror;
-
-/// Everything `build` needs, resolved from flags and environment by the CLI.
-#[derive(Debug, Clone)]
-pub struct PackOptions {
-    /// The extension (package) directory with `manifest.json` and the compose file.
-    pub dir: PathBuf,
-    /// Where relative flag paths (`--icon`, `--udev-rule` fallbacks) are resolved.
-    pub cwd: PathBuf,
-    /// The SPX to write; default `<extension name>.spx` in `cwd`.
-    pub output: Option<PathBuf>,
-    /// An explicit target platform (`--platform`, `--amd64`); default from `installation_target`.
-    pub platform: Option<Platform>,
-    /// Images the robot has (or pulls) itself: not bundled.
-    pub provided: Vec<String>,
-    /// SDK `--image-archive`: the images come from the flags, not the compose file.
-    pub image_archive: Option<PathBuf>,
-    pub dockerfiles: Vec<PathBuf>,
-    pub build_tags: Vec<String>,
-    pub extra_images: Vec<String>,
-    pub icon: Option<PathBuf>,
-    pub udev_rule: Option<PathBuf>,
-    pub additional_files: Vec<PathBuf>,
-    pub skip_compose_validation: bool,
-    pub cache_dir: Option<PathBuf>,
-    pub offline: bool,
-    pub client: ClientOptions,
-    pub jobs: usize,
-    /// Gzip level for content that is not compressed already.
-    pub level: u32,
-    pub verify: VerifyLevel,
-    /// mtime of every entry and the default manifest `date` (`SOURCE_DATE_EPOCH` or 0).
-    pub epoch: u64,
-    /// How RUN steps of `build:` images are executed.
-    pub run: crate::dockerfile::run::RunOptions,
-}
-
-/// One image archive of the result.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ArchiveSummary {
-    pub name: String,
-    pub size: u64,
-    pub tags: Vec<String>,
-    /// Taken as is from the extension directory.
-    pub prebuilt: bool,
-}
-
-/// What `build` wrote.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PackSummary {
-    pub output: PathBuf,
-    pub extension_name: String,
-    pub target: Target,
-    pub platform: String,
-    pub entries: Vec<String>,
-    pub archives: Vec<ArchiveSummary>,
-    /// Manifest keys spxpack added (`installation_target`, `date`, …).
-    pub manifest_added: Vec<String>,
-    /// SDK `--image-archive` copy.
-    pub image_archive: Option<PathBuf>,
-    pub size: u64,
-}
+pub use model::{ArchiveSummary, PackSummary, Plan};
+pub use options::{PackOptions, VerifyLevel};
 
 /// Builds the SPX; see the module docs.
 pub fn pack(opts: &PackOptions, reporter: &dyn Reporter) -> Result<PackSummary> {

@@ -16,29 +16,11 @@ use crate::testkit::{self, Flavor, Spec, Synth, amd64_arm64, image, read_blob, s
 const MANIFEST: &str = r#"{"extension_name": "kit_ext", "description": "test kit extension", "version": "1.0.0", "images": ["kit_ext.tar.gz"], "installation_target": "spot"}"#;
 
 fn options(dir: &Path, out: &Path) -> PackOptions {
-    PackOptions {
-        dir: dir.to_path_buf(),
-        cwd: out.to_path_buf(),
-        output: None,
-        platform: None,
-        provided: vec![],
-        image_archive: None,
-        dockerfiles: vec![],
-        build_tags: vec![],
-        extra_images: vec![],
-        icon: None,
-        udev_rule: None,
-        additional_files: vec![],
-        skip_compose_validation: false,
-        cache_dir: Some(out.join("cache")),
-        offline: true,
-        client: Default::default(),
-        jobs: 2,
-        level: 6,
-        verify: VerifyLevel::Quick,
-        epoch: 0,
-        run: Default::default(),
-    }
+    let mut o = PackOptions::new(dir, out);
+    o.cache_dir = Some(out.join("cache"));
+    o.offline = true;
+    o.jobs = 2;
+    o
 }
 
 /// An extension directory with `manifest.json` and a compose file of `services` lines.
