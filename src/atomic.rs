@@ -180,7 +180,26 @@ pub enum InputKind {
     /// only, `index.json` replaced last).
     Layout,
     /// A build context: read whole except what its `.dockerignore` excludes.
-    Context(crate::dockerfile::dockerignore::Matcher),
+    Context(Excludes),
+}
+
+/// Which paths (relative, `/`-separated) of a tree are not read (a `.dockerignore`).
+#[derive(Clone)]
+pub struct Excludes(std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl Excludes {
+    pub fn new(f: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        Excludes(std::sync::Arc::new(f))
+    }
+    pub fn excludes(&self, rel: &str) -> bool {
+        (self.0)(rel)
+    }
+}
+
+impl std::fmt::Debug for Excludes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Excludes(..)")
+    }
 }
 
 /// Something a command reads, which its outputs must never overwrite.
@@ -420,7 +439,11 @@ mod tests {
         let ignore = crate::dockerfile::dockerignore::Matcher::parse("sub/*.tar\n", ".dockerignore").unwrap();
         let inputs = [
             Input::file("the source", p("in.tar")),
-            Input { label: "the build context".into(), path: p("ctx"), kind: InputKind::Context(ignore) },
+            Input {
+                label: "the build context".into(),
+                path: p("ctx"),
+                kind: InputKind::Context(Excludes::new(move |rel| ignore.excludes(rel))),
+            },
             Input::tree("the additional files directory", p("layout")),
         ];
         let refused = |out: PathBuf| check_output(&out, "output", &inputs).err().map(|e| e.message().to_string());

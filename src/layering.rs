@@ -6,8 +6,10 @@
 /// other.
 pub const LAYERS: &[&[&str]] = &[
     &["error", "host_env", "progress"],
+    &["problem"],
     &["digest", "platform", "input", "atomic"],
-    &["reference", "compress", "http", "tar"],
+    &["reference", "compress", "http"],
+    &["tar"],
     &["image"],
     &["blob_cache"],
     &["docker_archive", "oci_layout", "registry"],
@@ -38,12 +40,13 @@ mod tests {
                     stack.push(p);
                     continue;
                 }
-                if p.extension().is_none_or(|x| x != "rs") {
+                // test-only files (`*_tests.rs`, declared under #[cfg(test)]) may use anything
+                if p.extension().is_none_or(|x| x != "rs") || p.to_string_lossy().ends_with("tests.rs") {
                     continue;
                 }
                 let rel = p.strip_prefix(src).unwrap().to_string_lossy().into_owned();
                 let top = rel.split('/').next().unwrap().trim_end_matches(".rs").to_string();
-                if ["lib", "main", "cli", "layering"].contains(&top.as_str()) {
+                if ["lib", "main", "cli", "layering", "testkit"].contains(&top.as_str()) {
                     continue;
                 }
                 let text = std::fs::read_to_string(&p).unwrap();
@@ -58,7 +61,8 @@ mod tests {
                     let mut rest = code;
                     while let Some(i) = rest.find("crate::") {
                         rest = &rest[i + "crate::".len()..];
-                        let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                        let name: String =
+                            rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
                         if !name.is_empty() && name != top && name != "Error" && name != "Result" && name != "Kind" {
                             out.push((rel.clone(), top.clone(), name));
                         }
@@ -92,6 +96,10 @@ mod tests {
                 bad.insert(format!("src/{file}: {from} (layer {a}) uses {to} (layer {b})"));
             }
         }
-        assert!(bad.is_empty(), "imports against the layering (docs/architecture.md):\n{}", Vec::from_iter(bad).join("\n"));
+        assert!(
+            bad.is_empty(),
+            "imports against the layering (docs/architecture.md):\n{}",
+            Vec::from_iter(bad).join("\n")
+        );
     }
 }

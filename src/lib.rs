@@ -30,4 +30,7 @@ pub mod tar;
 #[cfg(test)]
 pub(crate) mod testkit;
 
+#[cfg(test)]
+mod layering;
+
 pub use error::{Error, Kind, Result};

@@ -148,7 +148,7 @@ pub struct VerifyArgs {
 }
 
 pub fn build(a: PackArgs, term: &Term) -> Result<()> {
-    let opts = pack_options(&a, HostEnv::from_vars(std::env::vars_os()))?;
+    let opts = pack_options(&a, super::host_env())?;
     let started = std::time::Instant::now();
     let s = pack::pack(&opts, term)?;
     if a.json {

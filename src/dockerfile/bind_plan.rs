@@ -9,30 +9,19 @@
 use std::sync::Arc;
 
 use super::StageResult;
-use super::copy::{self, CopyRequest, Plan, Source};
+use super::copy::{self, CopyRequest, Source};
 use super::ctx::{Ctx, FromUse};
+pub use super::executor::Bound;
 use super::fsview::{FsView, Node, PathKey};
 use super::instructions::Loc;
 use super::layer::{self, LayerOptions};
 use super::run_flags::{Mount, MountKind};
 use super::tree::Tree;
-use crate::digest::Digest;
 use crate::error::Result;
 use crate::platform::Platform;
 
 /// The plan's entries live below this name; it is the mount's source.
 pub(crate) const ROOT: &str = "m";
-
-/// A planned bind mount.
-#[derive(Debug, Clone)]
-pub struct Bound {
-    /// The index of the mount in the step's `--mount`s.
-    pub mount: usize,
-    /// What the mount shows: [`ROOT`] (the source file or directory) and what is below it.
-    pub plan: Plan,
-    /// The hash of `plan`.
-    pub key: Digest,
-}
 
 /// Plans the bind mounts among `mounts` (a RUN at `loc` in stage `index`).
 pub(crate) fn plan(

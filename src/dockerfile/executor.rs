@@ -7,16 +7,28 @@
 
 use std::sync::Arc;
 
-use super::bind_plan::Bound;
+use super::copy::Plan;
 use super::instructions::{Heredoc, Loc};
 use super::layer::{Layer, LayerOptions};
 use super::layer_reader::{BlobLookup, Staging};
 use super::run_flags::RunFlags;
 use crate::blob_cache::BlobCache;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{BlobSource, Descriptor};
 use crate::platform::Platform;
 use crate::progress::Reporter;
+
+/// A planned bind mount.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// The index of the mount in the step's `--mount`s.
+    pub mount: usize,
+    /// What the mount shows: [`super::bind_plan::ROOT`] (the source file or directory) and what is below it.
+    pub plan: Plan,
+    /// The hash of `plan`.
+    pub key: Digest,
+}
 
 /// One layer of the stage's root filesystem, bottom first.
 #[derive(Clone)]

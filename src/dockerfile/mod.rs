@@ -108,10 +108,14 @@ impl BuildOptions {
 /// (`oci:`, `oci-archive:`, `docker-archive:`; those spelled with variables are not expanded).
 /// Read before the build, so problems here are left to the build to report.
 pub fn inputs(opts: &BuildOptions) -> Vec<crate::atomic::Input> {
-    use crate::atomic::{Input, InputKind};
+    use crate::atomic::{Excludes, Input, InputKind};
     let mut v = vec![Input::file("the Dockerfile", &opts.dockerfile)];
     let ignore = ignore_file(&opts.dockerfile, &opts.context).unwrap_or_default();
-    v.push(Input { label: "the build context".into(), path: opts.context.clone(), kind: InputKind::Context(ignore) });
+    v.push(Input {
+        label: "the build context".into(),
+        path: opts.context.clone(),
+        kind: InputKind::Context(Excludes::new(move |rel| ignore.excludes(rel))),
+    });
     for (k, val) in &opts.build_contexts {
         let label = format!("--build-context {k}");
         let src = val.strip_prefix("oci-layout://").map(|r| format!("oci:{r}"));
