@@ -187,6 +187,11 @@ impl Error {
 /// An `io::Error` as message text: `No such file or directory (os error 2)` → `no such file or
 /// directory` (first letter lowercased, the OS error number dropped).
 pub fn io_text(err: &io::Error) -> String {
+    os_error_text(err)
+}
+
+/// Any OS error's text (an `io::Error`, a rustix `Errno`) the way [`io_text`] shows it.
+pub fn os_error_text(err: &impl fmt::Display) -> String {
     let s = err.to_string();
     let s = s.split(" (os error").next().unwrap_or(&s).to_string();
     let mut c = s.chars();

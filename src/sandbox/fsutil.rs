@@ -174,10 +174,9 @@ pub fn read_in_root(root: &Path, rel: &str, limit: u64) -> io::Result<Option<Vec
     Ok(Some(v))
 }
 
-/// An OS error's text without the `(os error N)` suffix, lowercased (`operation not permitted`).
+/// An OS error's text without the `(os error N)` suffix (`operation not permitted`).
 pub(crate) fn errno_text(e: impl std::fmt::Display) -> String {
-    let s = e.to_string();
-    s.split(" (os error").next().unwrap_or(&s).to_lowercase()
+    crate::error::os_error_text(&e)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
-//! The extension `manifest.json`: strict parsing (duplicate keys are errors), every rule from
-//! `spec/spx-format.md` §1.4/§2.2/§2.3 checked at once with the JSON path of each problem, and
-//! the defaults the SDK script adds (`installation_target`, `date`) appended in its order while
-//! the user's key order is kept.
+//! The extension `manifest.json`: strict parsing (duplicate keys are errors), every rule of
+//! `docs/spx-format.md` ("Fields", "Extension name", "Script manifest processing") checked at
+//! once with the JSON path of each problem, and the defaults the SDK script adds
+//! (`installation_target`, `date`) appended in its order while the user's key order is kept.
 
 use serde_json::{Map, Value};
 
@@ -318,7 +318,7 @@ fn check_unknown_keys(m: &Map<String, Value>, c: &mut Check) {
 
 const NAME_HINT: &str = "use only letters, digits, '-' and '_', without \"coreio\" or \"mission_control\"";
 
-/// The extension name rules (`spec/spx-format.md` §2.3). The reserved words are matched without
+/// The extension name rules (`docs/spx-format.md`, "Extension name"). The reserved words are matched without
 /// regard to case.
 /// The error's message is the reason, to follow the quoted name (`"x y" contains ' '; …`).
 pub fn check_name(name: &str) -> Result<()> {
