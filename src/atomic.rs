@@ -180,7 +180,26 @@ pub enum InputKind {
     /// only, `index.json` replaced last).
     Layout,
     /// A build context: read whole except what its `.dockerignore` excludes.
-    Context(crate::build::dockerignore::Matcher),
+    Context(Excludes),
+}
+
+/// Which paths (relative, `/`-separated) of a tree are not read (a `.dockerignore`).
+#[derive(Clone)]
+pub struct Excludes(std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl Excludes {
+    pub fn new(f: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        Excludes(std::sync::Arc::new(f))
+    }
+    pub fn excludes(&self, rel: &str) -> bool {
+        (self.0)(rel)
+    }
+}
+
+impl std::fmt::Debug for Excludes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Excludes(..)")
+    }
 }
 
 /// Something a command reads, which its outputs must never overwrite.
@@ -199,16 +218,10 @@ impl Input {
     pub fn tree(label: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         Input { label: label.into(), path: path.into(), kind: InputKind::Tree }
     }
-    /// The local files an image source reads (none for a registry reference).
-    pub fn of_source(src: &crate::source::Source, label: &str) -> Option<Self> {
-        use crate::source::Source;
-        match src {
-            Source::Registry(_) => None,
-            Source::OciDir { path, .. } => {
-                Some(Input { label: label.into(), path: path.clone(), kind: InputKind::Layout })
-            }
-            Source::OciArchive { path, .. } | Source::DockerArchive { path, .. } => Some(Input::file(label, path)),
-        }
+    /// An OCI layout directory: files inside it are inputs, but the layout itself may be
+    /// updated (blobs added, `index.json` replaced last).
+    pub fn layout(label: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Input { label: label.into(), path: path.into(), kind: InputKind::Layout }
     }
 }
 
@@ -423,10 +436,14 @@ mod tests {
         fs::write(p("in.tar"), "input").unwrap();
         fs::hard_link(p("in.tar"), p("hard.tar")).unwrap();
         std::os::unix::fs::symlink("in.tar", p("soft.tar")).unwrap();
-        let ignore = crate::build::dockerignore::Matcher::parse("sub/*.tar\n", ".dockerignore").unwrap();
+        let ignore = crate::dockerfile::dockerignore::Matcher::parse("sub/*.tar\n", ".dockerignore").unwrap();
         let inputs = [
             Input::file("the source", p("in.tar")),
-            Input { label: "the build context".into(), path: p("ctx"), kind: InputKind::Context(ignore) },
+            Input {
+                label: "the build context".into(),
+                path: p("ctx"),
+                kind: InputKind::Context(Excludes::new(move |rel| ignore.excludes(rel))),
+            },
             Input::tree("the additional files directory", p("layout")),
         ];
         let refused = |out: PathBuf| check_output(&out, "output", &inputs).err().map(|e| e.message().to_string());

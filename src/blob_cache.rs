@@ -8,12 +8,18 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Kind, Result};
-use crate::image::{BlobReader, BlobSource, Descriptor};
+use crate::host_env::HostEnv;
+use crate::image::{BlobReader, BlobSource, Descriptor, Image};
+use crate::progress::{Reporter, human_size};
+
+#[cfg(test)]
+mod unit_tests;
 
 /// The blob cache.
 #[derive(Debug)]
@@ -25,9 +31,10 @@ pub struct BlobCache {
 }
 
 impl BlobCache {
-    /// Opens (creating if needed) the cache at `root`, or at the default location.
+    /// Opens (creating if needed) the cache at `root`, or at [`default_dir`] of an empty
+    /// environment (the CLI passes the user's, see [`default_dir`]).
     pub fn open(root: Option<PathBuf>, offline: bool) -> Result<Arc<Self>> {
-        let root = root.unwrap_or_else(default_dir);
+        let root = root.unwrap_or_else(|| default_dir(&HostEnv::default()));
         for sub in ["blobs/sha256", "tmp", "refs"] {
             let d = root.join(sub);
             fs::create_dir_all(&d).map_err(|e| {
@@ -221,16 +228,17 @@ impl BlobSource for CacheSource {
     }
 }
 
-/// `$XDG_CACHE_HOME/spxpack`, `~/.cache/spxpack`, or a per-user directory under the temp dir.
-pub fn default_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("SPXPACK_CACHE_DIR").filter(|v| !v.is_empty()) {
-        return PathBuf::from(x);
+/// `$SPXPACK_CACHE_DIR`, `$XDG_CACHE_HOME/spxpack`, `~/.cache/spxpack`, or a per-user
+/// directory under the temp dir.
+pub fn default_dir(env: &HostEnv) -> PathBuf {
+    if let Some(x) = env.path("SPXPACK_CACHE_DIR") {
+        return x;
     }
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(x).join("spxpack");
+    if let Some(x) = env.path("XDG_CACHE_HOME") {
+        return x.join("spxpack");
     }
-    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(h).join(".cache").join("spxpack");
+    if let Some(h) = env.path("HOME") {
+        return h.join(".cache").join("spxpack");
     }
     // SAFETY-free uid lookup: /proc/self is ours.
     let uid = fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(0);
@@ -247,6 +255,64 @@ fn sweep_stale_temps(dir: &Path) {
             let _ = fs::remove_file(e.path());
         }
     }
+}
+
+/// Fetches every remote layer of `images` not yet cached (into each source's cache), `jobs`
+/// at a time, biggest first. Returns how many were downloaded. Used by `pull`, `build` and the
+/// Dockerfile builder for its base images.
+pub fn prefetch(images: &[Image], jobs: usize, reporter: &dyn Reporter) -> Result<usize> {
+    let mut seen = HashSet::new();
+    let mut work: Vec<(&Image, &Descriptor)> = Vec::new();
+    for img in images {
+        if img.source.is_local() {
+            continue;
+        }
+        for l in &img.manifest.layers {
+            if seen.insert(l.digest.clone()) {
+                work.push((img, l));
+            }
+        }
+    }
+    if work.is_empty() {
+        return Ok(0);
+    }
+    // biggest first so the long downloads start early
+    work.sort_by(|a, b| b.1.size.cmp(&a.1.size).then(a.1.digest.cmp(&b.1.digest)));
+    let next = AtomicUsize::new(0);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let fetched = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, 16).min(work.len()) {
+            s.spawn(|| {
+                loop {
+                    if first_error.lock().expect("poisoned").is_some() {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((img, desc)) = work.get(i) else { return };
+                    match img.source.prefetch(desc) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            fetched.fetch_add(1, Ordering::SeqCst);
+                            reporter.message(&format!(
+                                "fetched layer {} ({})",
+                                desc.digest.short(),
+                                human_size(desc.size)
+                            ));
+                        }
+                        Err(e) => {
+                            first_error.lock().expect("poisoned").get_or_insert(e.context(&img.origin));
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().expect("poisoned") {
+        return Err(e);
+    }
+    Ok(fetched.into_inner())
 }
 
 #[cfg(test)]

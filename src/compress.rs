@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::{Compress, Compression as Level, FlushCompress, Status};
 
+#[cfg(test)]
+mod unit_tests;
+
 /// A compression format recognised by its magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -353,6 +356,17 @@ pub fn gzip_stream<W: Write>(r: &mut dyn Read, w: W, level: u32, threads: usize)
     let mut gz = GzipWriter::new(w, level, threads)?;
     let n = crate::digest::for_each_chunk(r, CHUNK, |b| gz.write_compressible(b))?;
     Ok((n, gz.finish()?))
+}
+
+/// Whether data starting with `head` is compressed already (a compressed stream, PNG, JPEG,
+/// zip, 7z, RIFF media), so deflating it again is wasted CPU.
+pub fn already_compressed(head: &[u8]) -> bool {
+    sniff(head) != Compression::None
+        || head.starts_with(b"\x89PNG")
+        || head.starts_with(&[0xff, 0xd8, 0xff])
+        || head.starts_with(b"PK\x03\x04")
+        || head.starts_with(b"7z\xbc\xaf\x27\x1c")
+        || head.starts_with(b"RIFF")
 }
 
 /// The number of worker threads to use by default.

@@ -8,6 +8,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 
+#[cfg(test)]
+mod unit_tests;
+
 /// A validated sha256 digest.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest {

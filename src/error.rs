@@ -1,6 +1,15 @@
 //! The library's one error type: every failure carries a lowercase message that names the
-//! file, reference, digest or field involved, an optional `hint:` saying what to do, and a
-//! class that decides the process exit code (1 = bad input, 2 = unexpected failure).
+//! file, reference, digest or field involved, the context frames callers added on its way up
+//! ([`Error::context`]: "while building service `app`", "image python:3.11"), an optional
+//! `hint:` saying what to do, and a class that decides the process exit code (1 = bad input,
+//! 2 = unexpected failure). [`Error::render`] prints the chain as the CLI shows it:
+//!
+//! ```text
+//! error: service app (docker-compose.yml)
+//! caused by: image python:3.11
+//! caused by: blob sha256:… does not match its digest
+//! hint: …
+//! ```
 
 use std::fmt;
 use std::io;
@@ -36,6 +45,8 @@ pub enum Kind {
 pub struct Error {
     kind: Kind,
     msg: String,
+    /// Context frames, outermost first.
+    frames: Vec<String>,
     hint: Option<String>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -44,7 +55,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: Kind, msg: impl Into<String>) -> Self {
-        Error { kind, msg: msg.into(), hint: None, source: None }
+        Error { kind, msg: msg.into(), frames: Vec::new(), hint: None, source: None }
     }
     pub fn input(msg: impl Into<String>) -> Self {
         Self::new(Kind::Input, msg)
@@ -86,14 +97,50 @@ impl Error {
         self.hint = Some(hint.into());
         self
     }
-    /// Prefixes the message with context, e.g. the image the failure happened in.
+    /// Adds an outer context frame, e.g. the image or service the failure happened in. The
+    /// message, kind and hint stay those of the cause.
     pub fn context(mut self, ctx: impl fmt::Display) -> Self {
-        self.msg = format!("{ctx}: {}", self.msg);
+        let ctx = ctx.to_string();
+        // the same frame twice in a row (a source and its caller both naming the image) says
+        // nothing new
+        if self.frames.first() != Some(&ctx) {
+            self.frames.insert(0, ctx);
+        }
         self
+    }
+    /// Prefixes the outermost line with a location (`Dockerfile:3:1`): where the failure is,
+    /// not a further cause.
+    pub fn at(mut self, loc: impl fmt::Display) -> Self {
+        match self.frames.first_mut() {
+            Some(f) => *f = format!("{loc}: {f}"),
+            None => self.msg = format!("{loc}: {}", self.msg),
+        }
+        self
+    }
+    /// The chain from the outermost context frame to the cause.
+    pub fn chain(&self) -> impl Iterator<Item = &str> {
+        self.frames.iter().map(String::as_str).chain(std::iter::once(self.msg.as_str()))
+    }
+    /// The lines the CLI prints: `error: OUTERMOST`, a `caused by: …` line per inner frame down
+    /// to the cause, then `hint: …` when there is one.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (i, frame) in self.chain().enumerate() {
+            out.push_str(if i == 0 { "error: " } else { "caused by: " });
+            out.push_str(frame);
+            out.push('\n');
+        }
+        if let Some(h) = &self.hint {
+            out.push_str("hint: ");
+            out.push_str(h);
+            out.push('\n');
+        }
+        out
     }
     pub fn kind(&self) -> Kind {
         self.kind
     }
+    /// The cause's message, without context frames.
     pub fn message(&self) -> &str {
         &self.msg
     }
@@ -108,7 +155,13 @@ impl Error {
         }
     }
     fn clone_shallow(&self) -> Self {
-        Error { kind: self.kind, msg: self.msg.clone(), hint: self.hint.clone(), source: None }
+        Error {
+            kind: self.kind,
+            msg: self.msg.clone(),
+            frames: self.frames.clone(),
+            hint: self.hint.clone(),
+            source: None,
+        }
     }
     /// Wraps this error into an `io::Error` so it can travel through `Read` implementations.
     pub fn into_io(self) -> io::Error {
@@ -131,9 +184,15 @@ impl Error {
     }
 }
 
-fn io_text(err: &io::Error) -> String {
+/// An `io::Error` as message text: `No such file or directory (os error 2)` → `no such file or
+/// directory` (first letter lowercased, the OS error number dropped).
+pub fn io_text(err: &io::Error) -> String {
+    os_error_text(err)
+}
+
+/// Any OS error's text (an `io::Error`, a rustix `Errno`) the way [`io_text`] shows it.
+pub fn os_error_text(err: &impl fmt::Display) -> String {
     let s = err.to_string();
-    // "No such file or directory (os error 2)" -> "no such file or directory"
     let s = s.split(" (os error").next().unwrap_or(&s).to_string();
     let mut c = s.chars();
     match c.next() {
@@ -142,9 +201,16 @@ fn io_text(err: &io::Error) -> String {
     }
 }
 
+/// One line: the chain joined by `": "` (for logs and `--json`).
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.msg)
+        for (i, frame) in self.chain().enumerate() {
+            if i > 0 {
+                f.write_str(": ")?;
+            }
+            f.write_str(frame)?;
+        }
+        Ok(())
     }
 }
 
@@ -166,4 +232,52 @@ macro_rules! bail {
     ($kind:ident, $($arg:tt)+) => {
         return Err($crate::error::Error::$kind(format!($($arg)+)))
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_chains_and_renders_error_caused_by_hint() {
+        let e = Error::integrity("blob sha256:ab does not match its digest")
+            .with_hint("pull again")
+            .context("image python:3.11")
+            .context("image python:3.11")
+            .context("service app (docker-compose.yml)");
+        assert_eq!(e.kind(), Kind::Integrity);
+        assert_eq!(e.message(), "blob sha256:ab does not match its digest");
+        assert_eq!(
+            e.to_string(),
+            "service app (docker-compose.yml): image python:3.11: blob sha256:ab does not match its digest"
+        );
+        assert_eq!(
+            e.render(),
+            "error: service app (docker-compose.yml)\ncaused by: image python:3.11\n\
+             caused by: blob sha256:ab does not match its digest\nhint: pull again\n"
+        );
+    }
+
+    #[test]
+    fn a_location_prefixes_the_outermost_line() {
+        let e = Error::input("RUN x failed").at("Dockerfile:3:1");
+        assert_eq!(e.render(), "error: Dockerfile:3:1: RUN x failed\n");
+        let e = Error::input("no such tag").context("FROM a:b").at("Dockerfile:1:1");
+        assert_eq!(e.render(), "error: Dockerfile:1:1: FROM a:b\ncaused by: no such tag\n");
+    }
+
+    #[test]
+    fn an_error_without_context_is_one_line_and_its_hint() {
+        let e = Error::input("bad value").with_hint("fix it");
+        assert_eq!(e.render(), "error: bad value\nhint: fix it\n");
+        assert_eq!(Error::io("cannot read", Path::new("/x"), io::Error::from_raw_os_error(2)).exit_code(), 2);
+    }
+
+    #[test]
+    fn errors_survive_a_trip_through_io_error() {
+        let e = Error::integrity("size mismatch").context("layer 2");
+        let back = Error::from_io("cannot read", "x", e.into_io());
+        assert_eq!(back.kind(), Kind::Integrity);
+        assert_eq!(back.to_string(), "layer 2: size mismatch");
+    }
 }

@@ -1,5 +1,5 @@
 //! The one redirect policy for every HTTP request spxpack makes: registry requests
-//! ([`crate::registry::client`]) and Dockerfile `ADD <url>` downloads ([`crate::build::fetch`]).
+//! ([`crate::registry::client`]) and Dockerfile `ADD <url>` downloads ([`crate::dockerfile::fetch`]).
 //! ureq's own redirect handling is off in every agent (they all start from [`agent_config`]);
 //! callers follow `Location` through [`Requester::follow`] so that it can refuse what a server
 //! should never ask for: more than [`MAX_HOPS`] hops, a step down from `https` to `http`, and a

@@ -7,26 +7,30 @@
 
 pub mod atomic;
 pub mod blob_cache;
-pub mod build;
 pub mod compress;
 pub mod digest;
 pub mod docker_archive;
+pub mod dockerfile;
 pub mod error;
+pub mod host_env;
 pub mod http;
 pub mod image;
 pub mod input;
-pub mod inspect;
 pub mod oci_layout;
-pub mod pack;
+pub mod ops;
 pub mod platform;
+pub mod problem;
 pub mod progress;
-pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod sandbox;
 pub mod source;
 pub mod spx;
-pub mod tar_index;
+pub mod tar;
+#[cfg(test)]
+pub(crate) mod testkit;
+
+#[cfg(test)]
+mod layering;
 
 pub use error::{Error, Kind, Result};
-pub mod cli;

@@ -2,6 +2,8 @@
 
 use clap::Parser;
 
+mod cli;
+
 fn main() {
     // the RUN sandbox re-executes spxpack; it must not start threads (signal handler) first
     if let Some(a) = std::env::args().nth(1)
@@ -9,7 +11,7 @@ fn main() {
     {
         spxpack::sandbox::internal_main(&std::env::args().skip(1).collect::<Vec<_>>());
     }
-    let cli = spxpack::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -24,7 +26,7 @@ fn main() {
         .without_time()
         .init();
     spxpack::atomic::install_signal_cleanup();
-    match spxpack::cli::run(cli) {
+    match cli::run(cli) {
         Ok(()) => {}
         Err(_) if spxpack::atomic::interrupted() => {
             // the signal handler is removing partial output and exits with 130
@@ -33,10 +35,7 @@ fn main() {
             }
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            if let Some(h) = e.hint() {
-                eprintln!("hint: {h}");
-            }
+            eprint!("{}", e.render());
             std::process::exit(e.exit_code());
         }
     }

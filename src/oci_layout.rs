@@ -3,21 +3,23 @@
 //! one), resolves nested indexes to the wanted platform, and serves blobs from
 //! `blobs/sha256/<hex>` with digest verification.
 
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Result};
-use crate::image::model::sniff_manifest_kind;
-use crate::image::{BlobReader, BlobSource, ConfigView, Descriptor, Image, Index, Manifest, media, parse_json};
+use crate::image::oci::{CONTAINERD_NAME, REF_NAME, oci_manifest_bytes};
+use crate::image::resolve::{self, select_platform};
+use crate::image::{BlobReader, BlobSource, Descriptor, Image, Index, media};
 use crate::platform::Platform;
-use crate::registry::select_platform;
-use crate::tar_index::TarArchive;
+use crate::tar::index::TarArchive;
+use crate::tar::{CopyError, copy_exact, expect_end};
 
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
-pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 const MAX_DOC: u64 = 16 << 20;
+
+#[cfg(test)]
+mod roundtrip_tests;
 
 /// Where the layout's files live.
 #[derive(Clone)]
@@ -147,46 +149,22 @@ impl Layout {
             Some(t) => format!("{}:{shown}:{t}", self.kind),
             None => format!("{}:{shown}", self.kind),
         };
-        let mut desc = entry.clone();
-        let mut index_digest = None;
-        for _ in 0..4 {
-            let bytes = self.blob_bytes(&desc, &origin)?;
-            let kind = sniff_manifest_kind(&bytes, Some(&desc.media_type)).unwrap_or_default();
-            if media::is_index(&kind) {
-                let idx = Index::parse(&bytes, &format!("index {} of {origin}", desc.digest))?;
-                index_digest.get_or_insert(desc.digest.clone());
-                desc = select_platform(&idx.manifests, platform, &origin)?.clone();
-                continue;
+        let first = resolve::Document {
+            bytes: self.blob_bytes(entry, &origin)?,
+            digest: entry.digest.clone(),
+            media_type: Some(entry.media_type.clone()),
+        };
+        let resolved = resolve::resolve(first, platform, &origin, &LayoutDocs { layout: self, origin: &origin })?;
+        let mut suggested = Vec::new();
+        for key in [CONTAINERD_NAME, REF_NAME] {
+            if let Some(n) = entry.annotation(key)
+                && crate::reference::Reference::parse(n).is_ok_and(|r| r.tag.is_some())
+            {
+                suggested.push(n.to_string());
             }
-            if !media::is_manifest(&kind) {
-                return Err(Error::unsupported(format!(
-                    "{origin}: {} has unsupported media type {kind:?}",
-                    desc.digest
-                )));
-            }
-            let manifest = Manifest::parse(&bytes, &format!("manifest of {origin}"))?;
-            let config_raw = self.blob_bytes(&manifest.config, &origin)?;
-            let config: ConfigView = parse_json(&config_raw, &format!("config of {origin}"))?;
-            let mut suggested = Vec::new();
-            for key in [CONTAINERD_NAME, REF_NAME] {
-                if let Some(n) = entry.annotation(key)
-                    && crate::reference::Reference::parse(n).is_ok_and(|r| r.tag.is_some())
-                {
-                    suggested.push(n.to_string());
-                }
-            }
-            return Ok(Image {
-                manifest_raw: bytes,
-                manifest,
-                config_raw,
-                config,
-                source: Arc::new(LayoutBlobs { fs: self.fs.clone(), origin: origin.clone() }),
-                origin,
-                suggested_tags: suggested,
-                index_digest,
-            });
         }
-        Err(Error::input(format!("{origin}: indexes nested more than 4 levels deep")))
+        let source = Arc::new(LayoutBlobs { fs: self.fs.clone(), origin: origin.clone() });
+        Image::new(resolved, source, origin, suggested)
     }
 
     fn blob_bytes(&self, desc: &Descriptor, origin: &str) -> Result<Vec<u8>> {
@@ -196,6 +174,22 @@ impl Layout {
                 .with_hint("the layout is corrupt; export it again"));
         }
         Ok(data)
+    }
+}
+
+/// The layout's side of [`resolve::resolve`]: every document is a verified blob.
+struct LayoutDocs<'a> {
+    layout: &'a Layout,
+    origin: &'a str,
+}
+
+impl resolve::Documents for LayoutDocs<'_> {
+    fn child(&self, desc: &Descriptor) -> Result<resolve::Document> {
+        let bytes = self.layout.blob_bytes(desc, self.origin)?;
+        Ok(resolve::Document { bytes, digest: desc.digest.clone(), media_type: Some(desc.media_type.clone()) })
+    }
+    fn config(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        self.layout.blob_bytes(desc, self.origin)
     }
 }
 
@@ -252,19 +246,23 @@ pub fn write_dir(dir: &Path, images: &[(&Image, Option<String>)], progress: &dyn
             }
             let mut r = img.source.open(l).map_err(|e| e.context(&img.origin))?;
             let mut t = crate::atomic::AtomicFile::create(&p)?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = r.read(&mut buf).map_err(|e| Error::from_io("cannot read", &img.origin, e))?;
-                if n == 0 {
-                    break;
-                }
-                t.write_all(&buf[..n]).map_err(|e| Error::io("cannot write", &p, e))?;
-                progress(n as u64);
-            }
+            let copied = copy_exact(&mut r, l.size, |b| {
+                t.write_all(b)?;
+                progress(b.len() as u64);
+                Ok(())
+            });
+            copied.and_then(|()| expect_end(&mut r)).map_err(|e| match e {
+                CopyError::Short(_) | CopyError::Long => Error::integrity(format!(
+                    "{}: layer {} is not the {} bytes its descriptor says",
+                    img.origin, l.digest, l.size
+                )),
+                CopyError::Read(e) => Error::from_io("cannot read", &img.origin, e),
+                CopyError::Write(e) => Error::io("cannot write", &p, e),
+            })?;
             t.commit()?;
         }
         put_bytes(&img.config_raw)?;
-        let manifest = crate::docker_archive::write::oci_manifest_bytes(img);
+        let manifest = oci_manifest_bytes(img);
         let md = put_bytes(&manifest)?;
         let mut desc = Descriptor::new(media::OCI_MANIFEST, md, manifest.len() as u64);
         desc.platform = Some(img.platform());

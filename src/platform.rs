@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+#[cfg(test)]
+mod unit_tests;
+
 /// An OCI platform as it appears in an image index entry or a config.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Platform {
@@ -105,6 +108,41 @@ impl WithVariant for (&'static str, Option<&'static str>) {
     }
 }
 
+/// Picks the first entry whose platform satisfies `want` (an index's manifests, in order, as
+/// Docker and containerd do); the error lists the platforms the index has (at most
+/// [`LISTED`], then "… and N more").
+pub fn select<'a, T>(
+    entries: &'a [T],
+    platform_of: impl Fn(&T) -> Option<&Platform>,
+    want: &Platform,
+    what: &str,
+) -> Result<&'a T> {
+    if let Some(first) = entries.iter().find(|e| platform_of(e).is_some_and(|p| p.satisfies(want))) {
+        return Ok(first);
+    }
+    let have: Vec<String> = entries
+        .iter()
+        .filter_map(&platform_of)
+        .filter(|p| p.os != "unknown")
+        .map(|p| p.normalized().to_string())
+        .collect();
+    let have = if have.is_empty() { "no platforms".to_string() } else { list(&have) };
+    Err(Error::not_found(format!("{what} has no image for {}; the index has: {have}", want.normalized()))
+        .with_hint("pick one of those with --platform, or use an image built for the robot's platform"))
+}
+
+/// How many items an error message lists before "… and N more".
+pub const LISTED: usize = 20;
+
+/// `a, b, c` — at most [`LISTED`] items, then `… and N more`.
+pub fn list(items: &[String]) -> String {
+    let mut s = items.iter().take(LISTED).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > LISTED {
+        s.push_str(&format!(" … and {} more", items.len() - LISTED));
+    }
+    s
+}
+
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;
@@ -118,6 +156,27 @@ impl fmt::Display for Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn select_takes_the_first_match_and_lists_what_the_index_has() {
+        let ps = [Platform::linux_amd64(), Platform::parse("linux/arm64").unwrap(), Platform::linux_arm64()];
+        let got = select(&ps, |p| Some(p), &Platform::parse("linux/arm64/v8").unwrap(), "x").unwrap();
+        assert!(std::ptr::eq(got, &ps[1]));
+        let e = select(&ps, |p| Some(p), &Platform::parse("linux/riscv64").unwrap(), "img").unwrap_err();
+        assert_eq!(e.kind(), crate::Kind::NotFound);
+        assert!(
+            e.message().contains("img has no image for linux/riscv64; the index has: linux/amd64, linux/arm64"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn long_lists_in_messages_are_capped() {
+        let many: Vec<Platform> = (0..35_000).map(|i| Platform::new("linux", &format!("a{i}"), None)).collect();
+        let e = select(&many, |p| Some(p), &Platform::linux_arm64(), "big").unwrap_err();
+        assert!(e.message().len() < 600, "{} bytes", e.message().len());
+        assert!(e.message().ends_with("… and 34980 more"), "{}", e.message());
+    }
 
     #[test]
     fn arm64_forms_are_equivalent() {

@@ -9,6 +9,9 @@ use crate::error::{Error, Result};
 
 pub const DOCKER_HUB: &str = "docker.io";
 
+#[cfg(test)]
+mod unit_tests;
+
 /// A parsed, normalised image reference.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Reference {

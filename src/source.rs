@@ -13,7 +13,7 @@ use crate::oci_layout::Layout;
 use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::{Client, ClientOptions, Registry};
-use crate::tar_index::TarArchive;
+use crate::tar::index::TarArchive;
 
 /// A parsed image input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +183,17 @@ impl Resolver {
                 DockerArchive::from_tar(tar)?.all_images()
             }
             _ => Ok(vec![self.resolve(src, platform)?]),
+        }
+    }
+}
+
+impl crate::atomic::Input {
+    /// The local files an image source reads (none for a registry reference).
+    pub fn of_source(src: &Source, label: &str) -> Option<Self> {
+        match src {
+            Source::Registry(_) => None,
+            Source::OciDir { path, .. } => Some(Self::layout(label, path)),
+            Source::OciArchive { path, .. } | Source::DockerArchive { path, .. } => Some(Self::file(label, path)),
         }
     }
 }

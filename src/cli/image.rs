@@ -1,4 +1,4 @@
-//! `spxpack image build`: flags → `build::BuildOptions`, the build, and the output (a
+//! `spxpack image build`: flags → `dockerfile::BuildOptions`, the build, and the output (a
 //! docker-save archive or an OCI layout directory).
 
 use std::path::PathBuf;
@@ -7,12 +7,12 @@ use clap::{Args, Subcommand};
 
 use super::output::Term;
 use super::{RegistryArgs, RunArgs};
-use crate::build::{self, BuildOptions};
-use crate::docker_archive::{self, ArchiveImage, WriteOptions};
-use crate::error::{Error, Result};
-use crate::platform::Platform;
-use crate::progress::{Reporter, human_size};
-use crate::source::Resolver;
+use spxpack::docker_archive::{self, ArchiveImage, WriteOptions};
+use spxpack::dockerfile::{self, BuildOptions};
+use spxpack::error::{Error, Result};
+use spxpack::platform::Platform;
+use spxpack::progress::{Reporter, human_size};
+use spxpack::source::Resolver;
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -24,11 +24,11 @@ pub enum ImageCommand {
     /// sandbox (root, a user namespace or proot; qemu for a foreign architecture) without a
     /// daemon. Layers are cached in the blob cache: a rebuild with nothing changed writes no
     /// layer and runs no step.
-    Build(BuildArgs),
+    Build(ImageBuildArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct BuildArgs {
+pub struct ImageBuildArgs {
     /// The build context directory.
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
@@ -82,7 +82,7 @@ fn split_kv(s: &str, flag: &str) -> Result<(String, String)> {
     }
 }
 
-pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
+pub fn build(a: ImageBuildArgs, term: &Term) -> Result<()> {
     let started = std::time::Instant::now();
     let platform = Platform::parse(&a.platform)?;
     for t in &a.tags {
@@ -90,12 +90,13 @@ pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
     }
     let mut opts = BuildOptions::new(a.file.clone().unwrap_or_else(|| a.context.join("Dockerfile")), &a.context);
     opts.platform = platform;
+    opts.epoch = super::source_date_epoch();
     for b in &a.build_args {
         opts.build_args.push(match b.split_once('=') {
             Some(_) => split_kv(b, "--build-arg")?,
-            None => match std::env::var(b) {
-                Ok(v) => (b.clone(), v),
-                Err(_) => continue,
+            None => match super::host_env().get_os(b).and_then(|v| v.to_str()) {
+                Some(v) => (b.clone(), v.to_string()),
+                None => continue,
             },
         });
     }
@@ -109,51 +110,50 @@ pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
     }
     opts.jobs = a.jobs;
     opts.compression_level = a.compression_level;
-    let executor = std::sync::Arc::new(crate::build::run::SandboxExecutor::new(a.run.options()?));
+    let executor = std::sync::Arc::new(spxpack::dockerfile::run::SandboxExecutor::new(a.run.options()?));
     opts.executor = Some(executor.clone());
     let oci = a.output.strip_prefix("oci:").map(|r| match r.rsplit_once(':') {
         Some((d, t)) if !t.contains('/') && !d.is_empty() => (PathBuf::from(d), Some(t.to_string())),
         _ => (PathBuf::from(r), None),
     });
     // fail before the build, not after it: the output must be writable and no input of the build
-    let inputs = build::inputs(&opts);
+    let inputs = dockerfile::inputs(&opts);
     match &oci {
         Some((dir, _)) => {
             // a layout directory is created or updated (new blobs, index.json replaced last): it
             // must not lie in anything read whole, and its index must not be an input; updating
             // the layout a FROM reads is fine
             let out = std::path::Path::new(&a.output);
-            crate::atomic::refuse_inputs(out, dir, "output", &inputs)?;
+            spxpack::atomic::refuse_inputs(out, dir, "output", &inputs)?;
             let same = |p: &std::path::Path| {
                 std::fs::canonicalize(p).ok().is_some_and(|c| std::fs::canonicalize(dir).ok() == Some(c))
             };
             let others: Vec<_> = inputs
                 .iter()
-                .filter(|i| !(matches!(i.kind, crate::atomic::InputKind::Layout) && same(&i.path)))
+                .filter(|i| !(matches!(i.kind, spxpack::atomic::InputKind::Layout) && same(&i.path)))
                 .cloned()
                 .collect();
-            crate::atomic::refuse_inputs(out, &dir.join("index.json"), "output", &others)?;
+            spxpack::atomic::refuse_inputs(out, &dir.join("index.json"), "output", &others)?;
         }
         None => {
-            crate::atomic::check_output(std::path::Path::new(&a.output), "output", &inputs)?;
+            spxpack::atomic::check_output(std::path::Path::new(&a.output), "output", &inputs)?;
         }
     }
-    let cache = crate::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
+    let cache = spxpack::blob_cache::BlobCache::open(a.registry.cache_dir(), a.registry.offline)?;
     let resolver = Resolver::new(cache, a.registry.client_options()?);
-    let out = build::build(&opts, &resolver, term)?;
+    let out = dockerfile::build(&opts, &resolver, term)?;
     tracing::info!("build: {:.2}s", started.elapsed().as_secs_f64());
     let img = &out.image;
     match &oci {
         Some((dir, tag)) => {
             let name = tag.clone().or_else(|| a.tags.first().cloned());
-            crate::oci_layout::write_dir(dir, &[(img, name)], &|n| term.bytes(n))?;
+            spxpack::oci_layout::write_dir(dir, &[(img, name)], &|n| term.bytes(n))?;
         }
         None => {
             if a.tags.is_empty() {
                 term.warn("warning: no -t NAME:TAG given; the image will load untagged");
             }
-            let mut w = WriteOptions::for_path(std::path::Path::new(&a.output));
-            w.mtime = opts.epoch;
+            let mut w = WriteOptions::for_path(std::path::Path::new(&a.output), opts.epoch);
             w.threads = opts.threads;
             let list = [ArchiveImage { image: img, tags: a.tags.clone() }];
             docker_archive::write_file(std::path::Path::new(&a.output), &list, &w, &|n| term.bytes(n))?;

@@ -10,12 +10,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::error::{Error, Result};
-use crate::platform::Platform;
-use crate::registry::ClientOptions;
-use crate::registry::auth::CredentialOptions;
-use crate::source::{Resolver, Source};
 use output::Term;
+use spxpack::error::{Error, Result};
+use spxpack::platform::Platform;
+use spxpack::registry::ClientOptions;
+use spxpack::registry::auth::CredentialOptions;
+use spxpack::source::{Resolver, Source};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,7 +51,7 @@ pub enum Command {
     /// platform (linux/arm64 for CORE I/O; linux/amd64 for installation_target orbit), and writes
     /// the SPX with the images saved under their compose image: names. The flags of the SDK's
     /// build_extension.py are accepted with the same meaning (see docs/build-flags.md).
-    Build(Box<spx::BuildArgs>),
+    Build(Box<spx::PackArgs>),
     /// Create manifest.json and docker-compose.yml for an image.
     Init(spx::InitArgs),
     /// Check an existing .spx offline: manifest rules, compose file, and every image archive
@@ -129,25 +129,37 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    pub(crate) fn options(&self) -> Result<crate::build::run::RunOptions> {
+    pub(crate) fn options(&self) -> Result<spxpack::dockerfile::run::RunOptions> {
         if let Some(c) = &self.ca_bundle
-            && !crate::input::names_a_file(c)
+            && !spxpack::input::names_a_file(c)
         {
             return Err(Error::not_found(format!("--ca-bundle {}: no such file", c.display()))
                 .with_hint("pass a PEM file, e.g. /etc/ssl/certs/ca-certificates.crt"));
         }
-        Ok(crate::build::run::RunOptions {
-            isolation: crate::sandbox::Isolation::parse(&self.isolation)?,
+        Ok(spxpack::dockerfile::run::RunOptions {
+            isolation: spxpack::sandbox::Isolation::parse(&self.isolation)?,
             qemu: self.qemu.clone(),
             proot: self.proot.clone(),
             helper: None,
             ca_bundle: self.ca_bundle.clone(),
-            secrets: self.secret.iter().map(|s| crate::build::run::Secret::parse(s)).collect::<Result<_>>()?,
+            secrets: self.secret.iter().map(|s| spxpack::dockerfile::run::Secret::parse(s)).collect::<Result<_>>()?,
+            env: host_env(),
         })
     }
 }
 
+/// The process environment: the one place spxpack reads it (clippy.toml forbids it elsewhere);
+/// the library only sees it as data.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn host_env() -> spxpack::host_env::HostEnv {
+    spxpack::host_env::HostEnv::from_vars(std::env::vars_os())
+}
+
 impl RegistryArgs {
+    /// `--cache-dir`, else the default location for this user's environment.
+    pub(crate) fn cache_dir(&self) -> Option<PathBuf> {
+        Some(self.cache_dir.clone().unwrap_or_else(|| spxpack::blob_cache::default_dir(&host_env())))
+    }
     pub(crate) fn client_options(&self) -> Result<ClientOptions> {
         let mut creds =
             CredentialOptions { authfile: self.authfile.clone(), anonymous: self.no_creds, ..Default::default() };
@@ -160,7 +172,8 @@ impl RegistryArgs {
             cert_dirs: self.cert_dir.clone(),
             creds,
             retries: self.retries,
-            mirrors: crate::registry::Mirror::parse_all(&self.registry_mirror)?,
+            mirrors: spxpack::registry::Mirror::parse_all(&self.registry_mirror)?,
+            env: host_env(),
             ..Default::default()
         })
     }
@@ -219,22 +232,27 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `SOURCE_DATE_EPOCH` of this process, else 0: the time written into images and archives.
+pub(crate) fn source_date_epoch() -> u64 {
+    host_env().source_date_epoch().unwrap_or(0)
+}
+
 fn pull(a: PullArgs, term: &Term) -> Result<()> {
     let platform = Platform::parse(&a.platform)?;
     let sources = a.sources.iter().map(|s| Source::parse(s)).collect::<Result<Vec<_>>>()?;
-    let mut write = crate::docker_archive::WriteOptions::for_path(&a.output);
+    let mut write = spxpack::docker_archive::WriteOptions::for_path(&a.output, source_date_epoch());
     write.level = a.compression_level;
-    let opts = crate::pull::PullOptions {
+    let opts = spxpack::ops::pull::PullOptions {
         platform,
         output: a.output.clone(),
-        cache_dir: a.registry.cache_dir.clone(),
+        cache_dir: a.registry.cache_dir(),
         offline: a.registry.offline,
         client: a.registry.client_options()?,
         jobs: a.jobs,
         write: Some(write),
     };
     let started = std::time::Instant::now();
-    let s = crate::pull::pull(&sources, &opts, term)?;
+    let s = spxpack::ops::pull::pull(&sources, &opts, term)?;
     if a.json {
         let v = serde_json::json!({
             "output": s.output,
@@ -253,7 +271,7 @@ fn pull(a: PullArgs, term: &Term) -> Result<()> {
             s.images.len(),
             if s.images.len() == 1 { "" } else { "s" },
             s.archive.blobs,
-            crate::progress::human_size(size),
+            spxpack::progress::human_size(size),
             started.elapsed().as_secs_f32()
         ));
     }
@@ -265,17 +283,17 @@ fn inspect(a: InspectArgs, term: &Term) -> Result<()> {
     if a.source.to_ascii_lowercase().ends_with(".spx") && !path.exists() {
         return Err(Error::not_found(format!("{}: no such file", a.source)));
     }
-    if path.is_file() && crate::spx::inspect::looks_like_spx(path) {
+    if path.is_file() && spxpack::ops::inspect_spx::looks_like_spx(path) {
         return spx::inspect_spx(path, a.json, term);
     }
     let platform = Platform::parse(&a.platform)?;
     let src = Source::parse_path_or_ref(&a.source)?;
-    let cache = crate::blob_cache::BlobCache::open(a.registry.cache_dir.clone(), a.registry.offline)?;
+    let cache = spxpack::blob_cache::BlobCache::open(a.registry.cache_dir(), a.registry.offline)?;
     let resolver = Resolver::new(cache, a.registry.client_options()?);
-    let report = match crate::inspect::inspect(&resolver, &src, &platform) {
+    let report = match spxpack::ops::inspect::inspect(&resolver, &src, &platform) {
         Ok(r) => r,
         // an SPX with its manifest.json further in (e.g. made with `tar czf x *`)
-        Err(e) if path.is_file() && crate::spx::inspect::has_extension_manifest(path) => {
+        Err(e) if path.is_file() && spxpack::ops::inspect_spx::has_extension_manifest(path) => {
             drop(e);
             return spx::inspect_spx(path, a.json, term);
         }
@@ -284,7 +302,7 @@ fn inspect(a: InspectArgs, term: &Term) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?);
     } else {
-        print!("{}", crate::inspect::render(&report));
+        print!("{}", spxpack::ops::inspect::render(&report));
     }
     Ok(())
 }

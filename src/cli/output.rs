@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::progress::{Reporter, human_size};
+use spxpack::progress::{Reporter, human_size};
 
 pub struct Term {
     quiet: bool,

@@ -10,12 +10,12 @@ use std::time::Instant;
 use clap::Args;
 
 use super::output::Term;
-use crate::build::run::{RunOptions, SandboxExecutor};
-use crate::build::{self, BuildOptions};
-use crate::error::{Error, Result};
-use crate::platform::Platform;
-use crate::sandbox::{self, Isolation};
-use crate::source::Resolver;
+use spxpack::dockerfile::run::{RunOptions, SandboxExecutor};
+use spxpack::dockerfile::{self, BuildOptions};
+use spxpack::error::{Error, Result};
+use spxpack::platform::Platform;
+use spxpack::sandbox::{self, Isolation};
+use spxpack::source::Resolver;
 
 #[derive(Debug, Args)]
 pub struct SandboxRunArgs {
@@ -105,12 +105,14 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
         helper: None,
         ca_bundle: a.ca_bundle.clone(),
         secrets: Vec::new(),
+        env: super::host_env(),
     };
     if a.detect_only {
         let opts = sandbox::Options {
             isolation: run_opts.isolation,
             qemu: a.qemu.clone(),
             proot: a.proot.clone(),
+            env: run_opts.env.clone(),
             ..Default::default()
         };
         let t = Instant::now();
@@ -134,14 +136,19 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
     std::fs::write(&df_path, dockerfile(&a)?).map_err(|e| Error::io("cannot write", &df_path, e))?;
     let mut opts = BuildOptions::new(&df_path, dir.path());
     opts.platform = platform;
+    opts.epoch = super::source_date_epoch();
     opts.no_cache = true; // a sandbox tool: always run the steps
     let executor = Arc::new(SandboxExecutor::new(run_opts));
     opts.executor = Some(executor.clone());
-    let cache = crate::blob_cache::BlobCache::open(a.cache_dir.clone(), a.offline)?;
-    let resolver = Resolver::new(cache, crate::registry::ClientOptions::default());
+    let cache = spxpack::blob_cache::BlobCache::open(
+        Some(a.cache_dir.clone().unwrap_or_else(|| spxpack::blob_cache::default_dir(&super::host_env()))),
+        a.offline,
+    )?;
+    let resolver =
+        Resolver::new(cache, spxpack::registry::ClientOptions { env: super::host_env(), ..Default::default() });
     let quiet = Term::new(true); // warnings only
-    let reporter: &dyn crate::progress::Reporter = if a.json { &quiet } else { term };
-    let built = build::build(&opts, &resolver, reporter);
+    let reporter: &dyn spxpack::progress::Reporter = if a.json { &quiet } else { term };
+    let built = dockerfile::build(&opts, &resolver, reporter);
     let steps = executor.steps();
     let steps_json: Vec<serde_json::Value> = steps
         .iter()
@@ -162,11 +169,10 @@ pub fn run(a: SandboxRunArgs, term: &Term) -> Result<()> {
     }
     let built = built?;
     if let Some(outp) = &a.output {
-        let mut w = crate::docker_archive::WriteOptions::for_path(outp);
-        w.mtime = opts.epoch;
-        crate::docker_archive::write_file(
+        let w = spxpack::docker_archive::WriteOptions::for_path(outp, opts.epoch);
+        spxpack::docker_archive::write_file(
             outp,
-            &[crate::docker_archive::ArchiveImage { image: &built.image, tags: vec![a.tag.clone()] }],
+            &[spxpack::docker_archive::ArchiveImage { image: &built.image, tags: vec![a.tag.clone()] }],
             &w,
             &|_| {},
         )?;

@@ -7,18 +7,21 @@ use clap::{Args, ValueEnum};
 
 use super::output::Term;
 use super::{RegistryArgs, RunArgs};
-use crate::compress::Limits;
-use crate::error::{Error, Result};
-use crate::pack::{self, BuildOptions, VerifyLevel};
-use crate::platform::Platform;
-use crate::progress::{Reporter, human_size};
-use crate::spx::verify::{VerifyOptions, verify_file};
-use crate::spx::{Target, init, inspect, warning_line};
+use spxpack::compress::Limits;
+use spxpack::error::{Error, Result};
+use spxpack::host_env::HostEnv;
+use spxpack::ops::pack::{self, PackOptions, VerifyLevel};
+use spxpack::ops::verify::{VerifyOptions, verify_file};
+use spxpack::ops::{init, inspect_spx as inspect};
+use spxpack::platform::Platform;
+use spxpack::problem::{Severity, warning_line};
+use spxpack::progress::{Reporter, human_size};
+use spxpack::spx::Target;
 
 const SDK: &str = "Flags of the SDK's build_extension.py (same meaning; see docs/build-flags.md)";
 
 #[derive(Debug, Args)]
-pub struct BuildArgs {
+pub struct PackArgs {
     /// The extension directory holding manifest.json and docker-compose.yml (or compose.yaml)
     /// [default: --package-dir, else the current directory].
     #[arg(value_name = "DIR")]
@@ -144,45 +147,12 @@ pub struct VerifyArgs {
     pub max_ratio: u64,
 }
 
-pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
-    let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read", Path::new("."), e))?;
-    let platform = match (&a.platform, a.amd64) {
-        (Some(p), _) => Some(Platform::parse(p)?),
-        (None, true) => Some(Platform::linux_amd64()),
-        (None, false) => None,
-    };
-    let opts = BuildOptions {
-        dir: a.dir.clone().or(a.package_dir.clone()).unwrap_or_else(|| PathBuf::from(".")),
-        cwd,
-        output: a.output.clone(),
-        platform,
-        provided: a.provided.clone(),
-        image_archive: a.image_archive.clone(),
-        dockerfiles: a.dockerfile_paths.clone(),
-        build_tags: a.build_image_tags.clone(),
-        extra_images: a.extra_image_tags.clone(),
-        icon: a.icon.clone(),
-        udev_rule: a.udev_rule.clone(),
-        additional_files: a.additional_files.clone(),
-        skip_compose_validation: a.skip_docker_compose_validation,
-        cache_dir: a.registry.cache_dir.clone(),
-        offline: a.registry.offline,
-        client: a.registry.client_options()?,
-        jobs: a.jobs,
-        level: a.compression_level,
-        verify: match a.verify {
-            VerifyArg::Off => VerifyLevel::Off,
-            VerifyArg::Quick => VerifyLevel::Quick,
-            VerifyArg::Full => VerifyLevel::Full,
-        },
-        epoch: crate::docker_archive::write::source_date_epoch(),
-        run: a.run.options()?,
-    };
+pub fn build(a: PackArgs, term: &Term) -> Result<()> {
+    let opts = pack_options(&a, super::host_env())?;
     let started = std::time::Instant::now();
-    let s = pack::build(&opts, term)?;
+    let s = pack::pack(&opts, term)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s).map_err(|e| Error::internal(e.to_string()))?);
-        return Ok(());
+        return print_json(&s);
     }
     if let Some(p) = &s.image_archive {
         term.message(&format!("wrote the image archive {}", p.display()));
@@ -200,6 +170,48 @@ pub fn build(a: BuildArgs, term: &Term) -> Result<()> {
         human_size(s.size),
         started.elapsed().as_secs_f32()
     ));
+    Ok(())
+}
+
+/// The flags of `build` as [`PackOptions`]; `env` is the process environment.
+fn pack_options(a: &PackArgs, env: HostEnv) -> Result<PackOptions> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read", Path::new("."), e))?;
+    let dir = a.dir.clone().or(a.package_dir.clone()).unwrap_or_else(|| PathBuf::from("."));
+    let mut opts = PackOptions::new(dir, cwd);
+    opts.platform = match (&a.platform, a.amd64) {
+        (Some(p), _) => Some(Platform::parse(p)?),
+        (None, true) => Some(Platform::linux_amd64()),
+        (None, false) => None,
+    };
+    opts.output = a.output.clone();
+    opts.provided = a.provided.clone();
+    opts.image_archive = a.image_archive.clone();
+    opts.dockerfiles = a.dockerfile_paths.clone();
+    opts.build_tags = a.build_image_tags.clone();
+    opts.extra_images = a.extra_image_tags.clone();
+    opts.icon = a.icon.clone();
+    opts.udev_rule = a.udev_rule.clone();
+    opts.additional_files = a.additional_files.clone();
+    opts.skip_compose_validation = a.skip_docker_compose_validation;
+    opts.cache_dir = a.registry.cache_dir();
+    opts.offline = a.registry.offline;
+    opts.client = a.registry.client_options()?;
+    opts.jobs = a.jobs;
+    opts.level = a.compression_level;
+    opts.verify = match a.verify {
+        VerifyArg::Off => VerifyLevel::Off,
+        VerifyArg::Quick => VerifyLevel::Quick,
+        VerifyArg::Full => VerifyLevel::Full,
+    };
+    opts.epoch = env.source_date_epoch().unwrap_or(0);
+    opts.run = a.run.options()?;
+    opts.env = env;
+    Ok(opts)
+}
+
+/// Prints `value` as pretty JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value).map_err(|e| Error::internal(e.to_string()))?);
     Ok(())
 }
 
@@ -230,12 +242,12 @@ pub fn verify(a: VerifyArgs, term: &Term) -> Result<()> {
     let report = verify_file(&a.file, &VerifyOptions { full: !a.quick, platform, limits })?;
     let failed = report.findings.has_errors() || (a.strict && report.findings.warnings().next().is_some());
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?);
+        print_json(&report)?;
     } else {
         for f in &report.findings.0 {
             match f.severity {
-                crate::spx::Severity::Warning => term.warn(&warning_line(f)),
-                crate::spx::Severity::Error => {
+                Severity::Warning => term.warn(&warning_line(f)),
+                Severity::Error => {
                     term.warn(&format!("error: {}", f.message));
                     if let Some(h) = &f.hint {
                         term.warn(&format!("  hint: {h}"));
@@ -271,8 +283,7 @@ pub fn verify(a: VerifyArgs, term: &Term) -> Result<()> {
 pub fn inspect_spx(path: &Path, json: bool, term: &Term) -> Result<()> {
     let report = verify_file(path, &VerifyOptions { full: false, platform: None, limits: Limits::default() })?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?);
-        return Ok(());
+        return print_json(&report);
     }
     print!("{}", inspect::render(&report));
     if !report.findings.0.is_empty() {
@@ -282,12 +293,12 @@ pub fn inspect_spx(path: &Path, json: bool, term: &Term) -> Result<()> {
 }
 
 /// `123`, `64K`, `500M`, `64G`, `1T` (powers of 1024; a trailing `B`/`iB` is fine).
-fn parse_size(s: &str) -> std::result::Result<u64, String> {
+fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
     let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, suffix) = t.split_at(split);
-    let bad = || format!("{s:?} is not a size like 500M or 64G");
+    let bad = || Error::input(format!("{s:?} is not a size like 500M or 64G"));
     let n: u64 = num.parse().map_err(|_| bad())?;
     let shift = match suffix.to_ascii_uppercase().as_str() {
         "" => 0,
@@ -297,7 +308,7 @@ fn parse_size(s: &str) -> std::result::Result<u64, String> {
         "T" => 40,
         _ => return Err(bad()),
     };
-    n.checked_mul(1u64 << shift).filter(|v| *v > 0).ok_or_else(|| format!("{s:?} is zero or too large"))
+    n.checked_mul(1u64 << shift).filter(|v| *v > 0).ok_or_else(|| Error::input(format!("{s:?} is zero or too large")))
 }
 
 #[cfg(test)]
@@ -305,10 +316,11 @@ mod tests {
     #[test]
     fn parses_sizes() {
         use super::parse_size;
-        assert_eq!(parse_size("1024"), Ok(1024));
-        assert_eq!(parse_size("64G"), Ok(64 << 30));
-        assert_eq!(parse_size("500MiB"), Ok(500 << 20));
-        assert_eq!(parse_size("2k"), Ok(2048));
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("64G").unwrap(), 64 << 30);
+        assert_eq!(parse_size("500MiB").unwrap(), 500 << 20);
+        assert_eq!(parse_size("2k").unwrap(), 2048);
+        assert_eq!(parse_size("1X").unwrap_err().message(), "\"1X\" is not a size like 500M or 64G");
         assert!(parse_size("0").is_err());
         assert!(parse_size("1X").is_err());
         assert!(parse_size("lots").is_err());

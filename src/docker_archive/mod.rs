@@ -6,5 +6,8 @@
 pub mod read;
 pub mod write;
 
+#[cfg(test)]
+mod roundtrip_tests;
+
 pub use read::{DockerArchive, Selector};
 pub use write::{ArchiveImage, WriteOptions, WriteSummary, write_file};

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use crate::compress::{self, Compression};
 use crate::digest::{Digest, Hasher, VerifyingReader};
 use crate::error::{Error, Result};
+use crate::image::oci::{CONTAINERD_NAME, REF_NAME};
 use crate::image::{BlobReader, BlobSource, ConfigView, Descriptor, Image, Index, Manifest, media, parse_json};
-use crate::oci_layout::{CONTAINERD_NAME, REF_NAME};
 use crate::reference::Reference;
-use crate::tar_index::TarArchive;
+use crate::tar::index::TarArchive;
 
 const MAX_DOC: u64 = 16 << 20;
 

@@ -4,7 +4,7 @@
 //! output the outer gzip stores already-compressed layers instead of compressing them again.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::Path;
 
 use serde::Serialize;
@@ -13,9 +13,10 @@ use crate::atomic::AtomicFile;
 use crate::compress::GzipWriter;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::{Descriptor, Image, Manifest, media};
-use crate::oci_layout::{CONTAINERD_NAME, REF_NAME};
+use crate::image::oci::{CONTAINERD_NAME, REF_NAME, oci_manifest_bytes};
+use crate::image::{Descriptor, Image, media};
 use crate::reference::Reference;
+use crate::tar::{Content, CopyError, Header, Plain, Sink, TarWriter, expect_end};
 
 /// An image and the `RepoTags` it is saved under.
 pub struct ArchiveImage<'a> {
@@ -26,7 +27,7 @@ pub struct ArchiveImage<'a> {
 
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
-    /// mtime of every entry (`SOURCE_DATE_EPOCH` or 0).
+    /// mtime of every entry: the caller's `SOURCE_DATE_EPOCH`, else 0.
     pub mtime: u64,
     /// Gzip the whole archive.
     pub gzip: bool,
@@ -42,20 +43,11 @@ impl Default for WriteOptions {
 }
 
 impl WriteOptions {
-    /// Gzip when the name ends in `.gz` or `.tgz`.
-    pub fn for_path(path: &Path) -> Self {
+    /// Gzip when the name ends in `.gz` or `.tgz`; entry times `mtime`.
+    pub fn for_path(path: &Path, mtime: u64) -> Self {
         let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-        WriteOptions {
-            gzip: name.ends_with(".gz") || name.ends_with(".tgz"),
-            mtime: source_date_epoch(),
-            ..Default::default()
-        }
+        WriteOptions { gzip: name.ends_with(".gz") || name.ends_with(".tgz"), mtime, ..Default::default() }
     }
-}
-
-/// `SOURCE_DATE_EPOCH` if set and valid, else 0.
-pub fn source_date_epoch() -> u64 {
-    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -95,33 +87,6 @@ pub fn write_file(
     Ok(summary)
 }
 
-/// A byte sink that knows whether content is already compressed.
-pub trait Sink {
-    fn meta(&mut self, data: &[u8]) -> io::Result<()>;
-    fn compressed(&mut self, data: &[u8]) -> io::Result<()>;
-}
-
-/// An uncompressed sink.
-pub struct Plain<W: Write>(pub W);
-
-impl<W: Write> Sink for Plain<W> {
-    fn meta(&mut self, data: &[u8]) -> io::Result<()> {
-        self.0.write_all(data)
-    }
-    fn compressed(&mut self, data: &[u8]) -> io::Result<()> {
-        self.0.write_all(data)
-    }
-}
-
-impl<W: Write> Sink for GzipWriter<W> {
-    fn meta(&mut self, data: &[u8]) -> io::Result<()> {
-        self.write_compressible(data)
-    }
-    fn compressed(&mut self, data: &[u8]) -> io::Result<()> {
-        self.write_stored(data)
-    }
-}
-
 #[derive(Serialize)]
 struct ManifestItem<'a> {
     #[serde(rename = "Config")]
@@ -150,34 +115,8 @@ pub fn check_tag(tag: &str) -> Result<Reference> {
     Ok(r)
 }
 
-/// The OCI manifest bytes stored for an image: the original when it is OCI already, else a
-/// conversion of the Docker schema 2 manifest (same config and layers, OCI media types).
-pub fn oci_manifest_bytes(image: &Image) -> Vec<u8> {
-    if image.manifest.media_type.as_deref() == Some(media::OCI_MANIFEST) {
-        return image.manifest_raw.clone();
-    }
-    let m = &image.manifest;
-    let layers = m
-        .layers
-        .iter()
-        .map(|l| {
-            let c = media::layer_compression(&l.media_type).unwrap_or(media::LayerCompression::Gzip);
-            let mut d = Descriptor::new(media::oci_layer_type(c), l.digest.clone(), l.size);
-            d.annotations = l.annotations.clone();
-            d
-        })
-        .collect();
-    let oci = Manifest {
-        schema_version: 2,
-        media_type: Some(media::OCI_MANIFEST.into()),
-        config: Descriptor::new(media::OCI_CONFIG, m.config.digest.clone(), m.config.size),
-        layers,
-        annotations: m.annotations.clone(),
-    };
-    serde_json::to_vec(&oci).expect("serialisable")
-}
-
-/// Streams the archive into `sink`.
+/// Streams the archive into `sink`: plans every entry, then writes the blobs (sorted by digest,
+/// each once) and the metadata files.
 pub fn write_to<S: Sink>(
     mut sink: S,
     images: &[ArchiveImage],
@@ -187,192 +126,246 @@ pub fn write_to<S: Sink>(
     if images.is_empty() {
         return Err(Error::input("no images to write"));
     }
-    // plan: every blob once, sorted by digest
-    let mut blobs: BTreeMap<Digest, Blob> = BTreeMap::new();
-    let mut items = Vec::new();
-    let mut index_entries = Vec::new();
-    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut seen_tags = BTreeSet::new();
-    let mut summary = WriteSummary::default();
-    for ai in images {
-        let img = ai.image;
-        let problems = crate::image::validate::check(img, None);
-        if let Some(p) = problems.first() {
-            let mut e = Error::input(p.message.clone());
-            if let Some(h) = &p.hint {
-                e = e.with_hint(h.clone());
-            }
-            return Err(e);
+    let plan = ArchivePlan::of(images)?;
+    let mut tw = TarWriter::new(&mut sink);
+    let layers_written = write_blobs(&mut tw, &plan.blobs, opts.mtime, progress)?;
+    write_metadata(&mut tw, &plan, opts.mtime).map_err(|e| Error::from_io("cannot write", "the archive", e))?;
+    let summary = WriteSummary {
+        tar_bytes: tw.written(),
+        blobs: plan.blobs.len(),
+        layers_written,
+        layers_deduplicated: plan.layers_deduplicated,
+    };
+    Ok((summary, sink))
+}
+
+/// Everything the archive holds, decided before a byte is written.
+#[derive(Default)]
+struct ArchivePlan<'a> {
+    /// Configs, OCI manifests and layers, each once.
+    blobs: BTreeMap<Digest, Blob<'a>>,
+    /// `manifest.json`.
+    items: Vec<ManifestItem<'a>>,
+    /// The entries of `index.json`.
+    index: Vec<Descriptor>,
+    /// `repositories`: name → tag → top layer id.
+    repositories: BTreeMap<String, BTreeMap<String, String>>,
+    seen_tags: BTreeSet<Option<String>>,
+    layers_deduplicated: usize,
+}
+
+impl<'a> ArchivePlan<'a> {
+    fn of(images: &'a [ArchiveImage]) -> Result<Self> {
+        let mut plan = ArchivePlan::default();
+        for ai in images {
+            check_image(ai.image)?;
+            let manifest = plan.add_blobs(ai.image);
+            plan.add_names(ai, &manifest)?;
+            plan.items.push(ManifestItem {
+                config: ai.image.manifest.config.digest.blob_path(),
+                repo_tags: &ai.tags,
+                layers: ai.image.manifest.layers.iter().map(|l| l.digest.blob_path()).collect(),
+            });
         }
-        blobs.insert(img.manifest.config.digest.clone(), Blob::Bytes(img.config_raw.clone()));
-        if Digest::of(&img.config_raw) != img.manifest.config.digest {
-            return Err(Error::integrity(format!(
-                "{}: config bytes do not match the manifest's config digest",
-                img.origin
-            )));
-        }
+        Ok(plan)
+    }
+
+    /// Adds the image's config, OCI manifest and layers; returns the manifest's descriptor.
+    fn add_blobs(&mut self, img: &'a Image) -> Descriptor {
+        self.blobs.insert(img.manifest.config.digest.clone(), Blob::Bytes(img.config_raw.clone()));
         let oci = oci_manifest_bytes(img);
-        let oci_digest = Digest::of(&oci);
-        let oci_size = oci.len() as u64;
-        blobs.insert(oci_digest.clone(), Blob::Bytes(oci));
+        let mut desc = Descriptor::new(media::OCI_MANIFEST, Digest::of(&oci), oci.len() as u64);
+        desc.platform = Some(img.platform());
+        self.blobs.insert(desc.digest.clone(), Blob::Bytes(oci));
         for l in &img.manifest.layers {
-            if blobs.contains_key(&l.digest) {
-                summary.layers_deduplicated += 1;
+            if self.blobs.contains_key(&l.digest) {
+                self.layers_deduplicated += 1;
             } else {
-                blobs.insert(l.digest.clone(), Blob::Layer { image: img, desc: l });
+                self.blobs.insert(l.digest.clone(), Blob::Layer { image: img, desc: l });
             }
         }
-        let platform = img.platform();
-        let mut tagged = false;
+        desc
+    }
+
+    /// One `index.json` entry per tag (one without a name when untagged) and the
+    /// `repositories` lines.
+    fn add_names(&mut self, ai: &ArchiveImage, manifest: &Descriptor) -> Result<()> {
+        if ai.tags.is_empty() {
+            self.index.push(manifest.clone());
+        }
         for t in &ai.tags {
             let r = check_tag(t)?;
-            if !seen_tags.insert(r.qualified_tagged()) {
+            if !self.seen_tags.insert(r.qualified_tagged()) {
                 return Err(
                     Error::input(format!("tag {t:?} is given to two images")).with_hint("give every image its own tag")
                 );
             }
             let tag = r.tag.clone().expect("checked");
-            let mut d = Descriptor::new(media::OCI_MANIFEST, oci_digest.clone(), oci_size);
+            let mut d = manifest.clone();
             d.annotations = Some(BTreeMap::from([
                 (CONTAINERD_NAME.to_string(), r.qualified_tagged().expect("tagged")),
                 (REF_NAME.to_string(), tag.clone()),
             ]));
-            d.platform = Some(platform.clone());
-            index_entries.push(d);
+            self.index.push(d);
             let name = t.rsplit_once(':').map(|(n, _)| n.to_string()).unwrap_or_default();
-            if let Some(top) = img.config.rootfs.diff_ids.last() {
-                repositories.entry(name).or_default().insert(tag, top.hex().to_string());
+            if let Some(top) = ai.image.config.rootfs.diff_ids.last() {
+                self.repositories.entry(name).or_default().insert(tag, top.hex().to_string());
             }
-            tagged = true;
         }
-        if !tagged {
-            let mut d = Descriptor::new(media::OCI_MANIFEST, oci_digest.clone(), oci_size);
-            d.platform = Some(platform.clone());
-            index_entries.push(d);
-        }
-        items.push(ManifestItem {
-            config: img.manifest.config.digest.blob_path(),
-            repo_tags: &ai.tags,
-            layers: img.manifest.layers.iter().map(|l| l.digest.blob_path()).collect(),
-        });
+        Ok(())
     }
-    summary.blobs = blobs.len();
+}
 
+/// Refuses an image that is not internally consistent.
+fn check_image(img: &Image) -> Result<()> {
+    if let Some(p) = crate::image::validate::check(img, None).first() {
+        let mut e = Error::input(p.message.clone());
+        if let Some(h) = &p.hint {
+            e = e.with_hint(h.clone());
+        }
+        return Err(e);
+    }
+    if Digest::of(&img.config_raw) != img.manifest.config.digest {
+        return Err(Error::integrity(format!(
+            "{}: config bytes do not match the manifest's config digest",
+            img.origin
+        )));
+    }
+    Ok(())
+}
+
+/// `blobs/`, `blobs/sha256/` and every blob; returns the number of layers written.
+fn write_blobs<S: Sink>(
+    tw: &mut TarWriter<S>,
+    blobs: &BTreeMap<Digest, Blob>,
+    mtime: u64,
+    progress: &dyn Fn(u64),
+) -> Result<usize> {
     let io_err = |e: io::Error| Error::from_io("cannot write", "the archive", e);
-    let mut tw = TarWriter { sink: &mut sink, mtime: opts.mtime, written: 0 };
-    tw.dir("blobs/").map_err(io_err)?;
-    tw.dir("blobs/sha256/").map_err(io_err)?;
-    for (digest, blob) in &blobs {
+    for dir in ["blobs/", "blobs/sha256/"] {
+        let h = Header { mode: 0o755, mtime, ..Header::new(dir, ::tar::EntryType::Directory) };
+        tw.empty(&h).map_err(io_err)?;
+    }
+    let mut layers = 0;
+    for (digest, blob) in blobs {
         let path = digest.blob_path();
         match blob {
-            Blob::Bytes(b) => tw.file(&path, b).map_err(io_err)?,
+            Blob::Bytes(b) => tw.bytes(&file(&path, 0, mtime), b).map_err(io_err)?,
             Blob::Layer { image, desc } => {
                 let compressed = media::layer_compression(&desc.media_type) != Some(media::LayerCompression::None);
                 let mut r = image.source.open(desc).map_err(|e| e.context(&image.origin))?;
-                tw.stream(&path, desc.size, &mut *r, compressed, progress)?;
-                summary.layers_written += 1;
+                tw.header(&file(&path, desc.size, mtime)).map_err(io_err)?;
+                let how = if compressed { Content::Compressed } else { Content::Compressible };
+                let copied = tw.copy(&mut r, desc.size, how, progress).and_then(|()| expect_end(&mut r));
+                copied.map_err(|e| match e {
+                    CopyError::Short(left) => Error::integrity(format!("{path}: source ended {left} bytes early")),
+                    CopyError::Long => Error::integrity(format!("{path}: source is longer than {} bytes", desc.size)),
+                    CopyError::Read(e) => Error::from_io("cannot read", &path, e),
+                    CopyError::Write(e) => Error::from_io("cannot write", &path, e),
+                })?;
+                layers += 1;
             }
         }
     }
-    let index = OciIndex { schema_version: 2, media_type: media::OCI_INDEX, manifests: index_entries };
-    tw.file("index.json", &serde_json::to_vec(&index).expect("serialisable")).map_err(io_err)?;
-    let mut mj = serde_json::to_vec(&items).expect("serialisable");
+    Ok(layers)
+}
+
+/// `index.json`, `manifest.json`, `oci-layout`, `repositories` and the end of the archive.
+fn write_metadata<S: Sink>(tw: &mut TarWriter<S>, plan: &ArchivePlan, mtime: u64) -> io::Result<()> {
+    let index = OciIndex { schema_version: 2, media_type: media::OCI_INDEX, manifests: plan.index.clone() };
+    tw.bytes(&file("index.json", 0, mtime), &serde_json::to_vec(&index).expect("serialisable"))?;
+    let mut mj = serde_json::to_vec(&plan.items).expect("serialisable");
     mj.push(b'\n');
-    tw.file("manifest.json", &mj).map_err(io_err)?;
-    tw.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io_err)?;
-    if !repositories.is_empty() {
-        let mut rj = serde_json::to_vec(&repositories).expect("serialisable");
+    tw.bytes(&file("manifest.json", 0, mtime), &mj)?;
+    tw.bytes(&file("oci-layout", 0, mtime), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    if !plan.repositories.is_empty() {
+        let mut rj = serde_json::to_vec(&plan.repositories).expect("serialisable");
         rj.push(b'\n');
-        tw.file("repositories", &rj).map_err(io_err)?;
+        tw.bytes(&file("repositories", 0, mtime), &rj)?;
     }
-    tw.finish().map_err(io_err)?;
-    summary.tar_bytes = tw.written;
-    Ok((summary, sink))
+    tw.finish()
 }
 
-/// A minimal deterministic tar writer over a [`Sink`].
-pub struct TarWriter<'a, S: Sink> {
-    pub sink: &'a mut S,
-    pub mtime: u64,
-    pub written: u64,
+/// A regular file entry of the archive: mode 0644, uid/gid 0.
+fn file(name: &str, size: u64, mtime: u64) -> Header<'_> {
+    Header { mtime, ..Header::file(name, size, 0o644) }
 }
 
-impl<S: Sink> TarWriter<'_, S> {
-    fn header(&mut self, path: &str, size: u64, kind: tar::EntryType, mode: u32) -> io::Result<()> {
-        let mut h = tar::Header::new_gnu();
-        h.set_path(path)?;
-        h.set_size(size);
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(self.mtime);
-        h.set_cksum();
-        self.sink.meta(h.as_bytes())?;
-        self.written += 512;
-        Ok(())
-    }
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
 
-    pub fn dir(&mut self, path: &str) -> io::Result<()> {
-        self.header(path, 0, tar::EntryType::Directory, 0o755)
-    }
+    use super::*;
+    use crate::image::{BlobReader, BlobSource, ConfigView, Manifest, parse_json};
+    use crate::tar::LayerSink;
 
-    pub fn file(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
-        self.header(path, data.len() as u64, tar::EntryType::Regular, 0o644)?;
-        self.sink.meta(data)?;
-        self.pad(data.len() as u64)
-    }
+    struct Blobs(HashMap<Digest, Vec<u8>>);
 
-    /// Copies exactly `size` bytes from `r` as the content of `path`.
-    pub fn stream(
-        &mut self,
-        path: &str,
-        size: u64,
-        r: &mut dyn Read,
-        compressed: bool,
-        progress: &dyn Fn(u64),
-    ) -> Result<()> {
-        let io_err = |e: io::Error| Error::from_io("cannot write", path, e);
-        self.header(path, size, tar::EntryType::Regular, 0o644).map_err(io_err)?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut left = size;
-        while left > 0 {
-            let want = (buf.len() as u64).min(left) as usize;
-            let n = match r.read(&mut buf[..want]) {
-                Ok(0) => return Err(Error::integrity(format!("{path}: source ended {left} bytes early"))),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::from_io("cannot read", path, e)),
-            };
-            if compressed { self.sink.compressed(&buf[..n]) } else { self.sink.meta(&buf[..n]) }.map_err(io_err)?;
-            left -= n as u64;
-            progress(n as u64);
+    impl BlobSource for Blobs {
+        fn open(&self, desc: &Descriptor) -> Result<BlobReader> {
+            let b = self.0.get(&desc.digest).ok_or_else(|| Error::not_found(desc.digest.to_string()))?;
+            Ok(Box::new(io::Cursor::new(b.clone())))
         }
-        // drain to EOF so a verifying reader checks the digest
-        let mut extra = [0u8; 1];
-        loop {
-            match r.read(&mut extra) {
-                Ok(0) => break,
-                Ok(_) => return Err(Error::integrity(format!("{path}: source is longer than {size} bytes"))),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::from_io("cannot read", path, e)),
-            }
+        fn describe(&self) -> String {
+            "memory".into()
         }
-        self.pad(size).map_err(io_err)
     }
 
-    fn pad(&mut self, size: u64) -> io::Result<()> {
-        let rem = (size % 512) as usize;
-        if rem != 0 {
-            self.sink.meta(&[0u8; 512][..512 - rem])?;
+    /// A one-layer image whose layer holds `file`.
+    fn image(file: &str, arch: &str) -> Image {
+        let mut sink = LayerSink::new(Vec::new(), 6, 1).unwrap();
+        let mut tw = TarWriter::new(&mut sink);
+        tw.bytes(&Header::file(file, 0, 0o644), file.as_bytes()).unwrap();
+        tw.finish().unwrap();
+        let layer = sink.finish().unwrap();
+        let config_raw = format!(
+            r#"{{"architecture":"{arch}","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+            layer.diff_id
+        )
+        .into_bytes();
+        let manifest_raw = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{}","size":{}}}]}}"#,
+            media::DOCKER_MANIFEST,
+            media::DOCKER_CONFIG,
+            Digest::of(&config_raw),
+            config_raw.len(),
+            media::DOCKER_LAYER_GZIP,
+            layer.digest,
+            layer.size
+        )
+        .into_bytes();
+        Image {
+            manifest: Manifest::parse(&manifest_raw, "test manifest").unwrap(),
+            manifest_raw,
+            config: parse_json::<ConfigView>(&config_raw, "test config").unwrap(),
+            config_raw,
+            source: Arc::new(Blobs(HashMap::from([(layer.digest, layer.inner)]))),
+            origin: format!("test:{file}"),
+            suggested_tags: Vec::new(),
+            index_digest: None,
         }
-        self.written += size.div_ceil(512) * 512;
-        Ok(())
     }
 
-    pub fn finish(&mut self) -> io::Result<()> {
-        self.sink.meta(&[0u8; 1024])?;
-        self.written += 1024;
-        Ok(())
+    #[test]
+    fn archive_bytes_are_golden() {
+        let (a, b) = (image("a.txt", "arm64"), image("b.txt", "amd64"));
+        let images = [
+            ArchiveImage { image: &a, tags: vec!["example.com/a:1".into(), "a:latest".into()] },
+            ArchiveImage { image: &b, tags: Vec::new() },
+        ];
+        let opts = WriteOptions { mtime: 1_600_000_000, ..Default::default() };
+        let (summary, plain) = write_to(Plain(Vec::new()), &images, &opts, &|_| {}).unwrap();
+        assert_eq!((summary.blobs, summary.layers_written, summary.tar_bytes), (6, 2, plain.0.len() as u64));
+        crate::tar::golden::check("docker-archive.tar", &plain.0);
+        let (_, gz) = write_to(GzipWriter::new(Vec::new(), 6, 2).unwrap(), &images, &opts, &|_| {}).unwrap();
+        crate::tar::golden::check("docker-archive.tar.gz", &gz.finish().unwrap());
+        let e = write_to(
+            Plain(Vec::new()),
+            &[ArchiveImage { image: &a, tags: vec!["a:1".into(), "a:1".into()] }],
+            &opts,
+            &|_| {},
+        );
+        assert!(e.unwrap_err().to_string().contains("given to two images"));
     }
 }

@@ -4,7 +4,12 @@
 
 pub mod media;
 pub mod model;
+pub mod oci;
+pub mod resolve;
 pub mod validate;
+
+#[cfg(test)]
+mod kit_tests;
 
 use std::io::Read;
 use std::sync::Arc;

@@ -1,24 +1,19 @@
 //! Checks an image against what the target's Docker (20.10 on CORE I/O) accepts on
-//! `docker load`, collecting every problem instead of stopping at the first.
+//! `docker load`, collecting every problem ([`Problem`], the same type the SPX checks report)
+//! instead of stopping at the first.
 
 use super::{Image, media};
 use crate::platform::Platform;
+use crate::problem::Problem;
 
 /// Docker's `maxLayerDepth`.
 pub const MAX_LAYERS: usize = 125;
 
-/// One problem found in an image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub message: String,
-    pub hint: Option<String>,
-}
-
 /// Checks layer count vs `diff_ids`, layer compression Docker 20.10 can read, foreign layers,
-/// OS and (when given) the platform.
+/// OS and (when given) the platform. Every problem is an error.
 pub fn check(image: &Image, want: Option<&Platform>) -> Vec<Problem> {
     let mut out = Vec::new();
-    let mut push = |message: String, hint: Option<&str>| out.push(Problem { message, hint: hint.map(str::to_string) });
+    let mut push = |message: String, hint: Option<&str>| out.push(Problem::error(message, hint));
     let n_layers = image.manifest.layers.len();
     let n_diff = image.config.rootfs.diff_ids.len();
     if n_layers != n_diff {

@@ -16,6 +16,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::host_env::HostEnv;
 use crate::reference::DOCKER_HUB;
 
 /// A credential for one registry.
@@ -88,8 +89,9 @@ impl CredentialOptions {
     }
 }
 
-/// Finds credentials for `registry` (normalised, e.g. `docker.io`) and `repository`.
-pub fn lookup(opts: &CredentialOptions, registry: &str, repository: &str) -> Result<Option<Found>> {
+/// Finds credentials for `registry` (normalised, e.g. `docker.io`) and `repository`; `env` is
+/// the environment the files and `NGC_API_KEY` are looked up in.
+pub fn lookup(opts: &CredentialOptions, env: &HostEnv, registry: &str, repository: &str) -> Result<Option<Found>> {
     if opts.anonymous {
         return Ok(None);
     }
@@ -111,16 +113,15 @@ pub fn lookup(opts: &CredentialOptions, registry: &str, repository: &str) -> Res
     }
     // 2. NGC
     if registry == "nvcr.io"
-        && let Ok(key) = std::env::var("NGC_API_KEY")
-        && !key.is_empty()
+        && let Some(key) = env.get("NGC_API_KEY")
     {
         return Ok(Some(Found {
-            credential: Credential::Basic { username: "$oauthtoken".into(), password: key },
+            credential: Credential::Basic { username: "$oauthtoken".into(), password: key.to_string() },
             source: "$NGC_API_KEY".into(),
         }));
     }
     // 3-5. files
-    for path in candidate_files(opts) {
+    for path in candidate_files(opts, env) {
         let text = match crate::input::read(&path, crate::input::MAX_TEXT) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -137,9 +138,9 @@ pub fn lookup(opts: &CredentialOptions, registry: &str, repository: &str) -> Res
     Ok(None)
 }
 
-fn candidate_files(opts: &CredentialOptions) -> Vec<PathBuf> {
+fn candidate_files(opts: &CredentialOptions, host: &HostEnv) -> Vec<PathBuf> {
     let mut v = Vec::new();
-    let env = |k: &str| std::env::var_os(k).filter(|x| !x.is_empty()).map(PathBuf::from);
+    let env = |k: &str| host.path(k);
     if let Some(p) = &opts.authfile {
         v.push(p.clone());
     } else if let Some(p) = env("REGISTRY_AUTH_FILE") {
@@ -359,17 +360,21 @@ mod tests {
         )
         .unwrap();
         let opts = CredentialOptions { authfile: Some(p.clone()), ..Default::default() };
+        let env = HostEnv::default();
+        let lookup = |o: &CredentialOptions, r: &str, repo: &str| lookup(o, &env, r, repo);
         let f = lookup(&opts, "docker.io", "library/python").unwrap().unwrap();
         assert_eq!(f.credential, Credential::Basic { username: "alice".into(), password: "pw1".into() });
         let f = lookup(&opts, "quay.io", "team/app").unwrap().unwrap();
         assert_eq!(f.credential.username(), Some("bob"));
         let f = lookup(&opts, "quay.io", "other/app").unwrap().unwrap();
         assert_eq!(f.credential.username(), Some("carol"));
-        assert!(lookup(&opts, "ghcr.io", "x/y").unwrap().is_none() || std::env::var_os("HOME").is_some());
+        assert!(lookup(&opts, "ghcr.io", "x/y").unwrap().is_none());
     }
 
     #[test]
     fn explicit_creds_win_and_can_be_scoped() {
+        let env = HostEnv::default();
+        let lookup = |o: &CredentialOptions, r: &str, repo: &str| lookup(o, &env, r, repo);
         let mut o = CredentialOptions::default();
         o.add_creds("u:p").unwrap();
         o.add_creds("127.0.0.1:5003=v:q").unwrap();

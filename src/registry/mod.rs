@@ -4,8 +4,12 @@
 //! remembered, so a repeated pull only sends `HEAD` requests and `--offline` needs no network.
 
 pub mod auth;
+#[cfg(test)]
+mod auth_tests;
 pub mod client;
 pub mod mirror;
+#[cfg(test)]
+mod resolve_tests;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
@@ -16,8 +20,8 @@ pub use mirror::Mirror;
 use crate::blob_cache::BlobCache;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Kind, Result};
-use crate::image::model::sniff_manifest_kind;
-use crate::image::{BlobReader, BlobSource, ConfigView, Descriptor, Image, Index, Manifest, media, parse_json};
+use crate::image::resolve::{self, Document};
+use crate::image::{BlobReader, BlobSource, Descriptor, Image, media};
 use crate::platform::Platform;
 use crate::reference::Reference;
 
@@ -118,51 +122,11 @@ impl Registry {
     /// Resolves `r` to the image for `platform`.
     pub fn resolve(&self, r: &Reference, platform: &Platform) -> Result<Image> {
         let what = r.to_string();
-        let (mut bytes, mut digest, mut ctype) = self.manifest_bytes(r, &r.api_reference(), &what)?;
-        let mut index_digest = None;
-        for _depth in 0..4 {
-            let kind = sniff_manifest_kind(&bytes, ctype.as_deref()).ok_or_else(|| {
-                Error::input(format!(
-                    "{what}: the registry returned a document that is neither a manifest nor an index"
-                ))
-            })?;
-            if kind == media::DOCKER_MANIFEST_V1 || kind == media::DOCKER_MANIFEST_V1_SIGNED {
-                return Err(Error::unsupported(format!(
-                    "{what} is a Docker schema 1 manifest, which spxpack does not read"
-                ))
-                .with_hint("re-push the image with a current docker or skopeo to convert it to schema 2"));
-            }
-            if media::is_index(&kind) {
-                let idx = Index::parse(&bytes, &format!("index of {what}"))?;
-                let child = select_platform(&idx.manifests, platform, &what)?;
-                index_digest.get_or_insert(digest.clone());
-                let (b, d, c) = self.manifest_bytes(r, &child.digest.to_string(), &what)?;
-                (bytes, digest, ctype) = (b, d, c);
-                continue;
-            }
-            if !media::is_manifest(&kind) {
-                return Err(Error::unsupported(format!("{what} has unsupported manifest type {kind:?}")));
-            }
-            let manifest = Manifest::parse(&bytes, &format!("manifest of {what}"))?;
-            let config_raw = self.small_blob(r, &manifest.config, &format!("config of {what}"))?;
-            let config: ConfigView = parse_json(&config_raw, &format!("config of {what}"))?;
-            let _ = digest;
-            let mut suggested = Vec::new();
-            if let Some(t) = r.familiar_tagged() {
-                suggested.push(t);
-            }
-            return Ok(Image {
-                manifest_raw: bytes,
-                manifest,
-                config_raw,
-                config,
-                source: Arc::new(RegistryBlobs { reference: r.clone(), registry: self.clone_handle() }),
-                origin: what,
-                suggested_tags: suggested,
-                index_digest,
-            });
-        }
-        Err(Error::input(format!("{what}: indexes nested more than 4 levels deep")))
+        let (bytes, digest, media_type) = self.manifest_bytes(r, &r.api_reference(), &what)?;
+        let docs = RegistryDocs { registry: self, reference: r, what: &what };
+        let resolved = resolve::resolve(Document { bytes, digest, media_type }, platform, &what, &docs)?;
+        let source = Arc::new(RegistryBlobs { reference: r.clone(), registry: self.clone_handle() });
+        Image::new(resolved, source, what.clone(), r.familiar_tagged().into_iter().collect())
     }
 
     fn clone_handle(&self) -> Registry {
@@ -194,103 +158,46 @@ impl Registry {
             )));
         }
         let client = self.client(what, Some(&desc.digest))?;
-        let mut tmp = self.cache.new_temp()?;
-        let mut hasher = Hasher::new();
-        let mut got: u64 = 0;
+        let mut dl = Download { tmp: self.cache.new_temp()?, hasher: Hasher::new(), got: 0, what, size: desc.size };
         let mut attempts = 0u32;
-        let path = format!("blobs/{}", desc.digest);
-        let mut buf = vec![0u8; 1 << 20];
         loop {
-            let mut headers = Vec::new();
-            if got > 0 {
-                headers.push(("Range", format!("bytes={got}-")));
-            }
-            let resp = client.request(r, &path, &headers, false, what);
-            let mut resp = match resp {
-                Ok(x) => x,
-                Err(e) if e.kind() == Kind::NotFound => {
-                    return Err(Error::not_found(format!(
-                        "{what}: blob {} is missing from {}",
-                        desc.digest,
-                        r.full_name()
-                    ))
-                    .with_hint("the registry lost this blob; re-push the image"));
-                }
-                Err(e) => return Err(e),
-            };
-            let status = resp.status().as_u16();
-            if got > 0 {
-                let range_ok = status == 206
-                    && resp
-                        .headers()
-                        .get("content-range")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("bytes "))
-                        .and_then(|v| v.split('-').next())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        == Some(got);
-                if !range_ok {
-                    // the server ignored or botched the range: start over
-                    got = 0;
-                    hasher = Hasher::new();
-                    tmp.as_file_mut().set_len(0).map_err(|e| Error::io("cannot truncate", tmp.path(), e))?;
-                    tmp.as_file_mut().seek(SeekFrom::Start(0)).map_err(|e| Error::io("cannot seek", tmp.path(), e))?;
-                    if status == 206 {
-                        attempts += 1;
-                        if attempts > client.options().retries {
-                            return Err(Error::network(format!(
-                                "{what}: registry sent a wrong Content-Range when resuming"
-                            )));
-                        }
-                        continue;
+            let mut resp = self.request_blob(client, r, desc, dl.got, what)?;
+            if dl.got > 0 && !resumed_at(&resp, dl.got) {
+                // the server ignored or botched the range: start over
+                dl.restart()?;
+                if resp.status().as_u16() == 206 {
+                    attempts += 1;
+                    if attempts > client.options().retries {
+                        return Err(Error::network(format!(
+                            "{what}: registry sent a wrong Content-Range when resuming"
+                        )));
                     }
+                    continue;
                 }
             }
-            let mut body =
-                resp.body_mut().with_config().limit(desc.size.saturating_add(1) - got.min(desc.size)).reader();
-            let mut broken: Option<String> = None;
-            loop {
-                match body.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        got += n as u64;
-                        if got > desc.size {
-                            return Err(Error::integrity(format!(
-                                "{what}: registry sent more than the {} bytes the descriptor declares",
-                                desc.size
-                            )));
-                        }
-                        hasher.update(&buf[..n]);
-                        tmp.as_file_mut().write_all(&buf[..n]).map_err(|e| Error::io("cannot write", tmp.path(), e))?;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        broken = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
-            drop(body);
-            if got == desc.size {
+            let broken = dl.append(&mut resp)?;
+            if dl.got == desc.size {
                 break;
             }
             attempts += 1;
             if attempts > client.options().retries {
                 let why = broken.unwrap_or_else(|| "connection closed early".into());
-                return Err(Error::network(format!("{what}: download stopped at {got} of {} bytes: {why}", desc.size))
-                    .with_hint(
-                        "the network or registry is unstable; run the command again (finished blobs are cached)",
-                    ));
+                return Err(Error::network(format!(
+                    "{what}: download stopped at {} of {} bytes: {why}",
+                    dl.got, desc.size
+                ))
+                .with_hint("the network or registry is unstable; run the command again (finished blobs are cached)"));
             }
             let wait = client.backoff(attempts - 1);
             tracing::warn!(
-                "{what}: download interrupted at {got}/{} bytes, resuming in {:.1}s",
+                "{what}: download interrupted at {}/{} bytes, resuming in {:.1}s",
+                dl.got,
                 desc.size,
                 wait.as_secs_f32()
             );
             std::thread::sleep(wait);
         }
-        let digest = hasher.finish();
+        let digest = dl.hasher.finish();
         if digest != desc.digest {
             return Err(Error::integrity(format!(
                 "digest mismatch for {what}: expected {}, registry sent {digest}",
@@ -298,26 +205,112 @@ impl Registry {
             ))
             .with_hint("the registry's copy is corrupt or was altered; re-push the image"));
         }
-        self.cache.commit(tmp, &desc.digest)
+        self.cache.commit(dl.tmp, &desc.digest)
+    }
+
+    /// `GET` of a blob, from byte `from` on (a `Range` request when resuming).
+    fn request_blob(
+        &self,
+        client: &Client,
+        r: &Reference,
+        desc: &Descriptor,
+        from: u64,
+        what: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        let mut headers = Vec::new();
+        if from > 0 {
+            headers.push(("Range", format!("bytes={from}-")));
+        }
+        client.request(r, &format!("blobs/{}", desc.digest), &headers, false, what).map_err(|e| {
+            if e.kind() == Kind::NotFound {
+                Error::not_found(format!("{what}: blob {} is missing from {}", desc.digest, r.full_name()))
+                    .with_hint("the registry lost this blob; re-push the image")
+            } else {
+                e
+            }
+        })
     }
 }
 
-/// Picks the entry for `want` from an index; the error lists what the index has.
-pub fn select_platform<'a>(entries: &'a [Descriptor], want: &Platform, what: &str) -> Result<&'a Descriptor> {
-    let candidates: Vec<&Descriptor> =
-        entries.iter().filter(|e| e.platform.as_ref().is_some_and(|p| p.satisfies(want))).collect();
-    if let Some(first) = candidates.first() {
-        return Ok(first);
+/// Whether `resp` continues a download at byte `at` (`206` with a matching `Content-Range`).
+fn resumed_at(resp: &ureq::http::Response<ureq::Body>, at: u64) -> bool {
+    resp.status().as_u16() == 206
+        && resp
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes "))
+            .and_then(|v| v.split('-').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            == Some(at)
+}
+
+/// A blob download in progress: the staged bytes, their running hash and count.
+struct Download<'a> {
+    tmp: tempfile::NamedTempFile,
+    hasher: Hasher,
+    got: u64,
+    what: &'a str,
+    size: u64,
+}
+
+impl Download<'_> {
+    /// Drops what was received so far.
+    fn restart(&mut self) -> Result<()> {
+        self.got = 0;
+        self.hasher = Hasher::new();
+        self.tmp.as_file_mut().set_len(0).map_err(|e| Error::io("cannot truncate", self.tmp.path(), e))?;
+        self.tmp.as_file_mut().seek(SeekFrom::Start(0)).map_err(|e| Error::io("cannot seek", self.tmp.path(), e))?;
+        Ok(())
     }
-    let have: Vec<String> = entries
-        .iter()
-        .filter_map(|e| e.platform.as_ref())
-        .filter(|p| p.os != "unknown")
-        .map(|p| p.normalized().to_string())
-        .collect();
-    let have = if have.is_empty() { "no platforms".to_string() } else { have.join(", ") };
-    Err(Error::not_found(format!("{what} has no image for {}; the index has: {have}", want.normalized()))
-        .with_hint("pick one of those with --platform, or use an image built for the robot's platform"))
+
+    /// Appends the response body; returns why it broke off, if it did. More bytes than the
+    /// descriptor declares is an integrity error.
+    fn append(&mut self, resp: &mut ureq::http::Response<ureq::Body>) -> Result<Option<String>> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut body =
+            resp.body_mut().with_config().limit(self.size.saturating_add(1) - self.got.min(self.size)).reader();
+        loop {
+            match body.read(&mut buf) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    self.got += n as u64;
+                    if self.got > self.size {
+                        return Err(Error::integrity(format!(
+                            "{}: registry sent more than the {} bytes the descriptor declares",
+                            self.what, self.size
+                        )));
+                    }
+                    self.hasher.update(&buf[..n]);
+                    self.tmp
+                        .as_file_mut()
+                        .write_all(&buf[..n])
+                        .map_err(|e| Error::io("cannot write", self.tmp.path(), e))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Ok(Some(e.to_string())),
+            }
+        }
+    }
+}
+
+/// The registry's side of [`resolve::resolve`]: children of an index by digest (through the
+/// cache), configs as small blobs.
+struct RegistryDocs<'a> {
+    registry: &'a Registry,
+    reference: &'a Reference,
+    what: &'a str,
+}
+
+impl resolve::Documents for RegistryDocs<'_> {
+    fn child(&self, desc: &Descriptor) -> Result<Document> {
+        let (bytes, digest, media_type) =
+            self.registry.manifest_bytes(self.reference, &desc.digest.to_string(), self.what)?;
+        Ok(Document { bytes, digest, media_type })
+    }
+    fn config(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        self.registry.small_blob(self.reference, desc, &format!("config of {}", self.what))
+    }
 }
 
 /// Layer bytes of a registry image: from the cache, fetched on demand.

@@ -13,6 +13,7 @@ use super::extract::Ownership;
 use super::rootfs::{Rootfs, WorkDir};
 use super::{Isolation, RunSpec, Runner, Sandbox};
 use crate::error::{Error, Kind};
+use crate::host_env::HostEnv;
 use crate::platform::Platform;
 
 /// Detection settings.
@@ -27,6 +28,8 @@ pub struct Options {
     pub helper: Option<PathBuf>,
     /// Where probe directories go (default: the system temp dir).
     pub scratch: Option<PathBuf>,
+    /// The environment: `PATH` to find qemu and proot, `GITHUB_ACTIONS` for the advice.
+    pub env: HostEnv,
 }
 
 /// One combination that was tried.
@@ -76,6 +79,23 @@ impl fmt::Display for Report {
     }
 }
 
+/// Why a combination cannot be used: the `detail` of its [`Attempt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Unusable(String);
+
+impl From<String> for Unusable {
+    fn from(s: String) -> Self {
+        Unusable(s)
+    }
+}
+
+impl From<&str> for Unusable {
+    fn from(s: &str) -> Self {
+        Unusable(s.to_string())
+    }
+}
+
+/// What decides which combinations can work on this machine.
 struct Facts {
     euid: u32,
     kernel: Option<(u32, u32)>,
@@ -83,7 +103,7 @@ struct Facts {
     target: Arch,
     max_userns: Option<u64>,
     apparmor_restrict: Option<u64>,
-    binfmt: Result<Vec<BinfmtEntry>, String>,
+    binfmt: std::result::Result<Vec<BinfmtEntry>, Unusable>,
     qemu: Option<(PathBuf, bool)>,
     proot: Option<PathBuf>,
     in_container: bool,
@@ -92,6 +112,42 @@ struct Facts {
 
 fn read_num(p: &str) -> Option<u64> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+impl Facts {
+    /// Looks at this machine (and `opts.env` for programs on PATH and CI variables).
+    fn gather(target: Arch, opts: &Options) -> Facts {
+        Facts {
+            euid: rustix::process::geteuid().as_raw(),
+            kernel: emulation::kernel_version(),
+            host: Arch::host(),
+            target,
+            max_userns: read_num("/proc/sys/user/max_user_namespaces"),
+            apparmor_restrict: read_num("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
+            binfmt: emulation::kernel_binfmt(Path::new("/proc/sys/fs/binfmt_misc"), target)
+                .map_err(|e| Unusable(e.to_string())),
+            qemu: emulation::find_qemu(target, opts.qemu.as_deref(), &opts.env),
+            proot: emulation::find_program("proot", opts.proot.as_deref(), &opts.env),
+            in_container: Path::new("/.dockerenv").exists() || Path::new("/run/.containerenv").exists(),
+            github: opts.env.is_set("GITHUB_ACTIONS"),
+        }
+    }
+
+    /// The facts the report shows.
+    fn summary(&self) -> Vec<(String, String)> {
+        let mut v = vec![("euid".to_string(), self.euid.to_string())];
+        if let Some((a, b)) = self.kernel {
+            v.push(("kernel".into(), format!("{a}.{b}")));
+        }
+        v.push(("host".into(), self.host.map(|h| h.qemu).unwrap_or("unknown").into()));
+        if let Some(n) = self.max_userns {
+            v.push(("user.max_user_namespaces".into(), n.to_string()));
+        }
+        if let Some(n) = self.apparmor_restrict {
+            v.push(("kernel.apparmor_restrict_unprivileged_userns".into(), n.to_string()));
+        }
+        v
+    }
 }
 
 /// Finds a working combination for `platform`, trying the rungs `opts.isolation` allows.
@@ -112,88 +168,12 @@ pub fn detect(platform: &Platform, opts: &Options) -> Result<Runner, Report> {
             }
         },
     };
-    let facts = Facts {
-        euid: rustix::process::geteuid().as_raw(),
-        kernel: emulation::kernel_version(),
-        host: Arch::host(),
-        target,
-        max_userns: read_num("/proc/sys/user/max_user_namespaces"),
-        apparmor_restrict: read_num("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
-        binfmt: emulation::kernel_binfmt(Path::new("/proc/sys/fs/binfmt_misc"), target),
-        qemu: emulation::find_qemu(target, opts.qemu.as_deref()),
-        proot: emulation::find_program("proot", opts.proot.as_deref()),
-        in_container: Path::new("/.dockerenv").exists() || Path::new("/run/.containerenv").exists(),
-        github: std::env::var_os("GITHUB_ACTIONS").is_some(),
-    };
-    report.facts.push(("euid".into(), facts.euid.to_string()));
-    if let Some((a, b)) = facts.kernel {
-        report.facts.push(("kernel".into(), format!("{a}.{b}")));
-    }
-    report.facts.push(("host".into(), facts.host.map(|h| h.qemu).unwrap_or("unknown").into()));
-    if let Some(n) = facts.max_userns {
-        report.facts.push(("user.max_user_namespaces".into(), n.to_string()));
-    }
-    if let Some(n) = facts.apparmor_restrict {
-        report.facts.push(("kernel.apparmor_restrict_unprivileged_userns".into(), n.to_string()));
-    }
+    let facts = Facts::gather(target, opts);
+    report.facts = facts.summary();
     let native = facts.host == Some(target);
-    let sandboxes: Vec<Sandbox> = match opts.isolation {
-        Isolation::Auto => vec![Sandbox::Root, Sandbox::Userns, Sandbox::Proot],
-        Isolation::Root => vec![Sandbox::Root],
-        Isolation::Userns => vec![Sandbox::Userns],
-        Isolation::Proot => vec![Sandbox::Proot],
-    };
-    let forced = opts.isolation != Isolation::Auto;
-    for sb in sandboxes {
-        let emulations: Vec<Emulation> = if native {
-            vec![Emulation::Native]
-        } else if sb == Sandbox::Proot {
-            vec![Emulation::ProotQemu]
-        } else {
-            vec![Emulation::KernelBinfmt, Emulation::PrivateBinfmt]
-        };
-        if sb == Sandbox::Root && facts.euid != 0 {
-            report.attempts.push(Attempt {
-                sandbox: sb,
-                emulation: None,
-                ok: false,
-                detail: format!("not running as root (euid {})", facts.euid),
-            });
-            continue;
-        }
-        let mut warnings = Vec::new();
-        if sb == Sandbox::Proot {
-            let Some(proot) = &facts.proot else {
-                report.attempts.push(Attempt {
-                    sandbox: sb,
-                    emulation: None,
-                    ok: false,
-                    detail: match &opts.proot {
-                        Some(p) => format!("{} does not exist", p.display()),
-                        None => "proot not found on PATH".into(),
-                    },
-                });
-                continue;
-            };
-            if facts.euid == 0 {
-                warnings.push(
-                    "proot runs the steps as the real root with the host's /proc, /sys and /dev; prefer --isolation root"
-                        .to_string(),
-                );
-            }
-            if let Err(why) = proot_statx_ok(proot, &helper, opts) {
-                if !forced {
-                    report.attempts.push(Attempt { sandbox: sb, emulation: None, ok: false, detail: why });
-                    continue;
-                }
-                warnings.push(why);
-            }
-        }
-        for emu in emulations {
-            if let Err(why) = precheck(&facts, emu) {
-                report.attempts.push(Attempt { sandbox: sb, emulation: Some(emu), ok: false, detail: why });
-                continue;
-            }
+    for sb in rungs(opts.isolation) {
+        let Some(warnings) = rung_usable(sb, &facts, &helper, opts, &mut report) else { continue };
+        for emu in emulations(sb, native) {
             let runner = Runner {
                 sandbox: sb,
                 emulation: emu,
@@ -204,19 +184,12 @@ pub fn detect(platform: &Platform, opts: &Options) -> Result<Runner, Report> {
                 report: Report::default(),
                 warnings: warnings.clone(),
             };
-            match probe(&runner, opts) {
-                Ok(()) => {
-                    report.attempts.push(Attempt {
-                        sandbox: sb,
-                        emulation: Some(emu),
-                        ok: true,
-                        detail: "probe ran".into(),
-                    });
-                    let mut runner = runner;
-                    runner.report = report;
-                    return Ok(runner);
-                }
-                Err(why) => report.attempts.push(Attempt { sandbox: sb, emulation: Some(emu), ok: false, detail: why }),
+            let tried = precheck(&facts, emu).and_then(|()| probe(&runner, opts));
+            let ok = tried.is_ok();
+            let detail = tried.err().map_or_else(|| "probe ran".to_string(), |w| w.0);
+            report.attempts.push(Attempt { sandbox: sb, emulation: Some(emu), ok, detail });
+            if ok {
+                return Ok(Runner { report, ..runner });
             }
         }
     }
@@ -224,12 +197,71 @@ pub fn detect(platform: &Platform, opts: &Options) -> Result<Runner, Report> {
     Err(report)
 }
 
-fn precheck(f: &Facts, emu: Emulation) -> Result<(), String> {
+/// The sandboxes `isolation` allows, in the order they are tried.
+fn rungs(isolation: Isolation) -> Vec<Sandbox> {
+    match isolation {
+        Isolation::Auto => vec![Sandbox::Root, Sandbox::Userns, Sandbox::Proot],
+        Isolation::Root => vec![Sandbox::Root],
+        Isolation::Userns => vec![Sandbox::Userns],
+        Isolation::Proot => vec![Sandbox::Proot],
+    }
+}
+
+/// The emulations that can run a foreign (or the native) architecture in sandbox `sb`.
+fn emulations(sb: Sandbox, native: bool) -> Vec<Emulation> {
+    if native {
+        vec![Emulation::Native]
+    } else if sb == Sandbox::Proot {
+        vec![Emulation::ProotQemu]
+    } else {
+        vec![Emulation::KernelBinfmt, Emulation::PrivateBinfmt]
+    }
+}
+
+/// Whether sandbox `sb` is worth probing, with its warnings; `None` (and an attempt in the
+/// report) when it is not.
+fn rung_usable(sb: Sandbox, f: &Facts, helper: &Path, opts: &Options, report: &mut Report) -> Option<Vec<String>> {
+    let mut refuse = |detail: String| {
+        report.attempts.push(Attempt { sandbox: sb, emulation: None, ok: false, detail });
+        None
+    };
+    let mut warnings = Vec::new();
+    match sb {
+        Sandbox::Root if f.euid != 0 => return refuse(format!("not running as root (euid {})", f.euid)),
+        Sandbox::Proot => {
+            let Some(proot) = &f.proot else {
+                return refuse(match &opts.proot {
+                    Some(p) => format!("{} does not exist", p.display()),
+                    None => "proot not found on PATH".into(),
+                });
+            };
+            if f.euid == 0 {
+                warnings.push(
+                    "proot runs the steps as the real root with the host's /proc, /sys and /dev; prefer --isolation root"
+                        .to_string(),
+                );
+            }
+            if let Err(why) = proot_statx_ok(proot, helper, opts) {
+                // a forced proot is used anyway, with the warning
+                if opts.isolation == Isolation::Auto {
+                    return refuse(why.0);
+                }
+                warnings.push(why.0);
+            }
+        }
+        _ => {}
+    }
+    Some(warnings)
+}
+
+fn precheck(f: &Facts, emu: Emulation) -> std::result::Result<(), Unusable> {
     match emu {
         Emulation::Native => Ok(()),
         Emulation::KernelBinfmt => match &f.binfmt {
             Err(e) => Err(e.clone()),
-            Ok(v) if v.is_empty() => Err(format!("no qemu-{} handler in /proc/sys/fs/binfmt_misc", f.target.qemu)),
+            Ok(v) if v.is_empty() => {
+                Err(format!("no qemu-{} handler in /proc/sys/fs/binfmt_misc", f.target.qemu).into())
+            }
             Ok(v) => {
                 if v.iter().any(|e| e.enabled && e.has_flag('F')) {
                     Ok(())
@@ -237,35 +269,36 @@ fn precheck(f: &Facts, emu: Emulation) -> Result<(), String> {
                     Err(format!(
                         "handler {} has no F flag (its interpreter would have to be inside the rootfs)",
                         e.name
-                    ))
+                    )
+                    .into())
                 } else {
-                    Err(format!("handler {} is disabled", v[0].name))
+                    Err(format!("handler {} is disabled", v[0].name).into())
                 }
             }
         },
         Emulation::PrivateBinfmt => {
             match f.kernel {
                 Some(k) if k >= (6, 7) => {}
-                Some((a, b)) => return Err(format!("needs Linux 6.7 or later (this is {a}.{b})")),
+                Some((a, b)) => return Err(format!("needs Linux 6.7 or later (this is {a}.{b})").into()),
                 None => return Err("unknown kernel version".into()),
             }
             match &f.qemu {
                 Some((_, true)) => Ok(()),
-                Some((p, false)) => Err(format!("{} is not statically linked", p.display())),
-                None => Err(format!("qemu-{0}-static not found", f.target.qemu)),
+                Some((p, false)) => Err(format!("{} is not statically linked", p.display()).into()),
+                None => Err(format!("qemu-{0}-static not found", f.target.qemu).into()),
             }
         }
         Emulation::ProotQemu => match &f.qemu {
             Some(_) => Ok(()),
-            None => Err(format!("qemu-{0}-static not found", f.target.qemu)),
+            None => Err(format!("qemu-{0}-static not found", f.target.qemu).into()),
         },
     }
 }
 
 /// Runs the probe program in a throw-away rootfs.
-fn probe(runner: &Runner, opts: &Options) -> Result<(), String> {
+fn probe(runner: &Runner, opts: &Options) -> std::result::Result<(), Unusable> {
     let scratch = opts.scratch.clone().unwrap_or_else(std::env::temp_dir);
-    let work = WorkDir::new_in(&scratch, ".spxpack-probe-").map_err(|e| e.to_string())?;
+    let work = WorkDir::new_in(&scratch, ".spxpack-probe-").map_err(|e| Unusable(e.to_string()))?;
     let root = work.path().join("rootfs");
     let arch = Arch::of(&runner.platform).ok_or("unknown architecture")?;
     let make = || -> std::io::Result<()> {
@@ -284,21 +317,25 @@ fn probe(runner: &Runner, opts: &Options) -> Result<(), String> {
     let out = runner.run(&rootfs, &spec, &mut |_| {}).map_err(|e| {
         let m = e.message().to_string();
         // "the root + binfmt (kernel) sandbox failed: X" → "X"
-        m.split_once(" sandbox failed: ").map(|(_, r)| r.to_string()).unwrap_or(m)
+        Unusable(m.split_once(" sandbox failed: ").map(|(_, r)| r.to_string()).unwrap_or(m))
     })?;
     match out.code {
         42 => Ok(()),
-        c => Err(format!("probe exited with {c}{}", out.tail.last().map(|l| format!(": {l}")).unwrap_or_default())),
+        c => {
+            Err(format!("probe exited with {c}{}", out.tail.last().map(|l| format!(": {l}")).unwrap_or_default())
+                .into())
+        }
     }
 }
 
 /// proot < 5.3 does not translate `statx`: a guest `stat` then reports the host's file. Checks
 /// by running the helper under proot with a bind that exists only in the guest view.
-fn proot_statx_ok(proot: &Path, helper: &Path, opts: &Options) -> Result<(), String> {
+fn proot_statx_ok(proot: &Path, helper: &Path, opts: &Options) -> std::result::Result<(), Unusable> {
     let scratch = opts.scratch.clone().unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new().prefix(".spxpack-statx-").tempdir_in(&scratch).map_err(|e| e.to_string())?;
+    let dir =
+        tempfile::Builder::new().prefix(".spxpack-statx-").tempdir_in(&scratch).map_err(|e| Unusable(e.to_string()))?;
     let f = dir.path().join("file");
-    std::fs::write(&f, b"12345").map_err(|e| e.to_string())?;
+    std::fs::write(&f, b"12345").map_err(|e| Unusable(e.to_string()))?;
     let version = Command::new(proot)
         .arg("--version")
         .output()
@@ -320,13 +357,14 @@ fn proot_statx_ok(proot: &Path, helper: &Path, opts: &Options) -> Result<(), Str
         .arg(guest)
         .arg("5")
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", proot.display()))?;
+        .map_err(|e| Unusable(format!("cannot run {}: {e}", proot.display())))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(format!(
             "proot {version} does not translate statx (stat in the guest sees host files; need proot 5.3 or later)"
-        ))
+        )
+        .into())
     }
 }
 
@@ -387,5 +425,108 @@ impl Rootfs {
     /// A bare rootfs for probes (no cache, no side table).
     pub(crate) fn probe(work: WorkDir, root: PathBuf, ownership: Ownership) -> Rootfs {
         Rootfs::from_parts(work, root, ownership)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::emulation::{AARCH64, X86_64};
+
+    /// An unprivileged x86_64 host on Linux 6.8 building for arm64, with nothing installed.
+    fn facts() -> Facts {
+        Facts {
+            euid: 1000,
+            kernel: Some((6, 8)),
+            host: Some(X86_64),
+            target: AARCH64,
+            max_userns: Some(15000),
+            apparmor_restrict: None,
+            binfmt: Ok(Vec::new()),
+            qemu: None,
+            proot: None,
+            in_container: false,
+            github: false,
+        }
+    }
+
+    fn entry(flags: &str, enabled: bool) -> BinfmtEntry {
+        BinfmtEntry {
+            name: "qemu-aarch64".into(),
+            enabled,
+            interpreter: "/usr/bin/qemu-aarch64-static".into(),
+            flags: flags.into(),
+            offset: 0,
+            magic: Vec::new(),
+            mask: Vec::new(),
+        }
+    }
+
+    fn attempt(sandbox: Sandbox, detail: &str) -> Attempt {
+        Attempt { sandbox, emulation: None, ok: false, detail: detail.into() }
+    }
+
+    #[test]
+    fn tries_the_rungs_isolation_allows_in_order() {
+        assert_eq!(rungs(Isolation::Auto), vec![Sandbox::Root, Sandbox::Userns, Sandbox::Proot]);
+        assert_eq!(rungs(Isolation::Userns), vec![Sandbox::Userns]);
+        assert_eq!(emulations(Sandbox::Root, true), vec![Emulation::Native]);
+        assert_eq!(emulations(Sandbox::Userns, false), vec![Emulation::KernelBinfmt, Emulation::PrivateBinfmt]);
+        assert_eq!(emulations(Sandbox::Proot, false), vec![Emulation::ProotQemu]);
+    }
+
+    #[test]
+    fn prechecks_explain_why_an_emulation_cannot_work() {
+        let why = |f: &Facts, e| precheck(f, e).unwrap_err().0;
+        let mut f = facts();
+        assert_eq!(precheck(&f, Emulation::Native), Ok(()));
+        assert_eq!(why(&f, Emulation::KernelBinfmt), "no qemu-aarch64 handler in /proc/sys/fs/binfmt_misc");
+        f.binfmt = Ok(vec![entry("P", true)]);
+        assert!(why(&f, Emulation::KernelBinfmt).contains("has no F flag"));
+        f.binfmt = Ok(vec![entry("FP", false)]);
+        assert!(why(&f, Emulation::KernelBinfmt).contains("is disabled"));
+        f.binfmt = Ok(vec![entry("P", true), entry("POF", true)]);
+        assert_eq!(precheck(&f, Emulation::KernelBinfmt), Ok(()));
+        assert_eq!(why(&f, Emulation::PrivateBinfmt), "qemu-aarch64-static not found");
+        f.qemu = Some(("/usr/bin/qemu-aarch64".into(), false));
+        assert_eq!(why(&f, Emulation::PrivateBinfmt), "/usr/bin/qemu-aarch64 is not statically linked");
+        assert_eq!(precheck(&f, Emulation::ProotQemu), Ok(()));
+        f.qemu = Some(("/q".into(), true));
+        assert_eq!(precheck(&f, Emulation::PrivateBinfmt), Ok(()));
+        f.kernel = Some((6, 1));
+        assert_eq!(why(&f, Emulation::PrivateBinfmt), "needs Linux 6.7 or later (this is 6.1)");
+    }
+
+    #[test]
+    fn fixes_follow_from_the_facts_and_attempts() {
+        let mut f = facts();
+        let mut report = Report::default();
+        report.attempts.push(attempt(Sandbox::Userns, "unshare(CLONE_NEWUSER): operation not permitted"));
+        report.attempts.push(attempt(Sandbox::Proot, "proot not found on PATH"));
+        let v = fixes(&f, &report, false);
+        assert!(v[0].starts_with("install qemu-user"), "{v:?}");
+        assert!(v.iter().any(|x| x.contains("install proot")), "{v:?}");
+        assert!(v.iter().any(|x| x.contains("run the build as root")), "{v:?}");
+        assert!(!v.iter().any(|x| x.contains("GitHub") || x.contains("apparmor") || x.contains("container")));
+        f.apparmor_restrict = Some(1);
+        f.in_container = true;
+        f.github = true;
+        f.euid = 0;
+        f.qemu = Some(("/q".into(), true));
+        let v = fixes(&f, &report, false);
+        assert!(v.iter().any(|x| x.contains("apparmor_restrict_unprivileged_userns=0")), "{v:?}");
+        assert!(v.iter().any(|x| x.contains("seccomp=unconfined")), "{v:?}");
+        assert!(v.iter().any(|x| x.contains("ubuntu-24.04-arm")), "{v:?}");
+        assert!(!v.iter().any(|x| x.contains("as root") || x.contains("install qemu-user")), "{v:?}");
+        assert!(fixes(&f, &Report::default(), true).iter().all(|x| !x.contains("qemu") && !x.contains("GitHub")));
+    }
+
+    #[test]
+    fn github_actions_is_read_from_the_given_environment() {
+        let opts = Options { env: HostEnv::from_vars([("GITHUB_ACTIONS", "true")]), ..Default::default() };
+        assert!(Facts::gather(AARCH64, &opts).github);
+        let opts = Options { qemu: Some("/nonexistent/qemu".into()), ..Default::default() };
+        let f = Facts::gather(AARCH64, &opts);
+        assert!(!f.github && f.qemu.is_none() && f.proot.is_none(), "an empty environment finds nothing on PATH");
     }
 }

@@ -1,7 +1,8 @@
 //! The layer a step produced: the snapshot from before the step compared with a walk after it,
-//! written as a deterministic tar (PAX headers for long names and xattrs, entries in
-//! depth-first byte order with whiteouts before their siblings, no user/group names, mtimes
-//! clamped to `SOURCE_DATE_EPOCH`), gzip-compressed with [`crate::compress::GzipWriter`].
+//! written as a deterministic tar (the header policy of [`crate::tar::header`]: PAX records for
+//! xattrs and what ustar cannot hold; entries in depth-first byte order with whiteouts before
+//! their siblings, no user/group names, mtimes clamped to `SOURCE_DATE_EPOCH`),
+//! gzip-compressed through a [`LayerSink`].
 //!
 //! Changes: added = only after; changed = any recorded field differs or ctime is past the
 //! fence; deleted = only before → `.wh.NAME` when its parent is still a directory (never below
@@ -9,7 +10,7 @@
 //! Hard links among the layer's entries become `TypeLink`s to the first name.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -19,10 +20,10 @@ use super::extract::{SideTable, keep_xattr};
 use super::fsutil;
 use super::rootfs::Rootfs;
 use super::snapshot::{Meta, Snapshot, walk};
-use crate::compress::GzipWriter;
-use crate::digest::{Digest, Hasher, HashingWriter};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::media;
+use crate::tar::{Content, CopyError, Header, LayerBlob, LayerSink, Sink, TarWriter};
 
 /// How tar ownership is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -148,9 +149,9 @@ pub fn layer(pre: &Snapshot, rootfs: &Rootfs, opts: &LayerOptions) -> Result<New
         .map_err(|e| Error::io("cannot create a temporary file in", &opts.out_dir, e))?;
     crate::atomic::register(tmp.path());
     let file = tmp.reopen().map_err(|e| Error::io("cannot open", tmp.path(), e))?;
-    let hashed = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-    let gz = GzipWriter::new(hashed, opts.level, opts.threads).map_err(|e| Error::io("cannot write", tmp.path(), e))?;
-    let mut sink = TarSink { gz, hasher: Hasher::new() };
+    let io_err = |e| Error::io("cannot write", tmp.path(), e);
+    let mut sink = LayerSink::new(BufWriter::with_capacity(1 << 20, file), opts.level, opts.threads).map_err(io_err)?;
+    let mut tw = TarWriter::new(&mut sink);
     let root = fsutil::open_root(rootfs.path()).map_err(|e| Error::io("cannot open", rootfs.path(), e))?;
     let mut w = Writer {
         root: &root,
@@ -163,15 +164,11 @@ pub fn layer(pre: &Snapshot, rootfs: &Rootfs, opts: &LayerOptions) -> Result<New
         whiteouts: 0,
     };
     for (c, m) in &list {
-        w.emit(&mut sink, c, m.as_ref())?;
+        w.emit(&mut tw, c, m.as_ref())?;
     }
-    let io_err = |e| Error::io("cannot write", tmp.path(), e);
-    sink.write_all(&[0u8; 1024]).map_err(io_err)?;
-    let diff_id = sink.hasher.finish();
-    let hashed = sink.gz.finish().map_err(io_err)?;
-    let digest = hashed.hasher.finish();
-    let size = hashed.n;
-    let file = hashed.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
+    tw.finish().map_err(io_err)?;
+    let LayerBlob { diff_id, digest, size, inner } = sink.finish().map_err(io_err)?;
+    let file = inner.into_inner().map_err(|e| io_err(e.into_error()))?;
     file.sync_all().map_err(io_err)?;
     let dest = opts.out_dir.join(digest.hex());
     crate::atomic::unregister(tmp.path());
@@ -193,22 +190,6 @@ pub fn layer(pre: &Snapshot, rootfs: &Rootfs, opts: &LayerOptions) -> Result<New
         entries: w.entries,
         whiteouts: w.whiteouts,
     })
-}
-
-struct TarSink<W: Write> {
-    gz: GzipWriter<W>,
-    hasher: Hasher,
-}
-
-impl<W: Write> Write for TarSink<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.hasher.update(buf);
-        self.gz.write_compressible(buf)?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 struct Writer<'a> {
@@ -261,20 +242,14 @@ impl Writer<'_> {
         on_disk
     }
 
-    fn emit<W: Write>(&mut self, w: &mut W, c: &Change, m: Option<&Meta>) -> Result<()> {
+    fn emit<S: Sink>(&mut self, w: &mut TarWriter<S>, c: &Change, m: Option<&Meta>) -> Result<()> {
         let err = |p: &str, e: io::Error| Error::io("cannot add to the layer", &self.root_path.join(p), e);
         match (c, m) {
             (Change::Deleted(p), _) => {
                 let (parent, name) = fsutil::split_parent(p);
                 let wh = fsutil::rel_join(parent, &format!(".wh.{name}"));
-                let mut h = tar::Header::new_ustar();
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(0o644);
-                h.set_uid(0);
-                h.set_gid(0);
-                h.set_size(0);
-                h.set_mtime(self.mtime(0));
-                write_entry(w, h, &wh, None, &[], &mut io::empty()).map_err(|e| err(p, e))?;
+                let h = Header { mtime: self.mtime(0), ..Header::file(&wh, 0, 0o644) };
+                w.empty(&h).map_err(|e| err(p, e))?;
                 self.whiteouts += 1;
             }
             (Change::Added(p) | Change::Modified(p), Some(m)) => {
@@ -293,60 +268,54 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn entry<W: Write>(&mut self, w: &mut W, p: &str, m: &Meta) -> io::Result<()> {
+    fn entry<S: Sink>(&mut self, w: &mut TarWriter<S>, p: &str, m: &Meta) -> io::Result<()> {
+        use ::tar::EntryType;
         let (uid, gid) = self.owner(p, m);
-        let mut h = tar::Header::new_ustar();
-        h.set_mode(self.mode(p, m));
-        h.set_uid(uid as u64);
-        h.set_gid(gid as u64);
-        h.set_mtime(self.mtime(m.mtime_ns));
-        h.set_size(0);
         let xattrs = if m.file_type() == FileType::Symlink { Vec::new() } else { self.xattrs(p)? };
+        let h = Header {
+            mode: self.mode(p, m),
+            uid: uid.into(),
+            gid: gid.into(),
+            mtime: self.mtime(m.mtime_ns),
+            xattrs: &xattrs,
+            ..Header::new(p, EntryType::Regular)
+        };
         match m.file_type() {
-            FileType::Directory => {
-                h.set_entry_type(tar::EntryType::Directory);
-                write_entry(w, h, &format!("{p}/"), None, &xattrs, &mut io::empty())
-            }
+            FileType::Directory => w.empty(&Header { name: &format!("{p}/"), kind: EntryType::Directory, ..h }),
             FileType::Symlink => {
-                h.set_entry_type(tar::EntryType::Symlink);
                 let (parent, name) = fsutil::split_parent(p);
                 let pfd = fsutil::open_dir_in(self.root, parent)?;
                 let target = rustix::fs::readlinkat(&pfd, name, Vec::new())?;
-                write_entry(w, h, p, Some(target.as_bytes()), &xattrs, &mut io::empty())
+                w.empty(&Header { kind: EntryType::Symlink, link: target.as_bytes(), ..h })
             }
             FileType::RegularFile => {
                 if m.nlink > 1 {
                     if let Some(first) = self.links.get(&(m.dev, m.ino)) {
-                        h.set_entry_type(tar::EntryType::Link);
                         let first = first.clone();
-                        return write_entry(w, h, p, Some(first.as_bytes()), &[], &mut io::empty());
+                        return w.empty(&Header { kind: EntryType::Link, link: first.as_bytes(), xattrs: &[], ..h });
                     }
                     self.links.insert((m.dev, m.ino), p.to_string());
                 }
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_size(m.size);
-                let fd = self.open_file(p, m)?;
-                let mut f = std::fs::File::from(fd);
-                let mut limited = (&mut f).take(m.size);
-                let mut counted = CountingReader { inner: &mut limited, n: 0 };
-                write_entry(w, h, p, None, &xattrs, &mut counted)?;
-                if counted.n != m.size {
-                    return Err(io::Error::other(format!(
+                w.header(&Header { size: m.size, ..h })?;
+                let mut f = std::fs::File::from(self.open_file(p, m)?);
+                w.copy(&mut f, m.size, Content::Compressible, &|_| {}).map_err(|e| match e {
+                    CopyError::Short(left) => io::Error::other(format!(
                         "changed size while being read ({} of {} bytes)",
-                        counted.n, m.size
-                    )));
-                }
-                Ok(())
+                        m.size - left,
+                        m.size
+                    )),
+                    CopyError::Long => io::Error::other("grew while being read"),
+                    CopyError::Read(e) | CopyError::Write(e) => e,
+                })
             }
             FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
-                h.set_entry_type(match m.file_type() {
-                    FileType::CharacterDevice => tar::EntryType::Char,
-                    FileType::BlockDevice => tar::EntryType::Block,
-                    _ => tar::EntryType::Fifo,
-                });
-                h.set_device_major(rustix::fs::major(m.rdev))?;
-                h.set_device_minor(rustix::fs::minor(m.rdev))?;
-                write_entry(w, h, p, None, &xattrs, &mut io::empty())
+                let kind = match m.file_type() {
+                    FileType::CharacterDevice => EntryType::Char,
+                    FileType::BlockDevice => EntryType::Block,
+                    _ => EntryType::Fifo,
+                };
+                let device = Some((rustix::fs::major(m.rdev), rustix::fs::minor(m.rdev)));
+                w.empty(&Header { kind, device, ..h })
             }
             // sockets cannot be stored in a layer
             _ => {
@@ -422,103 +391,6 @@ pub fn caps_v2(v: &[u8]) -> Vec<u8> {
     v.to_vec()
 }
 
-struct CountingReader<'a, R: Read> {
-    inner: &'a mut R,
-    n: u64,
-}
-
-impl<R: Read> Read for CountingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let k = self.inner.read(buf)?;
-        self.n += k as u64;
-        Ok(k)
-    }
-}
-
-/// Writes one entry: a PAX header first when the name or link target does not fit the ustar
-/// fields or there are xattrs, then the ustar header, then `size` bytes of `data`.
-fn write_entry<W: Write>(
-    w: &mut W,
-    mut h: tar::Header,
-    path: &str,
-    link: Option<&[u8]>,
-    xattrs: &[(String, Vec<u8>)],
-    data: &mut dyn Read,
-) -> io::Result<()> {
-    let mut pax: Vec<u8> = Vec::new();
-    let fits = |s: &[u8]| s.len() <= 100 && s.is_ascii();
-    if !fits(path.as_bytes()) {
-        pax_record(&mut pax, "path", path.as_bytes());
-    }
-    if let Some(l) = link
-        && !fits(l)
-    {
-        pax_record(&mut pax, "linkpath", l);
-    }
-    for (k, v) in xattrs {
-        pax_record(&mut pax, &format!("SCHILY.xattr.{k}"), v);
-    }
-    if !pax.is_empty() {
-        let mut ph = tar::Header::new_ustar();
-        ph.set_entry_type(tar::EntryType::XHeader);
-        ph.set_mode(0o644);
-        ph.set_uid(0);
-        ph.set_gid(0);
-        ph.set_mtime(h.mtime().unwrap_or(0));
-        ph.set_size(pax.len() as u64);
-        set_name(&mut ph, b"PaxHeader");
-        ph.set_cksum();
-        w.write_all(ph.as_bytes())?;
-        w.write_all(&pax)?;
-        pad(w, pax.len() as u64)?;
-    }
-    set_name(&mut h, &path.as_bytes()[..path.len().min(100)]);
-    if let Some(l) = link {
-        let n = l.len().min(100);
-        let u = h.as_ustar_mut().expect("ustar");
-        u.linkname = [0; 100];
-        u.linkname[..n].copy_from_slice(&l[..n]);
-    }
-    h.set_cksum();
-    w.write_all(h.as_bytes())?;
-    let size = h.size()?;
-    let n = io::copy(data, w)?;
-    if n != size {
-        // keep the archive well-formed for the caller's error path
-        return Err(io::Error::other(format!("expected {size} bytes, read {n}")));
-    }
-    pad(w, size)
-}
-
-fn set_name(h: &mut tar::Header, name: &[u8]) {
-    let u = h.as_ustar_mut().expect("ustar");
-    u.name = [0; 100];
-    u.name[..name.len()].copy_from_slice(name);
-}
-
-fn pad<W: Write>(w: &mut W, size: u64) -> io::Result<()> {
-    let rem = (size % 512) as usize;
-    if rem != 0 {
-        w.write_all(&[0u8; 512][..512 - rem])?;
-    }
-    Ok(())
-}
-
-/// One PAX record: `"<len> <key>=<value>\n"`, where len counts the whole record.
-fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
-    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
-    let mut len = body + 1;
-    while len.to_string().len() + body != len {
-        len = len.to_string().len() + body;
-    }
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(key.as_bytes());
-    out.push(b'=');
-    out.extend_from_slice(value);
-    out.push(b'\n');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,18 +408,6 @@ mod tests {
             mtime_ns: 0,
             ctime_ns: 0,
         }
-    }
-
-    #[test]
-    fn pax_record_lengths_count_themselves() {
-        let mut v = Vec::new();
-        pax_record(&mut v, "path", b"a");
-        assert_eq!(v, b"9 path=a\n"); // Go's archive/tar writes the same
-        let mut v = Vec::new();
-        pax_record(&mut v, "path", &[b'x'; 95]);
-        let s = String::from_utf8(v.clone()).unwrap();
-        let len: usize = s.split(' ').next().unwrap().parse().unwrap();
-        assert_eq!(len, v.len());
     }
 
     #[test]
@@ -595,6 +455,70 @@ mod tests {
         b.ctime_ns = 11;
         a.ctime_ns = 11;
         assert!(changed(&a, &b, 10));
+    }
+
+    /// A RUN layer's tar for a small tree: the header policy (ustar split, PAX for non-ASCII
+    /// names, long link targets and xattrs), a hard link, a whiteout, owners and modes.
+    #[test]
+    fn run_layer_bytes_are_golden() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let long_dir = format!("opt/{}", "d".repeat(120));
+        for dir in ["opt", "bin", long_dir.as_str()] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        for (f, data) in [("bin/ping", &b"ping"[..]), ("opt/café.txt", b"caf\xc3\xa9"), ("opt/a", b"a\n")] {
+            std::fs::write(root.join(f), data).unwrap();
+        }
+        std::fs::write(root.join(&long_dir).join("f"), b"long").unwrap();
+        std::fs::hard_link(root.join("opt/a"), root.join("opt/b")).unwrap();
+        symlink(format!("/{}/{}", "t".repeat(60), "u".repeat(60)), root.join("opt/link")).unwrap();
+        for (p, mode) in [("opt", 0o755), ("bin", 0o755), ("bin/ping", 0o4755), ("opt/a", 0o600)] {
+            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        for p in ["opt/café.txt", &format!("{long_dir}/f")] {
+            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::fs::set_permissions(root.join(&long_dir), std::fs::Permissions::from_mode(0o750)).unwrap();
+        // bin/ping existed (changed since) with a capability the filesystem could not take
+        let cap = hex::encode([1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let entry = super::super::extract::SideEntry {
+            uid: 0,
+            gid: 11,
+            xattrs: [("security.capability".to_string(), cap)].into(),
+            ..Default::default()
+        };
+        let side = SideTable([("bin/ping".to_string(), entry)].into());
+        let mut pre = BTreeMap::new();
+        pre.insert("bin".to_string(), meta(1, true));
+        pre.insert("bin/ping".to_string(), meta(2, false));
+        pre.insert("bin/gone".to_string(), meta(3, false));
+        let pre = Snapshot { entries: pre, fence_ns: 0 };
+        let opts = LayerOptions {
+            epoch: Some(1_600_000_000),
+            owner: OwnerPolicy::Flatten { host_uid: 0, host_gid: 0, new_files: Some((7, 8)) },
+            ..Default::default()
+        };
+        let fd = fsutil::open_root(root).unwrap();
+        let mut w = Writer {
+            root: &fd,
+            root_path: root,
+            side: &side,
+            pre: &pre,
+            opts: &opts,
+            links: HashMap::new(),
+            entries: 0,
+            whiteouts: 0,
+        };
+        let mut sink = crate::tar::Plain(Vec::new());
+        let mut tw = TarWriter::new(&mut sink);
+        for (c, m) in compute(&pre, &walk(root).unwrap()) {
+            w.emit(&mut tw, &c, m.as_ref()).unwrap();
+        }
+        tw.finish().unwrap();
+        assert_eq!((w.entries, w.whiteouts), (9, 1));
+        crate::tar::golden::check("run-layer.tar", &sink.0);
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+use crate::host_env::HostEnv;
 use crate::platform::Platform;
 
 /// How a step's binaries get executed.
@@ -188,10 +190,10 @@ impl BinfmtEntry {
 /// The kernel entries (in the binfmt_misc mounted at `dir`, normally
 /// `/proc/sys/fs/binfmt_misc`) that would run `arch` binaries. `Err` explains why none can be
 /// read (not mounted).
-pub fn kernel_binfmt(dir: &Path, arch: Arch) -> Result<Vec<BinfmtEntry>, String> {
-    let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+pub fn kernel_binfmt(dir: &Path, arch: Arch) -> Result<Vec<BinfmtEntry>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::unsupported(format!("cannot read {}: {e}", dir.display())))?;
     if !dir.join("register").exists() {
-        return Err(format!("binfmt_misc is not mounted at {}", dir.display()));
+        return Err(Error::unsupported(format!("binfmt_misc is not mounted at {}", dir.display())));
     }
     let mut out = Vec::new();
     let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
@@ -213,27 +215,21 @@ pub fn kernel_binfmt(dir: &Path, arch: Arch) -> Result<Vec<BinfmtEntry>, String>
 /// Finds qemu-user for `arch`: the explicit path, else `qemu-ARCH-static`, then `qemu-ARCH` on
 /// PATH. Returns the path and whether it is statically linked (needed for a private binfmt
 /// registration, whose interpreter runs inside the guest root).
-pub fn find_qemu(arch: Arch, explicit: Option<&Path>) -> Option<(PathBuf, bool)> {
+pub fn find_qemu(arch: Arch, explicit: Option<&Path>, env: &HostEnv) -> Option<(PathBuf, bool)> {
     let found = match explicit {
         Some(p) => p.is_file().then(|| p.to_path_buf()),
-        None => {
-            let path = std::env::var_os("PATH").unwrap_or_default();
-            [format!("qemu-{}-static", arch.qemu), format!("qemu-{}", arch.qemu)]
-                .iter()
-                .find_map(|n| std::env::split_paths(&path).map(|d| d.join(n)).find(|p| p.is_file()))
-        }
+        None => [format!("qemu-{}-static", arch.qemu), format!("qemu-{}", arch.qemu)].iter().find_map(|n| env.which(n)),
     }?;
     let is_static = elf_is_static(&found).unwrap_or(false);
     Some((found, is_static))
 }
 
-/// Finds a program on PATH (or checks an explicit path).
-pub fn find_program(name: &str, explicit: Option<&Path>) -> Option<PathBuf> {
-    if let Some(p) = explicit {
-        return p.is_file().then(|| p.to_path_buf());
+/// Finds a program on `env`'s PATH (or checks an explicit path).
+pub fn find_program(name: &str, explicit: Option<&Path>, env: &HostEnv) -> Option<PathBuf> {
+    match explicit {
+        Some(p) => p.is_file().then(|| p.to_path_buf()),
+        None => env.which(name),
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// Whether an ELF file has no program interpreter (PT_INTERP), i.e. is statically linked.

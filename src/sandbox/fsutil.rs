@@ -174,6 +174,11 @@ pub fn read_in_root(root: &Path, rel: &str, limit: u64) -> io::Result<Option<Vec
     Ok(Some(v))
 }
 
+/// An OS error's text without the `(os error N)` suffix (`operation not permitted`).
+pub(crate) fn errno_text(e: impl std::fmt::Display) -> String {
+    crate::error::os_error_text(&e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::helper::{GUEST_AUX, Plan, Status, errno_text, exit_code};
+use super::plan::{GUEST_AUX, Plan, Status, errno_text, exit_code};
 
 /// Kills every remaining descendant (we are their subreaper) until none is left.
 pub(super) fn kill_descendants() {

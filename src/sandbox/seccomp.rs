@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 
+use super::plan::SetupError;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
 };
@@ -124,8 +125,8 @@ const NAMESPACE_FLAGS: [u64; 7] = [
 
 /// Docker's default posture as deny lists (see the module documentation): two programs, the
 /// deny list and `clone3` → `ENOSYS`, installed one after the other.
-pub fn docker_default_programs() -> Result<Vec<BpfProgram>, String> {
-    let err = |e: &dyn std::fmt::Debug| format!("seccomp: {e:?}");
+pub(super) fn docker_default_programs() -> Result<Vec<BpfProgram>, SetupError> {
+    let err = |e: &dyn std::fmt::Debug| SetupError(format!("seccomp: {e:?}"));
     let arch: TargetArch = std::env::consts::ARCH.try_into().map_err(|e| err(&e))?;
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for nr in refused() {
@@ -139,7 +140,7 @@ pub fn docker_default_programs() -> Result<Vec<BpfProgram>, String> {
                 .map_err(|e| err(&e))?;
             SeccompRule::new(vec![c]).map_err(|e| err(&e))
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, SetupError>>()?;
     rules.insert(libc::SYS_clone, clone_rules);
     let deny = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)
         .map_err(|e| err(&e))?;
@@ -161,47 +162,47 @@ pub fn docker_default_programs() -> Result<Vec<BpfProgram>, String> {
 }
 
 /// seccompiler kills the process on a foreign ABI (instruction 2); allow it instead.
-fn allow_foreign_abi(prog: &mut BpfProgram) -> Result<(), String> {
+fn allow_foreign_abi(prog: &mut BpfProgram) -> Result<(), SetupError> {
     const RET_K: u16 = 0x06;
     if prog.len() > 2 && prog[2].code == RET_K && prog[2].k == libc::SECCOMP_RET_KILL_PROCESS {
         prog[2].k = libc::SECCOMP_RET_ALLOW;
         Ok(())
     } else {
-        Err("seccomp: unexpected filter layout".into())
+        Err(SetupError("seccomp: unexpected filter layout".into()))
     }
 }
 
 /// Builds the BPF program for this host.
-pub fn fake_root_program() -> Result<BpfProgram, String> {
-    let arch: TargetArch = std::env::consts::ARCH.try_into().map_err(|e| format!("seccomp: {e:?}"))?;
+pub(super) fn fake_root_program() -> Result<BpfProgram, SetupError> {
+    let err = |e: &dyn std::fmt::Debug| SetupError(format!("seccomp: {e:?}"));
+    let arch: TargetArch = std::env::consts::ARCH.try_into().map_err(|e| err(&e))?;
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for nr in faked() {
         rules.insert(nr, vec![]);
     }
-    let device_rules = |arg: u8| -> Result<Vec<SeccompRule>, String> {
+    let device_rules = |arg: u8| -> Result<Vec<SeccompRule>, SetupError> {
         [S_IFCHR, S_IFBLK]
             .iter()
             .map(|t| {
                 let c = SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(S_IFMT), *t)
-                    .map_err(|e| format!("seccomp: {e:?}"))?;
-                SeccompRule::new(vec![c]).map_err(|e| format!("seccomp: {e:?}"))
+                    .map_err(|e| err(&e))?;
+                SeccompRule::new(vec![c]).map_err(|e| err(&e))
             })
             .collect()
     };
     rules.insert(libc::SYS_mknodat, device_rules(2)?);
     #[cfg(target_arch = "x86_64")]
     rules.insert(libc::SYS_mknod, device_rules(1)?);
-    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(0), arch)
-        .map_err(|e| format!("seccomp: {e:?}"))?;
-    let mut prog: BpfProgram = filter.try_into().map_err(|e| format!("seccomp: {e:?}"))?;
+    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(0), arch).map_err(|e| err(&e))?;
+    let mut prog: BpfProgram = filter.try_into().map_err(|e| err(&e))?;
     allow_foreign_abi(&mut prog)?;
     Ok(prog)
 }
 
 /// Installs the filter on the calling thread (inherited by children; sets no_new_privs).
-pub fn install_fake_root() -> Result<(), String> {
+pub(super) fn install_fake_root() -> Result<(), SetupError> {
     let prog = fake_root_program()?;
-    seccompiler::apply_filter(&prog).map_err(|e| format!("cannot install the seccomp filter: {e}"))
+    seccompiler::apply_filter(&prog).map_err(|e| SetupError(format!("cannot install the seccomp filter: {e}")))
 }
 
 #[cfg(test)]
@@ -222,6 +223,39 @@ mod tests {
         assert!(ret(&progs[1], libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
         for p in &progs {
             assert_eq!(p[2].k, libc::SECCOMP_RET_ALLOW, "a foreign ABI is allowed, not killed");
+        }
+    }
+
+    /// A program compares the system-call number against `nr` somewhere (`BPF_JMP|BPF_JEQ|BPF_K`).
+    fn tests_syscall(p: &seccompiler::BpfProgram, nr: i64) -> bool {
+        p.iter().any(|i| i.code == 0x15 && i.k == nr as u32)
+    }
+
+    #[test]
+    fn fake_root_fakes_ownership_and_id_changes_only() {
+        let p = super::fake_root_program().unwrap();
+        for nr in super::faked() {
+            assert!(tests_syscall(&p, nr), "system call {nr} is not in the fake-root filter");
+        }
+        assert!(tests_syscall(&p, libc::SYS_mknodat), "device mknod is faked");
+        assert!(!tests_syscall(&p, libc::SYS_openat), "ordinary calls pass untouched");
+        // faked calls report success: SECCOMP_RET_ERRNO with errno 0, everything else is allowed
+        let rets: Vec<u32> = p.iter().filter(|i| i.code == 0x06).map(|i| i.k).collect();
+        assert!(rets.contains(&libc::SECCOMP_RET_ERRNO));
+        assert!(rets.iter().all(|k| [libc::SECCOMP_RET_ERRNO, libc::SECCOMP_RET_ALLOW].contains(k)), "{rets:x?}");
+    }
+
+    #[test]
+    fn docker_default_lists_every_refused_call_and_clone() {
+        let progs = super::docker_default_programs().unwrap();
+        for nr in super::refused().into_iter().chain([libc::SYS_clone]) {
+            assert!(tests_syscall(&progs[0], nr), "system call {nr} is not in the deny list");
+        }
+        assert!(tests_syscall(&progs[1], libc::SYS_clone3));
+        assert!(!tests_syscall(&progs[0], libc::SYS_clone3) && !tests_syscall(&progs[0], libc::SYS_execve));
+        // clone is refused only with a namespace flag: its rule compares the masked first argument
+        for f in super::NAMESPACE_FLAGS {
+            assert!(progs[0].iter().any(|i| i.k == f as u32), "no comparison with clone flag {f:#x}");
         }
     }
 }

@@ -8,8 +8,9 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::Findings;
 use super::writer::{Body, Entry};
+use crate::error::io_text;
+use crate::problem::Problems;
 
 /// The one symlink rule for every file that goes into an SPX (manifest, compose file, prebuilt
 /// image archives, icon, udev rules, additional files and everything below them): a symlink is
@@ -76,7 +77,7 @@ pub fn add_path(
     root: &Path,
     confine: bool,
     what: &str,
-    findings: &mut Findings,
+    findings: &mut Problems,
 ) {
     let canon = match fs::canonicalize(src) {
         Ok(c) => c,
@@ -116,7 +117,7 @@ fn walk(
     root: &Path,
     what: &str,
     ancestors: &mut BTreeSet<PathBuf>,
-    findings: &mut Findings,
+    findings: &mut Problems,
 ) {
     let meta = match fs::metadata(real) {
         Ok(m) => m,
@@ -231,7 +232,7 @@ pub fn png_size(head: &[u8]) -> Option<(u32, u32)> {
 }
 
 /// Checks an icon's content; problems are warnings (the robot documents no format).
-pub fn check_icon(label: &str, head: &[u8], size: u64, findings: &mut Findings) {
+pub fn check_icon(label: &str, head: &[u8], size: u64, findings: &mut Problems) {
     if size == 0 {
         findings.error(format!("{label}: the icon file is empty"), Some("use a PNG image"));
         return;
@@ -258,17 +259,6 @@ pub fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// `No such file or directory (os error 2)` → `no such file or directory`.
-pub fn io_text(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    let s = s.split(" (os error").next().unwrap_or(&s).to_string();
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-        None => s,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,7 +275,7 @@ mod tests {
         std::os::unix::fs::symlink("b.txt", root.join("data/link")).unwrap();
         fs::write(d.path().join("secret"), "s").unwrap();
         let mut e = Vec::new();
-        let mut f = Findings::new();
+        let mut f = Problems::new();
         add_path(&mut e, &root.join("data"), "data", &root, true, "additional file", &mut f);
         assert!(f.0.is_empty(), "{f:?}");
         let names: Vec<(String, u32)> = e.iter().map(|x| (x.name.clone(), x.mode)).collect();
@@ -301,14 +291,14 @@ mod tests {
             ]
         );
         std::os::unix::fs::symlink("../../secret", root.join("data/escape")).unwrap();
-        let mut f = Findings::new();
+        let mut f = Problems::new();
         add_path(&mut Vec::new(), &root.join("data"), "data", &root, true, "additional file", &mut f);
         assert!(f.0[0].message.contains("data/escape: is a symlink to"), "{f:?}");
         assert!(f.0[0].message.contains("outside the extension directory"), "{f:?}");
-        let mut f = Findings::new();
+        let mut f = Problems::new();
         add_path(&mut Vec::new(), &d.path().join("secret"), "secret", &root, true, "additional file", &mut f);
         assert!(f.0[0].message.contains("outside the package directory"), "{f:?}");
-        let mut f = Findings::new();
+        let mut f = Problems::new();
         add_path(&mut Vec::new(), &root.join("nope"), "nope", &root, true, "icon", &mut f);
         assert!(f.0[0].message.ends_with("nope: no such file or directory"), "{f:?}");
     }
@@ -337,12 +327,12 @@ mod tests {
         assert!(symlink_escape(&d.path().join("host_secret"), &root, "icon").is_none());
         // add_path applies it, confined or not (icon/udev from the current directory are not confined)
         for confine in [false, true] {
-            let mut f = Findings::new();
+            let mut f = Problems::new();
             let mut e = Vec::new();
             add_path(&mut e, &root.join("icon.png"), "icon.png", &root, confine, "icon", &mut f);
             assert!(e.is_empty() && f.0.len() == 1 && f.0[0].message.contains("is a symlink"), "{f:?}");
         }
-        let mut f = Findings::new();
+        let mut f = Problems::new();
         add_path(&mut Vec::new(), &d.path().join("host_secret"), "x", &root, false, "icon", &mut f);
         assert!(f.0.is_empty(), "{f:?}");
     }

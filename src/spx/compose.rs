@@ -10,11 +10,17 @@
 //! `{archive: NAME.tar.gz}` (which `images[]` archive holds it); the top-level
 //! `x-spxpack: {additional_files: [PATH, …]}` (files and directories packaged as well).
 
+mod keys;
+mod ports;
+
 use serde_json::{Map, Value};
 
+use self::keys::{SERVICE_KEYS, TOP_KEYS, shape_name, shape_ok};
+use self::ports::check_ports;
 use super::manifest::kind;
-use super::{Findings, Target, suggest};
+use super::{Target, suggest};
 use crate::platform::Platform;
+use crate::problem::Problems;
 use crate::reference::Reference;
 
 /// One service, as far as packaging cares.
@@ -64,126 +70,8 @@ pub struct Rules<'a> {
 
 const MAX_SIZE: usize = 4 << 20;
 
-const TOP_KEYS: [&str; 9] =
-    ["version", "services", "volumes", "networks", "secrets", "configs", "name", "include", "models"];
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    Str,
-    StrOrNum,
-    StrOrList,
-    ListOrDict,
-    List,
-    Command,
-    Map,
-    MapOrList,
-    StrOrMap,
-    Bool,
-    Int,
-    Any,
-}
-
-/// Service keys of the Compose specification (docker-compose 1.29 and Compose v2) and their shapes.
-const SERVICE_KEYS: [(&str, Shape); 92] = {
-    use Shape::*;
-    [
-        ("annotations", ListOrDict),
-        ("attach", Bool),
-        ("blkio_config", Map),
-        ("build", StrOrMap),
-        ("cap_add", List),
-        ("cap_drop", List),
-        ("cgroup", Str),
-        ("cgroup_parent", Str),
-        ("command", Command),
-        ("configs", List),
-        ("container_name", Str),
-        ("cpu_count", Int),
-        ("cpu_percent", Int),
-        ("cpu_period", StrOrNum),
-        ("cpu_quota", StrOrNum),
-        ("cpu_rt_period", StrOrNum),
-        ("cpu_rt_runtime", StrOrNum),
-        ("cpu_shares", StrOrNum),
-        ("cpus", StrOrNum),
-        ("cpuset", Str),
-        ("credential_spec", Map),
-        ("depends_on", MapOrList),
-        ("deploy", Map),
-        ("develop", Map),
-        ("device_cgroup_rules", List),
-        ("devices", List),
-        ("dns", StrOrList),
-        ("dns_opt", List),
-        ("dns_search", StrOrList),
-        ("domainname", Str),
-        ("driver_opts", Map),
-        ("entrypoint", Command),
-        ("env_file", StrOrList),
-        ("environment", ListOrDict),
-        ("expose", List),
-        ("extends", StrOrMap),
-        ("external_links", List),
-        ("extra_hosts", ListOrDict),
-        ("gpus", Any),
-        ("group_add", List),
-        ("healthcheck", Map),
-        ("hostname", Str),
-        ("image", Str),
-        ("init", Bool),
-        ("ipc", Str),
-        ("isolation", Str),
-        ("label_file", StrOrList),
-        ("labels", ListOrDict),
-        ("links", List),
-        ("logging", Map),
-        ("mac_address", Str),
-        ("mem_limit", StrOrNum),
-        ("mem_reservation", StrOrNum),
-        ("mem_swappiness", Int),
-        ("memswap_limit", StrOrNum),
-        ("models", MapOrList),
-        ("network_mode", Str),
-        ("networks", MapOrList),
-        ("oom_kill_disable", Bool),
-        ("oom_score_adj", Int),
-        ("pid", Str),
-        ("pids_limit", StrOrNum),
-        ("platform", Str),
-        ("ports", List),
-        ("post_start", List),
-        ("pre_stop", List),
-        ("privileged", Bool),
-        ("profiles", List),
-        ("provider", Map),
-        ("pull_policy", Str),
-        ("read_only", Bool),
-        ("restart", Str),
-        ("runtime", Str),
-        ("scale", Int),
-        ("secrets", List),
-        ("security_opt", List),
-        ("shm_size", StrOrNum),
-        ("stdin_open", Bool),
-        ("stop_grace_period", Str),
-        ("stop_signal", Str),
-        ("storage_opt", Map),
-        ("sysctls", ListOrDict),
-        ("tmpfs", StrOrList),
-        ("tty", Bool),
-        ("ulimits", Map),
-        ("use_api_socket", Bool),
-        ("user", StrOrNum),
-        ("userns_mode", Str),
-        ("uts", Str),
-        ("volumes", List),
-        ("volumes_from", List),
-        ("working_dir", Str),
-    ]
-};
-
 /// Parses and checks `text`; problems go to `findings`. `None` when the file cannot be used at all.
-pub fn check(text: &[u8], r: &Rules, findings: &mut Findings) -> Option<Compose> {
+pub fn check(text: &[u8], r: &Rules, findings: &mut Problems) -> Option<Compose> {
     let file = r.file;
     if text.len() > MAX_SIZE {
         findings.error(format!("{file}: {} bytes, more than the {MAX_SIZE} byte limit", text.len()), None);
@@ -241,7 +129,7 @@ pub fn check(text: &[u8], r: &Rules, findings: &mut Findings) -> Option<Compose>
     Some(out)
 }
 
-fn check_top_extension(v: &Value, file: &str, out: &mut Compose, findings: &mut Findings) {
+fn check_top_extension(v: &Value, file: &str, out: &mut Compose, findings: &mut Problems) {
     let Value::Object(m) = v else {
         findings.error(format!("{file}: x-spxpack: must be a mapping, found {}", kind(v)), None);
         return;
@@ -271,42 +159,7 @@ fn check_top_extension(v: &Value, file: &str, out: &mut Compose, findings: &mut 
     }
 }
 
-fn shape_ok(shape: Shape, v: &Value) -> bool {
-    let str_list = |a: &Vec<Value>| a.iter().all(|x| x.is_string() || x.is_number());
-    match shape {
-        Shape::Str => v.is_string() || v.is_number(),
-        Shape::StrOrNum => v.is_string() || v.is_number(),
-        Shape::StrOrList => v.is_string() || v.as_array().is_some_and(str_list),
-        Shape::ListOrDict => v.is_object() || v.as_array().is_some_and(str_list),
-        Shape::List => v.as_array().is_some_and(|a| a.iter().all(|x| !x.is_array() && !x.is_null())),
-        Shape::Command => v.is_string() || v.as_array().is_some_and(str_list),
-        Shape::Map => v.is_object(),
-        Shape::MapOrList => v.is_object() || v.as_array().is_some_and(str_list),
-        Shape::StrOrMap => v.is_string() || v.is_object(),
-        Shape::Bool => v.is_boolean(),
-        Shape::Int => v.is_i64() || v.is_u64(),
-        Shape::Any => true,
-    }
-}
-
-fn shape_name(shape: Shape) -> &'static str {
-    match shape {
-        Shape::Str => "a string",
-        Shape::StrOrNum => "a string or a number",
-        Shape::StrOrList => "a string or a list of strings",
-        Shape::ListOrDict => "a list of strings or a mapping",
-        Shape::List => "a list",
-        Shape::Command => "a string or a list of strings",
-        Shape::Map => "a mapping",
-        Shape::MapOrList => "a mapping or a list",
-        Shape::StrOrMap => "a string or a mapping",
-        Shape::Bool => "true or false",
-        Shape::Int => "an integer",
-        Shape::Any => "anything",
-    }
-}
-
-fn check_service(name: &str, svc: &Map<String, Value>, path: &str, r: &Rules, findings: &mut Findings) -> Service {
+fn check_service(name: &str, svc: &Map<String, Value>, path: &str, r: &Rules, findings: &mut Problems) -> Service {
     let file = r.file;
     let mut s = Service { name: name.to_string(), ..Default::default() };
     let known: Vec<&str> = SERVICE_KEYS.iter().map(|(k, _)| *k).collect();
@@ -385,7 +238,7 @@ fn check_service(name: &str, svc: &Map<String, Value>, path: &str, r: &Rules, fi
     s
 }
 
-fn check_service_extension(v: &Value, path: &str, file: &str, s: &mut Service, findings: &mut Findings) {
+fn check_service_extension(v: &Value, path: &str, file: &str, s: &mut Service, findings: &mut Problems) {
     let Value::Object(m) = v else {
         findings.error(format!("{file}: {path}: must be a mapping, found {}", kind(v)), None);
         return;
@@ -426,86 +279,6 @@ fn check_service_extension(v: &Value, path: &str, file: &str, s: &mut Service, f
     }
 }
 
-/// CORE I/O only lets TCP/UDP 21000–22000 in (21443 is its web portal).
-fn check_ports(svc: &Map<String, Value>, path: &str, r: &Rules, findings: &mut Findings) {
-    let file = r.file;
-    let Some(Value::Array(ports)) = svc.get("ports") else { return };
-    if ports.is_empty() {
-        return;
-    }
-    if svc.get("network_mode").and_then(Value::as_str) == Some("host") {
-        findings.warn(
-            format!("{file}: {path}.ports: ignored with network_mode: host (the container uses the host's ports)"),
-            Some("remove ports:, or use network_mode: bridge"),
-        );
-        return;
-    }
-    if r.target != Target::Spot {
-        return;
-    }
-    for (i, p) in ports.iter().enumerate() {
-        let published: Option<String> = match p {
-            Value::Number(_) => None,
-            Value::String(s) => published_port(s),
-            Value::Object(m) => m.get("published").map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)),
-            _ => continue,
-        };
-        let where_ = format!("{file}: {path}.ports[{i}]");
-        match published {
-            None => findings.warn(
-                format!("{where_}: {} is published on a random host port, outside CORE I/O's 21000-22000", show(p)),
-                Some("publish it on a fixed port in 21000-22000, e.g. \"21000:21000\""),
-            ),
-            Some(host) => {
-                let (lo, hi) = match host.split_once('-') {
-                    Some((a, b)) => (a.parse::<u32>().ok(), b.parse::<u32>().ok()),
-                    None => (host.parse().ok(), host.parse().ok()),
-                };
-                let (Some(lo), Some(hi)) = (lo, hi) else {
-                    findings.error(format!("{where_}: {} has an invalid host port {host:?}", show(p)), None);
-                    continue;
-                };
-                if lo < 21000 || hi > 22000 {
-                    findings.warn(
-                        format!("{where_}: host port {host} is outside 21000-22000, which CORE I/O lets in"),
-                        Some("use a host port in 21000-22000"),
-                    );
-                } else if (lo..=hi).contains(&21443) {
-                    findings.warn(
-                        format!("{where_}: host port 21443 is the CORE I/O web portal"),
-                        Some("use another port in 21000-22000"),
-                    );
-                }
-            }
-        }
-    }
-}
-
-fn show(v: &Value) -> String {
-    match v {
-        Value::String(s) => format!("{s:?}"),
-        other => other.to_string(),
-    }
-}
-
-/// The host port (or range) of a short-syntax port, `None` when it is chosen at random.
-fn published_port(spec: &str) -> Option<String> {
-    let spec = spec.split('/').next().unwrap_or(spec);
-    // [HOST_IP:][HOST_PORT:]CONTAINER_PORT, HOST_IP may be [v6]
-    let rest = match spec.strip_prefix('[') {
-        Some(r) => r.split_once("]:").map_or("", |(_, x)| x),
-        None => spec,
-    };
-    let parts: Vec<&str> = rest.split(':').collect();
-    match parts.as_slice() {
-        [_] => None,
-        [host, _] if spec.starts_with('[') => (!host.is_empty()).then(|| host.to_string()),
-        [host, _] => (!host.is_empty()).then(|| host.to_string()),
-        [_, host, _] => (!host.is_empty()).then(|| host.to_string()),
-        _ => Some(rest.to_string()),
-    }
-}
-
 /// The `RepoTags` entry for a compose `image:` (a tag is added when it has none, as Compose
 /// looks the image up as `NAME:latest`).
 pub fn repo_tag(image: &str) -> String {
@@ -526,7 +299,7 @@ pub fn same_image(a: &str, b: &str) -> bool {
 
 /// Reads `build: DIR` or `build: {context, dockerfile, args, target}`; other keys of the map
 /// (cache_from, network, …) do not matter without a daemon and are ignored.
-fn build_section(v: &Value, path: &str, file: &str, findings: &mut Findings) -> Option<BuildSection> {
+fn build_section(v: &Value, path: &str, file: &str, findings: &mut Problems) -> Option<BuildSection> {
     match v {
         Value::String(ctx) => Some(BuildSection { context: ctx.clone(), ..Default::default() }),
         Value::Object(m) => {
@@ -577,7 +350,7 @@ mod tests {
     use super::*;
 
     fn run(src: &str, target: Target) -> (Option<Compose>, Vec<String>) {
-        let mut f = Findings::new();
+        let mut f = Problems::new();
         let p = target.platform();
         let c = check(src.as_bytes(), &Rules { file: "docker-compose.yml", target, platform: &p }, &mut f);
         (c, f.0.iter().map(|x| format!("{:?}: {}", x.severity, x.message)).collect())
@@ -642,16 +415,33 @@ mod tests {
     }
 
     #[test]
-    fn ports_and_tags() {
-        assert_eq!(published_port("50051:50051"), Some("50051".into()));
-        assert_eq!(published_port("127.0.0.1:22101:22101"), Some("22101".into()));
-        assert_eq!(published_port("8000-8010:8000-8010/tcp"), Some("8000-8010".into()));
-        assert_eq!(published_port("[::1]:21000:21000"), Some("21000".into()));
-        assert_eq!(published_port("8080"), None);
-        assert_eq!(published_port("127.0.0.1::80"), None);
+    fn tags() {
         assert_eq!(repo_tag("openvpn_client"), "openvpn_client:latest");
         assert_eq!(repo_tag("gps_listener_image_arm64:latest"), "gps_listener_image_arm64:latest");
         assert!(same_image("openvpn_client", "docker.io/library/openvpn_client:latest"));
         assert!(!same_image("a:1", "a:2"));
+    }
+
+    #[test]
+    fn build_sections_and_service_extensions() {
+        let (c, f) = run(
+            "services:\n  a:\n    image: a:1\n    build:\n      context: ./app\n      dockerfile: Dockerfile.arm\n      target: prod\n      args: {V: 1, E: null}\n  b:\n    image: b:1\n    build: ./b\n    x-spxpack: {provided: true, archive: b.tar, sorce: x}\n",
+            Target::Spot,
+        );
+        let c = c.unwrap();
+        let a = c.services[0].build.clone().unwrap();
+        assert_eq!(
+            (a.context.as_str(), a.dockerfile.as_deref(), a.target.as_deref()),
+            ("./app", Some("Dockerfile.arm"), Some("prod"))
+        );
+        assert_eq!(a.args, [("V".to_string(), Some("1".to_string())), ("E".to_string(), None)]);
+        assert_eq!(c.services[1].build.as_ref().unwrap().context, "./b");
+        assert_eq!(
+            f,
+            [
+                "Error: docker-compose.yml: services.b.x-spxpack.sorce: unknown key (x-spxpack knows provided, source, archive)",
+                "Error: docker-compose.yml: services.b.x-spxpack: provided: true contradicts source/archive",
+            ]
+        );
     }
 }

@@ -6,22 +6,22 @@
 //! `RepoTags` syntax, OS/architecture against the target and — with `full` — every layer's
 //! `diff_id` over its decompressed bytes and every `blobs/sha256/<hex>` name over its bytes.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::rc::Rc;
 
 use serde::Serialize;
 
-use super::Findings;
+use super::tar_stream::{StreamEntry, Wording, walk_entries};
 use crate::compress::{self, Compression, Limits};
 use crate::digest::{Digest, Hasher};
 use crate::docker_archive::read::Item;
+use crate::error::{Error, Result};
 use crate::image::validate::MAX_LAYERS;
 use crate::image::{ConfigView, parse_json};
 use crate::platform::Platform;
+use crate::problem::Problems;
 use crate::progress::human_size;
-use crate::tar_index::{HeaderGuard, normalize};
+use crate::tar::index::normalize;
 
 /// Small entries are kept in memory (configs, manifests) up to this size each…
 const KEEP_MAX: u64 = 8 << 20;
@@ -80,7 +80,7 @@ enum Rec {
 
 /// Checks the archive read from `r`; every problem goes to `findings`, labelled with `label`.
 /// Returns what could be learnt (`None` when it is not a readable archive at all).
-pub fn check(r: &mut dyn Read, label: &str, opts: &CheckOptions, findings: &mut Findings) -> Option<ArchiveInfo> {
+pub fn check(r: &mut dyn Read, label: &str, opts: &CheckOptions, findings: &mut Problems) -> Option<ArchiveInfo> {
     let mut br = BufReader::with_capacity(1 << 16, r);
     let outer = match br.fill_buf() {
         Ok(head) => compress::sniff(head),
@@ -97,8 +97,11 @@ pub fn check(r: &mut dyn Read, label: &str, opts: &CheckOptions, findings: &mut 
         return None;
     };
     let mut recs: BTreeMap<String, Rec> = BTreeMap::new();
-    if let Err(msg) = read_entries(dec, opts.full, opts.limits, &mut recs) {
-        findings.error(format!("{label}: {msg}"), Some("the archive is damaged or not a tar file; save it again"));
+    if let Err(e) = read_entries(dec, opts.full, opts.limits, &mut recs) {
+        findings.error(
+            format!("{label}: {}", e.message()),
+            Some("the archive is damaged or not a tar file; save it again"),
+        );
         return None;
     }
     let mut info = ArchiveInfo { compression: outer.name(), images: Vec::new(), layers_verified: opts.full };
@@ -141,89 +144,58 @@ pub fn check(r: &mut dyn Read, label: &str, opts: &CheckOptions, findings: &mut 
     Some(info)
 }
 
-struct Counting<R> {
-    inner: R,
-    n: Rc<Cell<u64>>,
-}
+/// The words of [`walk_entries`]' problems for a `docker save` archive.
+const WORDS: Wording =
+    Wording { unsafe_note: "", no_end_marker: "it ends without the end-of-archive marker (truncated?)" };
 
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let k = self.inner.read(buf)?;
-        self.n.set(self.n.get() + k as u64);
-        Ok(k)
-    }
-}
-
-fn read_entries(
-    r: Box<dyn Read + '_>,
-    full: bool,
-    limits: Limits,
-    recs: &mut BTreeMap<String, Rec>,
-) -> Result<(), String> {
-    let consumed = Rc::new(Cell::new(0u64));
-    let (guarded, guard) = HeaderGuard::new(Counting { inner: r, n: consumed.clone() });
-    let mut ar = tar::Archive::new(guarded);
+fn read_entries(r: Box<dyn Read + '_>, full: bool, limits: Limits, recs: &mut BTreeMap<String, Rec>) -> Result<()> {
     let mut kept = 0u64;
-    let mut end = 0u64;
-    let mut count = 0usize;
-    let mut entries = ar.entries().map_err(|e| format!("not a tar archive: {e}"))?;
-    while let Some(entry) = guard.next(&mut entries) {
-        let mut entry = entry.map_err(|e| format!("not a valid tar archive: {e}"))?;
-        count += 1;
-        let raw = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw).into_owned();
-        let name = std::str::from_utf8(&raw).map_err(|_| format!("entry name {shown:?} is not valid UTF-8"))?;
-        let Some(name) = normalize(name).map_err(|why| format!("unsafe entry {shown:?}: {why}"))? else { continue };
-        let kind = entry.header().entry_type();
-        let size = entry.size();
-        end = entry.raw_file_position() + size.div_ceil(512) * 512;
-        let rec = if kind.is_file() || kind == tar::EntryType::Continuous {
-            let keep = size <= KEEP_MAX && kept + size <= KEEP_TOTAL;
-            if keep {
-                let mut data = Vec::with_capacity(size as usize);
-                entry.read_to_end(&mut data).map_err(|e| format!("{name}: truncated ({e})"))?;
-                kept += size;
-                let (sha, diff) = if full { hash_bytes(&data, limits) } else { (None, None) };
-                Rec::File { size, head: data[..data.len().min(8)].to_vec(), data: Some(data), sha, diff }
-            } else if full {
-                let (head, sha, diff) = hash_stream(&mut entry, limits).map_err(|e| format!("{name}: {e}"))?;
-                Rec::File { size, head, data: None, sha: Some(sha), diff }
-            } else {
-                let mut head = vec![0u8; 8];
-                let n = read_up_to(&mut entry, &mut head).map_err(|e| format!("{name}: truncated ({e})"))?;
-                head.truncate(n);
-                io::copy(&mut entry, &mut io::sink()).map_err(|e| format!("{name}: truncated ({e})"))?;
-                Rec::File { size, head, data: None, sha: None, diff: None }
-            }
-        } else if kind.is_dir() {
-            Rec::Dir
-        } else if kind.is_symlink() || kind.is_hard_link() {
-            let target = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-            if target.is_empty() {
-                return Err(format!("link {name:?} has no target"));
-            }
-            if kind.is_symlink() { Rec::Symlink(target) } else { Rec::Hardlink(target) }
-        } else if kind == tar::EntryType::XGlobalHeader {
-            continue;
-        } else {
-            return Err(format!("entry {name:?} is a {kind:?}, not a file, directory or link"));
-        };
-        // the rest of the content (of a directory, say) is not header data for the guard
-        io::copy(&mut entry, &mut io::sink()).map_err(|e| format!("{name}: truncated ({e})"))?;
-        match recs.get(&name) {
-            Some(Rec::Dir) if matches!(rec, Rec::Dir) => continue,
-            Some(_) => return Err(format!("contains the entry {name:?} twice")),
+    walk_entries(r, WORDS, &mut |name, entry| {
+        let rec = read_rec(name, entry, full, limits, &mut kept)?;
+        match recs.get(name) {
+            Some(Rec::Dir) if matches!(rec, Rec::Dir) => return Ok(()),
+            Some(_) => return Err(Error::input(format!("contains the entry {name:?} twice"))),
             None => {}
         }
-        recs.insert(name, rec);
-    }
-    if count == 0 {
-        return Err("it holds no entries".into());
-    }
-    if consumed.get() < end + 512 {
-        return Err("it ends without the end-of-archive marker (truncated?)".into());
-    }
-    Ok(())
+        recs.insert(name.to_string(), rec);
+        Ok(())
+    })
+}
+
+/// What the checks keep of one entry: small files whole (at most [`KEEP_TOTAL`] in all), the
+/// first bytes and (with `full`) the digests of the others, link targets.
+fn read_rec(name: &str, entry: &mut StreamEntry, full: bool, limits: Limits, kept: &mut u64) -> Result<Rec> {
+    let truncated = |e: io::Error| Error::input(format!("{name}: truncated ({e})"));
+    let kind = entry.header().entry_type();
+    let size = entry.size();
+    Ok(if kind.is_file() || kind == tar::EntryType::Continuous {
+        if size <= KEEP_MAX && *kept + size <= KEEP_TOTAL {
+            let mut data = Vec::with_capacity(size as usize);
+            entry.read_to_end(&mut data).map_err(truncated)?;
+            *kept += size;
+            let (sha, diff) = if full { hash_bytes(&data, limits) } else { (None, None) };
+            Rec::File { size, head: data[..data.len().min(8)].to_vec(), data: Some(data), sha, diff }
+        } else if full {
+            let (head, sha, diff) = hash_stream(entry, limits).map_err(|e| Error::input(format!("{name}: {e}")))?;
+            Rec::File { size, head, data: None, sha: Some(sha), diff }
+        } else {
+            let mut head = vec![0u8; 8];
+            let n = read_up_to(entry, &mut head).map_err(truncated)?;
+            head.truncate(n);
+            io::copy(entry, &mut io::sink()).map_err(truncated)?;
+            Rec::File { size, head, data: None, sha: None, diff: None }
+        }
+    } else if kind.is_dir() {
+        Rec::Dir
+    } else if kind.is_symlink() || kind.is_hard_link() {
+        let target = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        if target.is_empty() {
+            return Err(Error::input(format!("link {name:?} has no target")));
+        }
+        if kind.is_symlink() { Rec::Symlink(target) } else { Rec::Hardlink(target) }
+    } else {
+        return Err(Error::input(format!("entry {name:?} is a {kind:?}, not a file, directory or link")));
+    })
 }
 
 fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -282,26 +254,29 @@ fn decoded_digest(r: &mut dyn BufRead, limits: Limits) -> io::Result<Option<Dige
     Ok(Some(h.finish()))
 }
 
-/// Follows links inside the archive to a regular file.
-fn resolve<'a>(recs: &'a BTreeMap<String, Rec>, path: &str) -> Result<(String, &'a Rec), String> {
-    let mut cur =
-        normalize(path).map_err(|why| format!("{path:?} {why}"))?.ok_or_else(|| format!("{path:?} is empty"))?;
+/// Follows links inside the archive to a regular file; the error says why `path` is unusable.
+fn resolve<'a>(recs: &'a BTreeMap<String, Rec>, path: &str) -> Result<(String, &'a Rec)> {
+    let mut cur = normalize(path)
+        .map_err(|why| Error::input(format!("{path:?} {why}")))?
+        .ok_or_else(|| Error::input(format!("{path:?} is empty")))?;
     for _ in 0..40 {
         match recs.get(&cur) {
-            None => return Err(format!("{path:?} is not in the archive")),
+            None => return Err(Error::input(format!("{path:?} is not in the archive"))),
             Some(Rec::Symlink(t)) => {
                 let base = cur.rsplit_once('/').map_or("", |(d, _)| d);
                 let joined = if t.starts_with('/') { t.clone() } else { format!("{base}/{t}") };
-                cur = normalize_lexically(&joined).ok_or_else(|| format!("{path:?} links outside the archive"))?;
+                cur = normalize_lexically(&joined)
+                    .ok_or_else(|| Error::input(format!("{path:?} links outside the archive")))?;
             }
             Some(Rec::Hardlink(t)) => {
-                cur = normalize_lexically(t).ok_or_else(|| format!("{path:?} links outside the archive"))?;
+                cur = normalize_lexically(t)
+                    .ok_or_else(|| Error::input(format!("{path:?} links outside the archive")))?;
             }
-            Some(Rec::Dir) => return Err(format!("{path:?} is a directory")),
+            Some(Rec::Dir) => return Err(Error::input(format!("{path:?} is a directory"))),
             Some(rec @ Rec::File { .. }) => return Ok((cur, rec)),
         }
     }
-    Err(format!("{path:?}: too many links (a cycle?)"))
+    Err(Error::input(format!("{path:?}: too many links (a cycle?)")))
 }
 
 fn normalize_lexically(p: &str) -> Option<String> {
@@ -318,13 +293,15 @@ fn normalize_lexically(p: &str) -> Option<String> {
     (!out.is_empty()).then(|| out.join("/"))
 }
 
+/// Checks one `manifest.json` item: its tags, its config (name, OS, platform, rootfs) and its
+/// layers (count, compression and, with `full`, content).
 fn check_item(
     recs: &BTreeMap<String, Rec>,
     i: usize,
     item: &Item,
     label: &str,
     opts: &CheckOptions,
-    findings: &mut Findings,
+    findings: &mut Problems,
 ) -> Option<ImageInfo> {
     let tags = item.repo_tags.clone().unwrap_or_default();
     let who = match tags.first() {
@@ -339,6 +316,44 @@ fn check_item(
     if tags.is_empty() {
         findings.warn(format!("{who}: has no RepoTags, so docker load leaves it untagged"), None);
     }
+    let (id, config) = check_config(recs, item, &who, opts, findings)?;
+    let diff_ids = &config.rootfs.diff_ids;
+    if item.layers.len() != diff_ids.len() {
+        findings.error(
+            format!(
+                "{who}: manifest.json lists {} layers but the config has {} diff_ids",
+                item.layers.len(),
+                diff_ids.len()
+            ),
+            Some("docker load rejects it; save the image again"),
+        );
+    }
+    if item.layers.len() > MAX_LAYERS {
+        findings.error(
+            format!("{who}: {} layers, more than Docker's limit of {MAX_LAYERS}", item.layers.len()),
+            Some("squash the image into fewer layers"),
+        );
+    }
+    let layer_bytes = check_layers(recs, item, diff_ids, &who, opts, findings);
+    Some(ImageInfo {
+        tags,
+        id: id.to_string(),
+        platform: config.platform().to_string(),
+        layers: item.layers.len(),
+        layer_bytes,
+        created: config.created.clone(),
+    })
+}
+
+/// The item's config: found (links followed), small enough, valid JSON, matching its name, for
+/// linux on the target platform, with `layers` rootfs. `None` when it cannot be read.
+fn check_config(
+    recs: &BTreeMap<String, Rec>,
+    item: &Item,
+    who: &str,
+    opts: &CheckOptions,
+    findings: &mut Problems,
+) -> Option<(Digest, ConfigView)> {
     let config_bytes = match resolve(recs, &item.config) {
         Ok((_, Rec::File { data: Some(d), .. })) => d,
         Ok((_, Rec::File { size, .. })) => {
@@ -347,7 +362,7 @@ fn check_item(
         }
         Ok(_) => unreachable!("resolve returns files"),
         Err(why) => {
-            findings.error(format!("{who}: Config {why}"), None);
+            findings.error(format!("{who}: Config {}", why.message()), None);
             return None;
         }
     };
@@ -378,29 +393,25 @@ fn check_item(
     if config.rootfs.kind != "layers" {
         findings.error(format!("{who}: config rootfs.type is {:?}, expected \"layers\"", config.rootfs.kind), None);
     }
-    let diff_ids = &config.rootfs.diff_ids;
-    if item.layers.len() != diff_ids.len() {
-        findings.error(
-            format!(
-                "{who}: manifest.json lists {} layers but the config has {} diff_ids",
-                item.layers.len(),
-                diff_ids.len()
-            ),
-            Some("docker load rejects it; save the image again"),
-        );
-    }
-    if item.layers.len() > MAX_LAYERS {
-        findings.error(
-            format!("{who}: {} layers, more than Docker's limit of {MAX_LAYERS}", item.layers.len()),
-            Some("squash the image into fewer layers"),
-        );
-    }
+    Some((id, config))
+}
+
+/// Each layer: found (links followed), not zstd, and with `full` matching its name and its
+/// `diff_id`. Returns the sum of the layer sizes as stored.
+fn check_layers(
+    recs: &BTreeMap<String, Rec>,
+    item: &Item,
+    diff_ids: &[Digest],
+    who: &str,
+    opts: &CheckOptions,
+    findings: &mut Problems,
+) -> u64 {
     let mut layer_bytes = 0;
     for (n, path) in item.layers.iter().enumerate() {
         let (name, rec) = match resolve(recs, path) {
             Ok(x) => x,
             Err(why) => {
-                findings.error(format!("{who}: layer {n}: {why}"), None);
+                findings.error(format!("{who}: layer {n}: {}", why.message()), None);
                 continue;
             }
         };
@@ -432,14 +443,7 @@ fn check_item(
             );
         }
     }
-    Some(ImageInfo {
-        tags,
-        id: id.to_string(),
-        platform: platform.to_string(),
-        layers: item.layers.len(),
-        layer_bytes,
-        created: config.created.clone(),
-    })
+    layer_bytes
 }
 
 /// The hex digest a blob path claims: `blobs/sha256/<hex>` or `<hex>.json`.
@@ -449,10 +453,10 @@ fn digest_in_name(path: &str) -> Option<&str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    pub(crate) fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (n, d) in files {
             let mut h = tar::Header::new_gnu();
@@ -464,13 +468,14 @@ mod tests {
         b.into_inner().unwrap()
     }
 
-    fn gz(d: &[u8]) -> Vec<u8> {
+    pub(crate) fn gz(d: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(d).unwrap();
         e.finish().unwrap()
     }
 
-    fn archive(diff_override: Option<&str>, arch: &str, tag: &str) -> Vec<u8> {
+    /// A one-image `docker save` archive (a one-file layer) for `arch`, tagged `tag`.
+    pub(crate) fn archive(diff_override: Option<&str>, arch: &str, tag: &str) -> Vec<u8> {
         let layer_tar = tar_of(&[("hello", b"hi")]);
         let layer = gz(&layer_tar);
         let diff = diff_override.map_or_else(|| Digest::of(&layer_tar).to_string(), str::to_string);
@@ -483,7 +488,7 @@ mod tests {
     }
 
     fn run(bytes: &[u8], full: bool) -> (Option<ArchiveInfo>, Vec<String>) {
-        let mut f = Findings::new();
+        let mut f = Problems::new();
         let p = Platform::linux_arm64();
         let info = check(
             &mut &bytes[..],

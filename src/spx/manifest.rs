@@ -1,12 +1,18 @@
-//! The extension `manifest.json`: strict parsing (duplicate keys are errors), every rule from
-//! `spec/spx-format.md` §1.4/§2.2/§2.3 checked at once with the JSON path of each problem, and
-//! the defaults the SDK script adds (`installation_target`, `date`) appended in its order while
-//! the user's key order is kept.
+//! The extension `manifest.json`: strict parsing (duplicate keys are errors), every rule of
+//! `docs/spx-format.md` ("Fields", "Extension name", "Script manifest processing") checked at
+//! once with the JSON path of each problem, and the defaults the SDK script adds
+//! (`installation_target`, `date`) appended in its order while the user's key order is kept.
 
 use serde_json::{Map, Value};
 
+mod date;
+
+pub use date::{date_from_epoch, parse_iso8601};
+
 use super::json::{self, child, index};
-use super::{Findings, Target, suggest};
+use super::{Target, suggest};
+use crate::error::{Error, Result};
+use crate::problem::Problems;
 
 /// Every key the robot or the SDK documents.
 pub const KNOWN_KEYS: [&str; 10] = [
@@ -26,7 +32,7 @@ pub const KNOWN_KEYS: [&str; 10] = [
 pub const MAX_SIZE: usize = 1 << 20;
 
 /// Parses `bytes`; problems go to `findings` (labelled with `file`). `None` if unusable.
-pub fn parse(bytes: &[u8], file: &str, findings: &mut Findings) -> Option<Map<String, Value>> {
+pub fn parse(bytes: &[u8], file: &str, findings: &mut Problems) -> Option<Map<String, Value>> {
     if bytes.len() > MAX_SIZE {
         findings.error(format!("{file}: {} bytes, more than the {MAX_SIZE} byte limit", bytes.len()), None);
         return None;
@@ -90,162 +96,212 @@ pub fn is_missing(m: &Map<String, Value>, key: &str) -> bool {
     }
 }
 
-/// Checks every rule and appends the problems to `findings`.
-pub fn check(m: &Map<String, Value>, r: &Rules, findings: &mut Findings) {
-    let file = r.file;
-    let mut err = |path: &str, msg: String, hint: Option<&str>| findings.error(format!("{file}: {path}: {msg}"), hint);
-    let mut warnings: Vec<(String, String, Option<&'static str>)> = Vec::new();
-
-    // version
-    match m.get("version") {
-        None | Some(Value::Null) => {
-            err("$.version", "missing (required)".into(), Some("add e.g. \"version\": \"1.0.0\""))
-        }
-        Some(Value::String(s)) if s.is_empty() => {
-            err("$.version", "must not be empty".into(), Some("set e.g. \"version\": \"1.0.0\""))
-        }
-        Some(Value::String(s)) => {
-            if !is_xyz(s) {
-                warnings.push((
-                    "$.version".into(),
-                    format!("{s:?} is not in X.Y.Z form"),
-                    Some("the SDK script rejects it when extension_name is missing"),
-                ));
-            }
-        }
-        Some(v) => err("$.version", format!("must be a string, found {}", kind(v)), None),
-    }
-    // description
+/// Checks every rule and appends the problems to `findings`: the errors in rule order, then the
+/// warnings.
+pub fn check(m: &Map<String, Value>, r: &Rules, findings: &mut Problems) {
+    let mut c = Check { file: r.file, errors: findings, warnings: Problems::new() };
+    check_version(m, &mut c);
     if let Some(v) = m.get("description")
         && !v.is_string()
     {
-        err("$.description", format!("must be a string, found {}", kind(v)), None);
+        c.err("$.description", format!("must be a string, found {}", kind(v)), None);
     }
-    // extension_name (or the SPX file name)
+    check_extension_name(m, r, &mut c);
+    check_installation_target(m, r, &mut c);
+    check_date(m, &mut c);
+    check_member_files(m, &mut c);
+    check_images(m, &mut c);
+    check_save_paths(m, &mut c);
+    check_unknown_keys(m, &mut c);
+    let Check { errors, warnings, .. } = c;
+    errors.extend(warnings);
+}
+
+/// The problems of one manifest check: errors go straight to the caller's list, warnings are
+/// added after every error.
+struct Check<'a> {
+    file: &'a str,
+    errors: &'a mut Problems,
+    warnings: Problems,
+}
+
+impl Check<'_> {
+    fn err(&mut self, path: &str, msg: String, hint: Option<&str>) {
+        self.errors.error(format!("{}: {path}: {msg}", self.file), hint);
+    }
+    fn warn(&mut self, path: &str, msg: String, hint: Option<&str>) {
+        self.warnings.warn(format!("{}: {path}: {msg}", self.file), hint);
+    }
+}
+
+fn check_version(m: &Map<String, Value>, c: &mut Check) {
+    match m.get("version") {
+        None | Some(Value::Null) => {
+            c.err("$.version", "missing (required)".into(), Some("add e.g. \"version\": \"1.0.0\""))
+        }
+        Some(Value::String(s)) if s.is_empty() => {
+            c.err("$.version", "must not be empty".into(), Some("set e.g. \"version\": \"1.0.0\""))
+        }
+        Some(Value::String(s)) => {
+            if !is_xyz(s) {
+                c.warn(
+                    "$.version",
+                    format!("{s:?} is not in X.Y.Z form"),
+                    Some("the SDK script rejects it when extension_name is missing"),
+                );
+            }
+        }
+        Some(v) => c.err("$.version", format!("must be a string, found {}", kind(v)), None),
+    }
+}
+
+/// `extension_name`, or without it the SPX file name the robot then uses.
+fn check_extension_name(m: &Map<String, Value>, r: &Rules, c: &mut Check) {
     match m.get("extension_name") {
         Some(Value::String(s)) if !s.is_empty() => {
             if let Err(why) = check_name(s) {
-                err("$.extension_name", format!("{s:?} {why}"), Some(NAME_HINT));
+                c.err("$.extension_name", format!("{s:?} {}", why.message()), Some(NAME_HINT));
             }
         }
         None | Some(Value::Null) | Some(Value::String(_)) => {
             if let Some((stem, shown)) = r.spx_name
                 && let Err(why) = check_name(stem)
             {
-                err(
+                c.err(
                     "$.extension_name",
-                    format!("not set, so the robot names the extension after the file {shown}, and {stem:?} {why}"),
+                    format!(
+                        "not set, so the robot names the extension after the file {shown}, and {stem:?} {}",
+                        why.message()
+                    ),
                     Some("set extension_name in manifest.json, or choose another output file name"),
                 );
             }
         }
-        Some(v) => err("$.extension_name", format!("must be a string, found {}", kind(v)), None),
+        Some(v) => c.err("$.extension_name", format!("must be a string, found {}", kind(v)), None),
     }
-    // installation_target
+}
+
+fn check_installation_target(m: &Map<String, Value>, r: &Rules, c: &mut Check) {
     match m.get("installation_target") {
-        Some(Value::String(s)) if !s.is_empty() && Target::parse(s).is_none() => err(
+        Some(Value::String(s)) if !s.is_empty() && Target::parse(s).is_none() => c.err(
             "$.installation_target",
             format!("{s:?} is not one of spot, orbit"),
             Some("use \"spot\" for CORE I/O (arm64) or \"orbit\" for Orbit (amd64)"),
         ),
         Some(Value::String(s)) if !s.is_empty() => {}
         Some(v) if !is_missing(m, "installation_target") => {
-            err("$.installation_target", format!("must be a string, found {}", kind(v)), None)
+            c.err("$.installation_target", format!("must be a string, found {}", kind(v)), None)
         }
-        _ if r.packaged => warnings.push((
-            "$.installation_target".into(),
+        _ if r.packaged => c.warn(
+            "$.installation_target",
             "not set; the robot assumes \"spot\"".into(),
             Some("Orbit extensions must set \"orbit\""),
-        )),
+        ),
         _ => {}
     }
-    // date
+}
+
+fn check_date(m: &Map<String, Value>, c: &mut Check) {
     match m.get("date") {
         Some(Value::String(s)) if !s.is_empty() => {
             if let Err(why) = parse_iso8601(s) {
-                err("$.date", format!("{s:?} is not an ISO 8601 date: {why}"), Some("use e.g. 2025-05-12T22:10:15"));
+                c.err(
+                    "$.date",
+                    format!("{s:?} is not an ISO 8601 date: {}", why.message()),
+                    Some("use e.g. 2025-05-12T22:10:15"),
+                );
             }
         }
-        Some(v) if !is_missing(m, "date") => err("$.date", format!("must be a string, found {}", kind(v)), None),
+        Some(v) if !is_missing(m, "date") => c.err("$.date", format!("must be a string, found {}", kind(v)), None),
         _ => {}
     }
-    // icon, udev_rules: a file in the SPX
+}
+
+/// `icon`, `udev_rules`: a file in the SPX.
+fn check_member_files(m: &Map<String, Value>, c: &mut Check) {
     for key in ["icon", "udev_rules"] {
         let path = child("$", key);
         match m.get(key) {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) => {
                 if let Err(why) = check_member_path(s) {
-                    err(&path, format!("{s:?} {why}"), Some("name a file stored in the SPX, relative to its root"));
+                    c.err(&path, format!("{s:?} {why}"), Some("name a file stored in the SPX, relative to its root"));
                 } else if key == "udev_rules" && !s.ends_with(".rules") {
-                    warnings.push((path, format!("{s:?} does not end in .rules"), Some("udev ignores other files")));
+                    c.warn(&path, format!("{s:?} does not end in .rules"), Some("udev ignores other files"));
                 }
             }
-            Some(v) => err(&path, format!("must be a string, found {}", kind(v)), None),
+            Some(v) => c.err(&path, format!("must be a string, found {}", kind(v)), None),
         }
     }
-    // images
-    match m.get("images") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(a)) => {
-            let mut seen = Vec::new();
-            for (i, v) in a.iter().enumerate() {
-                let path = index("$.images", i);
-                let Some(s) = v.as_str() else {
-                    err(&path, format!("must be a string, found {}", kind(v)), None);
-                    continue;
-                };
-                if s.is_empty() || s.contains('/') || s.contains('\\') || s == "." || s == ".." {
-                    err(
-                        &path,
-                        format!("{s:?} must be a plain file name"),
-                        Some("image archives are stored at the root of the SPX; list their file names"),
-                    );
-                } else if !super::is_archive_name(s) {
-                    warnings.push((
-                        path.clone(),
-                        format!("{s:?} does not end in .tar, .tar.gz or .tgz"),
-                        Some("the SDK script only writes those"),
-                    ));
-                }
-                if seen.contains(&s) {
-                    err(&path, format!("{s:?} is listed twice"), None);
-                }
-                seen.push(s);
-            }
+}
+
+/// `images`: plain, distinct archive file names.
+fn check_images(m: &Map<String, Value>, c: &mut Check) {
+    let a = match m.get("images") {
+        None | Some(Value::Null) => return,
+        Some(Value::Array(a)) => a,
+        Some(v) => return c.err("$.images", format!("must be an array of file names, found {}", kind(v)), None),
+    };
+    let mut seen = Vec::new();
+    for (i, v) in a.iter().enumerate() {
+        let path = index("$.images", i);
+        let Some(s) = v.as_str() else {
+            c.err(&path, format!("must be a string, found {}", kind(v)), None);
+            continue;
+        };
+        if s.is_empty() || s.contains('/') || s.contains('\\') || s == "." || s == ".." {
+            c.err(
+                &path,
+                format!("{s:?} must be a plain file name"),
+                Some("image archives are stored at the root of the SPX; list their file names"),
+            );
+        } else if !super::is_archive_name(s) {
+            c.warn(
+                &path,
+                format!("{s:?} does not end in .tar, .tar.gz or .tgz"),
+                Some("the SDK script only writes those"),
+            );
         }
-        Some(v) => err("$.images", format!("must be an array of file names, found {}", kind(v)), None),
+        if seen.contains(&s) {
+            c.err(&path, format!("{s:?} is listed twice"), None);
+        }
+        seen.push(s);
     }
-    // files_to_save, directories_to_save: paths under /data/.extensions/<name>
+}
+
+/// `files_to_save`, `directories_to_save`: paths under `/data/.extensions/<name>`.
+fn check_save_paths(m: &Map<String, Value>, c: &mut Check) {
     for key in ["files_to_save", "directories_to_save"] {
         let path = child("$", key);
-        match m.get(key) {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(a)) => {
-                for (i, v) in a.iter().enumerate() {
-                    let p = index(&path, i);
-                    match v.as_str() {
-                        None => err(&p, format!("must be a string, found {}", kind(v)), None),
-                        Some(s) => {
-                            if let Err(why) = check_member_path(s) {
-                                err(
-                                    &p,
-                                    format!("{s:?} {why}"),
-                                    Some("paths are relative to the extension directory on the robot"),
-                                );
-                            }
-                        }
+        let a = match m.get(key) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(a)) => a,
+            Some(v) => {
+                c.err(&path, format!("must be an array of paths, found {}", kind(v)), None);
+                continue;
+            }
+        };
+        for (i, v) in a.iter().enumerate() {
+            let p = index(&path, i);
+            match v.as_str() {
+                None => c.err(&p, format!("must be a string, found {}", kind(v)), None),
+                Some(s) => {
+                    if let Err(why) = check_member_path(s) {
+                        c.err(
+                            &p,
+                            format!("{s:?} {why}"),
+                            Some("paths are relative to the extension directory on the robot"),
+                        );
                     }
                 }
             }
-            Some(v) => err(&path, format!("must be an array of paths, found {}", kind(v)), None),
         }
     }
-    // unknown keys
-    for k in m.keys() {
-        if KNOWN_KEYS.contains(&k.as_str()) {
-            continue;
-        }
+}
+
+/// Keys the robot ignores, with a guess at the one meant.
+fn check_unknown_keys(m: &Map<String, Value>, c: &mut Check) {
+    for k in m.keys().filter(|k| !KNOWN_KEYS.contains(&k.as_str())) {
         let guess = match k.as_str() {
             "extension_target" | "target" | "install_target" => Some("installation_target"),
             "name" => Some("extension_name"),
@@ -256,28 +312,28 @@ pub fn check(m: &Map<String, Value>, r: &Rules, findings: &mut Findings) {
             Some(g) => format!("unknown key; did you mean {g:?}?"),
             None => "unknown key; the robot ignores it".to_string(),
         };
-        warnings.push((child("$", k), msg, None));
-    }
-    for (path, msg, hint) in warnings {
-        findings.warn(format!("{file}: {path}: {msg}"), hint);
+        c.warn(&child("$", k), msg, None);
     }
 }
 
 const NAME_HINT: &str = "use only letters, digits, '-' and '_', without \"coreio\" or \"mission_control\"";
 
-/// The extension name rules (`spec/spx-format.md` §2.3). The reserved words are matched without
+/// The extension name rules (`docs/spx-format.md`, "Extension name"). The reserved words are matched without
 /// regard to case.
-pub fn check_name(name: &str) -> Result<(), String> {
+/// The error's message is the reason, to follow the quoted name (`"x y" contains ' '; …`).
+pub fn check_name(name: &str) -> Result<()> {
     if name.is_empty() {
-        return Err("is empty".into());
+        return Err(Error::input("is empty"));
     }
     if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
-        return Err(format!("contains {c:?}; extension names may only contain letters, digits, '-' and '_'"));
+        return Err(Error::input(format!(
+            "contains {c:?}; extension names may only contain letters, digits, '-' and '_'"
+        )));
     }
     let lower = name.to_ascii_lowercase();
     for reserved in ["coreio", "mission_control"] {
         if lower.contains(reserved) {
-            return Err(format!("contains the reserved word {reserved:?}"));
+            return Err(Error::input(format!("contains the reserved word {reserved:?}")));
         }
     }
     Ok(())
@@ -319,91 +375,6 @@ pub fn set_default(m: &mut Map<String, Value>, key: &str, value: Value) -> bool 
     true
 }
 
-/// The manifest `date` for a build: `SOURCE_DATE_EPOCH` (or 0) as a naive UTC ISO 8601 time, the
-/// shape Python's `datetime.isoformat()` writes and `fromisoformat()` reads on every version.
-pub fn date_from_epoch(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    let (y, mo, d) = civil_from_days(days);
-    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// Accepts what Python's `datetime.fromisoformat` accepts on 3.11+ for the usual shapes:
-/// `YYYY-MM-DD[(T| )HH[:MM[:SS[.f{1,6}]]][Z|±HH:MM]]`.
-pub fn parse_iso8601(s: &str) -> Result<(), String> {
-    let b = s.as_bytes();
-    let num = |i: usize, n: usize| -> Option<u32> {
-        let part = s.get(i..i + n)?;
-        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok()).flatten()
-    };
-    let (Some(y), Some(mo), Some(d)) = (num(0, 4), num(5, 2), num(8, 2)) else {
-        return Err("expected YYYY-MM-DD".into());
-    };
-    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
-        return Err("expected YYYY-MM-DD".into());
-    }
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let dim = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if y == 0 || !(1..=12).contains(&mo) || d == 0 || d > dim[mo as usize - 1] {
-        return Err("no such date".into());
-    }
-    if s.len() == 10 {
-        return Ok(());
-    }
-    if !matches!(b[10], b'T' | b't' | b' ') {
-        return Err("expected 'T' between date and time".into());
-    }
-    let mut rest = &s[11..];
-    // offset
-    if let Some(r) = rest.strip_suffix('Z').or_else(|| rest.strip_suffix('z')) {
-        rest = r;
-    } else if let Some(i) = rest.rfind(['+', '-']) {
-        let off = &rest[i + 1..];
-        let ok = off.len() == 5
-            && off.as_bytes()[2] == b':'
-            && off[..2].parse::<u32>().is_ok_and(|h| h < 24)
-            && off[3..].parse::<u32>().is_ok_and(|m| m < 60);
-        if !ok {
-            return Err(format!("invalid UTC offset {off:?}"));
-        }
-        rest = &rest[..i];
-    }
-    let (hms, frac) = match rest.split_once('.') {
-        Some((a, f)) => (a, Some(f)),
-        None => (rest, None),
-    };
-    if let Some(f) = frac
-        && (f.is_empty() || f.len() > 6 || !f.bytes().all(|c| c.is_ascii_digit()))
-    {
-        return Err("fractional seconds must be 1 to 6 digits".into());
-    }
-    let parts: Vec<&str> = hms.split(':').collect();
-    let limits = [23, 59, 59];
-    if parts.is_empty() || parts.len() > 3 || (frac.is_some() && parts.len() != 3) {
-        return Err("expected HH:MM[:SS[.ffffff]]".into());
-    }
-    for (p, lim) in parts.iter().zip(limits) {
-        if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_digit()) || p.parse::<u32>().unwrap_or(99) > lim {
-            return Err("expected HH:MM[:SS[.ffffff]]".into());
-        }
-    }
-    Ok(())
-}
-
 /// A convenience view of a manifest's string fields.
 pub fn get_str<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     m.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
@@ -430,7 +401,7 @@ mod tests {
     use super::*;
 
     fn run(src: &str, packaged: bool) -> Vec<String> {
-        let mut f = Findings::new();
+        let mut f = Problems::new();
         if let Some(m) = parse(src.as_bytes(), "manifest.json", &mut f) {
             check(&m, &Rules { file: "manifest.json", spx_name: Some(("my ext", "my ext.spx")), packaged }, &mut f);
         }
@@ -493,23 +464,36 @@ mod tests {
             json::python_dumps(&Value::Object(m)),
             r#"{"installation_target": "spot", "version": "1.0.0", "date": "1970-01-01T00:00:00"}"#
         );
-        assert_eq!(date_from_epoch(1_700_000_000), "2023-11-14T22:13:20");
-        assert_eq!(date_from_epoch(951_782_400), "2000-02-29T00:00:00");
     }
 
     #[test]
-    fn iso_dates() {
-        for ok in [
-            "2025-05-12",
-            "2025-05-12T22:10:15.123456",
-            "2025-05-12 22:10",
-            "2024-02-29T00:00:00+02:00",
-            "2025-05-12T22:10:15Z",
-        ] {
-            assert!(parse_iso8601(ok).is_ok(), "{ok}");
-        }
-        for bad in ["2025-13-01", "2023-02-29", "2025-05-12T25:00", "12/05/2025", "2025-05-12T22:10:15.1234567", ""] {
-            assert!(parse_iso8601(bad).is_err(), "{bad}");
-        }
+    fn names_say_why() {
+        assert!(check_name("my-ext_1").is_ok());
+        let why = |name: &str| check_name(name).unwrap_err().message().to_string();
+        assert_eq!(why(""), "is empty");
+        assert_eq!(why("a.b"), "contains '.'; extension names may only contain letters, digits, '-' and '_'");
+        assert_eq!(why("My_Mission_Control"), "contains the reserved word \"mission_control\"");
+    }
+
+    #[test]
+    fn errors_come_before_warnings_and_nothing_is_reported_twice() {
+        let got = run(
+            r#"{"version": "1", "extension_name": "ok", "images": ["a.zip", "a.zip"], "files_to_save": "x",
+                "directories_to_save": [1], "icon": 2, "descripton": "x"}"#,
+            false,
+        );
+        assert_eq!(
+            got,
+            [
+                "Error: manifest.json: $.icon: must be a string, found a number",
+                "Error: manifest.json: $.images[1]: \"a.zip\" is listed twice",
+                "Error: manifest.json: $.files_to_save: must be an array of paths, found a string",
+                "Error: manifest.json: $.directories_to_save[0]: must be a string, found a number",
+                "Warning: manifest.json: $.version: \"1\" is not in X.Y.Z form",
+                "Warning: manifest.json: $.images[0]: \"a.zip\" does not end in .tar, .tar.gz or .tgz",
+                "Warning: manifest.json: $.images[1]: \"a.zip\" does not end in .tar, .tar.gz or .tgz",
+                "Warning: manifest.json: $.descripton: unknown key; did you mean \"description\"?",
+            ]
+        );
     }
 }

@@ -212,7 +212,7 @@ fn build_oracle_onbuild_triggers() {
 /// The fixture corpus stays honest: every fixture directory is used by a test above.
 #[test]
 fn build_oracle_corpus_is_complete() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dockerfiles");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dockerfiles");
     let mut names: Vec<String> =
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();

@@ -42,10 +42,10 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Copies `tests/fixtures/dockerfiles/NAME` into the scratch dir and fills `@REGISTRY@`,
+/// Copies `fixtures/dockerfiles/NAME` into the scratch dir and fills `@REGISTRY@`,
 /// `@HTTP@` and `@PARENT@` in its Dockerfiles.
 pub fn fixture(s: &Scratch, name: &str, subs: &[(&str, &str)]) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dockerfiles").join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dockerfiles").join(name);
     let ctx = s.path(&format!("ctx-{}", name.replace('/', "-")));
     copy_tree(&src, &ctx);
     for f in std::fs::read_dir(&ctx).unwrap() {

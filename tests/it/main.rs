@@ -2,6 +2,9 @@
 //! htpasswd, token auth), Docker 20.10, skopeo and qemu-aarch64. `./scripts/test.sh` installs
 //! and starts them; a test that needs one fails with a message saying so when they are missing.
 
+// The tests read their environment (SPXPACK_TEST_*, set by scripts/testenv) directly.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 mod archive_input;

@@ -17,8 +17,14 @@ pub fn busybox_arm64() -> spxpack::image::Image {
     Layout::open_dir(&env().busybox_oci).unwrap().image(Some("arm64"), &Platform::linux_arm64()).unwrap()
 }
 
+/// The test process's environment (PATH finds qemu and proot), as the CLI passes it.
+fn host_env() -> spxpack::host_env::HostEnv {
+    spxpack::host_env::HostEnv::from_vars(std::env::vars_os())
+}
+
 pub fn runner(iso: Isolation) -> Runner {
-    let opts = Options { isolation: iso, helper: Some(sandbox_bin().to_path_buf()), ..Default::default() };
+    let opts =
+        Options { isolation: iso, helper: Some(sandbox_bin().to_path_buf()), env: host_env(), ..Default::default() };
     sandbox::detect(&Platform::linux_arm64(), &opts).unwrap_or_else(|r| panic!("no sandbox for {iso:?}:\n{r}"))
 }
 
@@ -69,7 +75,7 @@ fn sandbox_proot_forced_runs_arm64_busybox_and_warns_about_old_proot() {
         assert!(r.warnings.iter().any(|w| w.contains("statx")), "{:?}", r.warnings);
         let auto = sandbox::detect(
             &Platform::linux_arm64(),
-            &Options { helper: Some(sandbox_bin().into()), ..Default::default() },
+            &Options { helper: Some(sandbox_bin().into()), env: host_env(), ..Default::default() },
         )
         .unwrap();
         assert_ne!(auto.sandbox, Sandbox::Proot);

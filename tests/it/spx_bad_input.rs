@@ -32,7 +32,7 @@ fn build(s: &Scratch, extra: &[&str]) -> Run {
 #[track_caller]
 fn rejected(s: &Scratch, r: &Run, errors: &[&[&str]]) {
     assert_eq!(r.code, 1, "exit code; stderr: {}", r.stderr);
-    let lines: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    let lines = crate::support::error_chains(&r.stderr);
     assert_eq!(lines.len(), errors.len(), "error lines: {}", r.stderr);
     for (line, frags) in lines.iter().zip(errors) {
         for f in *frags {

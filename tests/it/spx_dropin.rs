@@ -3,7 +3,7 @@
 //! directory layout. The SDK's Dockerfiles all have RUN steps: where a README line builds one,
 //! it is first run verbatim with such a Dockerfile (FROM python, RUN pip install — built for real
 //! in spxpack's sandbox), then with `--dockerfile-paths X --build-image-tags T` replaced by
-//! `--extra-image-tags T` (served by the test registry through `--registry-mirror`). The SPX must hold what `spec/spx-format.md` §1.4–1.5 says the script
+//! `--extra-image-tags T` (served by the test registry through `--registry-mirror`). The SPX must hold what `docs/spx-format.md` ("Script manifest processing", "The SPX the script writes") says the script
 //! writes — entries in its order, its `json.dumps` manifest with `installation_target` and `date`
 //! appended — except where spxpack deliberately fixes the script (docs/build-flags.md).
 

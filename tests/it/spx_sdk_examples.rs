@@ -78,7 +78,7 @@ fn fails(example: &str, extra: &[&str], errors: &[&str]) {
     let out = s.path("out");
     let r = build(&s, &dir, &out, extra);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    let got: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    let got = crate::support::error_chains(&r.stderr);
     assert_eq!(got.len(), errors.len(), "{}", r.stderr);
     for (line, want) in got.iter().zip(errors) {
         assert!(line.contains(want), "{line:?} does not contain {want:?}\n{}", r.stderr);

@@ -86,15 +86,19 @@ pub fn run_bounded(mut cmd: Command, limit: Duration, max_rss_mib: u64) -> Bound
     Bounded { run, peak_rss_kib: peak, elapsed }
 }
 
-/// The `error:` line and the line after it, checking that there is exactly one `error:` line
-/// and that a `hint:` line follows it directly.
+/// The error (its `error:` line with the `caused by:` lines under it, joined with ": ") and
+/// its hint, checking that there is exactly one `error:` line and that a `hint:` line follows
+/// the error's chain directly.
 #[track_caller]
 pub fn one_error_with_hint(r: &Run) -> (String, String) {
     let lines: Vec<&str> = r.stderr.lines().collect();
     let errs: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].starts_with("error:")).collect();
     assert_eq!(errs.len(), 1, "exactly one error: line expected in {:?}", r.stderr);
-    let i = errs[0];
-    let hint = lines.get(i + 1).copied().unwrap_or("");
-    assert!(hint.starts_with("hint:"), "a hint: line directly after the error: line expected in {:?}", r.stderr);
-    (lines[i].to_string(), hint.to_string())
+    let mut i = errs[0] + 1;
+    while lines.get(i).is_some_and(|l| l.starts_with("caused by: ")) {
+        i += 1;
+    }
+    let hint = lines.get(i).copied().unwrap_or("");
+    assert!(hint.starts_with("hint:"), "a hint: line directly after the error expected in {:?}", r.stderr);
+    (crate::support::error_chains(&r.stderr).remove(0), hint.to_string())
 }

@@ -72,14 +72,25 @@ impl Run {
         assert_eq!(self.code, 0, "command failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
         self
     }
-    /// The `error:` line spxpack printed.
+    /// The first error spxpack printed, as one line: its `error:` line and the `caused by:`
+    /// lines under it, joined with ": " (the chain as `Error`'s `Display` shows it).
     pub fn error_line(&self) -> String {
-        self.stderr
-            .lines()
-            .find(|l| l.starts_with("error:"))
-            .unwrap_or_else(|| panic!("no error line in {:?}", self.stderr))
-            .to_string()
+        error_chains(&self.stderr).into_iter().next().unwrap_or_else(|| panic!("no error line in {:?}", self.stderr))
     }
+}
+
+/// Every `error:` line of `stderr` with the `caused by:` lines under it joined with ": ".
+pub fn error_chains(stderr: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for l in stderr.lines() {
+        if l.starts_with("error:") {
+            out.push(l.to_string());
+        } else if let (Some(cause), Some(last)) = (l.strip_prefix("caused by: "), out.last_mut()) {
+            last.push_str(": ");
+            last.push_str(cause);
+        }
+    }
+    out
 }
 
 #[track_caller]
