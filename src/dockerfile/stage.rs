@@ -536,6 +536,7 @@ impl<'c> State<'c> {
             keep_owners: false,
             chmod,
             unpack: c.add,
+            timeouts: self.ctx.timeouts(),
         };
         let empty = FsView::new();
         let target_view: &FsView = if c.link { &empty } else { &view };

@@ -41,6 +41,8 @@ pub struct ClientOptions {
     pub retries: u32,
     /// Base delay between retries.
     pub retry_delay: Duration,
+    /// Connect and read timeouts of every request (a stalled blob download resumes).
+    pub timeouts: http::Timeouts,
     /// Pull images of these registries from mirrors (the first that applies).
     pub mirrors: Vec<super::Mirror>,
     /// The environment credentials and per-user CA directories are looked up in.
@@ -56,6 +58,7 @@ impl Default for ClientOptions {
             creds: CredentialOptions::default(),
             retries: 4,
             retry_delay: Duration::from_millis(300),
+            timeouts: http::Timeouts::default(),
             mirrors: Vec::new(),
             env: HostEnv::default(),
         }
@@ -90,12 +93,7 @@ impl Client {
                 .root_certs(roots.clone())
                 .disable_verification(!verify)
                 .build();
-            http::agent(|c| {
-                c.tls_config(tls)
-                    .timeout_recv_response(Some(Duration::from_secs(120)))
-                    .timeout_per_read(Some(Duration::from_secs(120)))
-                    .accept_encoding("identity")
-            })
+            http::agent_with(opts.timeouts, |c| c.tls_config(tls).accept_encoding("identity"))
         };
         Ok(Client { verified: build(true), unverified: build(false), opts, hosts: Mutex::new(HashMap::new()) })
     }
@@ -160,7 +158,10 @@ impl Client {
                 }
                 Err(e) => {
                     tracing::debug!("{url}: {e}");
-                    first_err.get_or_insert(e);
+                    // a server that takes the connection and then says nothing is the news
+                    if first_err.is_none() || e.message().contains(TIMED_OUT) {
+                        first_err = Some(e);
+                    }
                 }
             }
         }
@@ -327,6 +328,8 @@ fn is_transient(e: &ureq::Error) -> bool {
     matches!(e, ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_))
 }
 
+const TIMED_OUT: &str = "did not answer in time";
+
 fn transport_error(url: &str, e: &ureq::Error) -> Error {
     if let Some(refused) = http::policy_error(e) {
         return refused;
@@ -338,6 +341,11 @@ fn transport_error(url: &str, e: &ureq::Error) -> Error {
         return Error::network(format!("TLS certificate of {host} is not trusted: {text}")).with_hint(format!(
             "pass --ca-cert FILE with the registry's CA, or --insecure-registry {host} to skip verification"
         ));
+    }
+    if matches!(e, ureq::Error::Timeout(_)) {
+        return Error::network(format!("{host} {TIMED_OUT}: request to {url} failed: {text}")).with_hint(
+            "the registry or the network is stalled; check them, or raise --connect-timeout/--read-timeout for a slow link",
+        );
     }
     if matches!(e, ureq::Error::HostNotFound) {
         return Error::network(format!("cannot resolve registry host {host}"))
