@@ -91,6 +91,10 @@ pub struct RegistryArgs {
     /// Retries per request on HTTP 429/5xx and connection errors.
     #[arg(long, default_value_t = 4)]
     pub retries: u32,
+    /// The longest wait between retries, in seconds (waits double from 0.3 s up to this, with
+    /// random jitter).
+    #[arg(long, value_name = "SECS", default_value_t = 8.0)]
+    pub retry_max_delay: f64,
     /// Seconds to wait for a connection (and the TLS handshake) to a registry or an ADD URL.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
@@ -179,6 +183,10 @@ impl RegistryArgs {
             cert_dirs: self.cert_dir.clone(),
             creds,
             retries: self.retries,
+            retry_max_delay: std::time::Duration::try_from_secs_f64(self.retry_max_delay).map_err(|_| {
+                Error::input(format!("--retry-max-delay {}: not a number of seconds", self.retry_max_delay))
+                    .with_hint("give seconds, e.g. --retry-max-delay 30")
+            })?,
             timeouts: spxpack::http::Timeouts {
                 connect: std::time::Duration::from_secs(self.connect_timeout),
                 read: std::time::Duration::from_secs(self.read_timeout),

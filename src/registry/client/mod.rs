@@ -41,6 +41,8 @@ pub struct ClientOptions {
     pub retries: u32,
     /// Base delay between retries.
     pub retry_delay: Duration,
+    /// The longest delay between retries (`--retry-max-delay`), before jitter.
+    pub retry_max_delay: Duration,
     /// Connect and read timeouts of every request (a stalled blob download resumes).
     pub timeouts: http::Timeouts,
     /// Pull images of these registries from mirrors (the first that applies).
@@ -58,6 +60,7 @@ impl Default for ClientOptions {
             creds: CredentialOptions::default(),
             retries: 4,
             retry_delay: Duration::from_millis(300),
+            retry_max_delay: Duration::from_secs(8),
             timeouts: http::Timeouts::default(),
             mirrors: Vec::new(),
             env: HostEnv::default(),
@@ -203,8 +206,11 @@ impl Client {
         }
     }
 
+    /// The wait before retry `attempt + 1`: exponential from `retry_delay`, capped at
+    /// `retry_max_delay`, then "equal jitter" (a random point in its upper half), so that
+    /// parallel downloads and CI jobs that failed together do not retry in step.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        (self.opts.retry_delay * 2u32.saturating_pow(attempt)).min(Duration::from_secs(8))
+        jitter(self.opts.retry_delay.saturating_mul(2u32.saturating_pow(attempt)).min(self.opts.retry_max_delay))
     }
 
     /// Sends `GET` (or `HEAD`) `/v2/<repo>/<path>` with auth and retries; returns any 2xx
@@ -318,6 +324,14 @@ impl Client {
     }
 }
 
+/// A random duration in `[d/2, d]`.
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let half = d / 2;
+    half + Duration::from_nanos(random % (half.as_nanos() as u64 + 1))
+}
+
 fn retry_after(resp: &Response<ureq::Body>) -> Option<Duration> {
     let v = resp.headers().get("retry-after")?.to_str().ok()?;
     let secs: u64 = v.trim().parse().ok()?;
@@ -400,4 +414,22 @@ pub fn error_detail(resp: &mut Response<ureq::Body>) -> String {
     }
     let t = String::from_utf8_lossy(&body);
     t.lines().next().unwrap_or("").chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_by_retry_max_delay_and_jittered() {
+        let opts = ClientOptions { retry_max_delay: Duration::from_secs(2), ..Default::default() };
+        let c = Client::new(opts).unwrap();
+        for attempt in 0..40 {
+            let full = (Duration::from_millis(300) * 2u32.saturating_pow(attempt)).min(Duration::from_secs(2));
+            let w = c.backoff(attempt);
+            assert!(w >= full / 2 && w <= full, "attempt {attempt}: {w:?} outside [{:?}, {full:?}]", full / 2);
+        }
+        let waits: std::collections::BTreeSet<Duration> = (0..20).map(|_| c.backoff(6)).collect();
+        assert!(waits.len() > 1, "jitter: {waits:?}");
+    }
 }
