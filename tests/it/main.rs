@@ -47,3 +47,5 @@ mod spx_build;
 mod spx_dockerfile;
 // FIFOs and /dev/zero as input files: refused, in bounded time and memory
 mod untrusted_files;
+// Dockerfiles whose variables double on every line, and very long Dockerfiles
+mod dockerfile_limits;
