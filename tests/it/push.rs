@@ -161,3 +161,38 @@ fn image_build_pushes_what_it_writes() {
     assert_eq!(counts(&json(&r)["pushed"][0]), (0, 3, 0));
     assert_eq!(registry_digest(&dest2, &[]), want);
 }
+
+#[test]
+fn build_push_images_pushes_bundled_images_named_by_a_registry() {
+    let e = env();
+    let s = Scratch::new();
+    let dir = s.path("ext");
+    std::fs::create_dir_all(dir.join("app")).unwrap();
+    let tag = format!("{}/{}:1.0", e.plain, unique("ext-app"));
+    std::fs::write(
+        dir.join("manifest.json"),
+        r#"{"extension_name": "pushed_ext", "description": "d", "version": "1.0.0", "images": ["app.tar.gz"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        format!("services:\n  app:\n    image: \"{tag}\"\n    build: app\n    network_mode: host\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("app/Dockerfile"), format!("FROM {}/busybox:multi\nCOPY hi /\n", e.plain)).unwrap();
+    std::fs::write(dir.join("app/hi"), unique("hi")).unwrap();
+    let out = s.path("pushed_ext.spx");
+    let r = s.spx(&["build", dir.to_str().unwrap(), "-o", out.to_str().unwrap(), "--push-images", "--json"]).ok();
+    let v = json(&r);
+    assert_eq!(v["pushed"][0]["image"], tag.as_str(), "{v}");
+    // the registry serves the manifest the SPX's archive holds
+    let x = s.path("x");
+    crate::support::spx::extract(&out, &x);
+    let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(x.join("app.tar.gz")).unwrap());
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut gz, &mut raw).unwrap();
+    std::fs::write(s.path("app.tar"), raw).unwrap();
+    let want = archive_manifest_digest(&s.path("app.tar"));
+    assert_eq!(v["pushed"][0]["digest"], want.as_str());
+    assert_eq!(registry_digest(&tag, &[]), want);
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# bench/push.sh — `spxpack push` of a docker-save archive vs `skopeo copy docker-archive:…
+# docker://…`, in one run, on the ~1 GB 8-layer arm64 image (bench/make-big-image.sh) into the
+# local CNCF registry (plain HTTP on loopback). Each contender pushes to a repository of its
+# own that holds nothing yet; then spxpack pushes again (everything exists) and to a third
+# repository (everything mounted). Reports wall time, ratio and peak RSS (GNU time).
+#
+# Needs the test environment (scripts/testenv/setup.sh; source /tmp/spxpack-testenv/env.sh) and a
+# release build (cargo build --release). Installs GNU time and pigz if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${SPXPACK_TEST_REGISTRY_PLAIN:?source /tmp/spxpack-testenv/env.sh first (scripts/testenv/setup.sh)}"
+command -v /usr/bin/time >/dev/null && command -v pigz >/dev/null || apt-get install -y -q --no-install-recommends --no-upgrade time pigz >/dev/null
+bin=${SPXPACK_BIN:-$PWD/target/release/spxpack}
+[[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 1; }
+w=${BENCH_DIR:-/var/tmp/spxpack-bench}; mkdir -p "$w"
+reg=$SPXPACK_TEST_REGISTRY_PLAIN; run=$(date +%s)
+if [[ ! -f $w/layout/index.json ]]; then
+    echo "building the image (once)…"; bench/make-big-image.sh "$w/layout" 8 128
+fi
+# the archive both contenders read: spxpack's docker-save archive of the layout (gzip layers kept)
+[[ -f $w/big.tar ]] || "$bin" pull -q --cache-dir "$w/cache-archive" "oci:$w/layout:big" -o "$w/big.tar" >/dev/null
+cat "$w/big.tar" > /dev/null   # page cache: both read from memory
+bytes=$(stat -c %s "$w/big.tar")
+
+t() { local name=$1; shift; sync; /usr/bin/time -f "%e %M" -o "$w/t.out" "$@" >"$w/$name.out" 2>"$w/$name.err" || { cat "$w/$name.err"; exit 1; }
+      read -r sec kb < "$w/t.out"; printf '%-40s %7.2f s  %6.0f MB\n' "$name" "$sec" "$((kb / 1024))" | tee -a "$w/push-results"; }
+: > "$w/push-results"
+echo "archive: $w/big.tar, 8 layers, $((bytes / 1000000)) MB"
+rm -rf "$w/cache-push"
+t "spxpack push (new repository)" "$bin" push --json --cache-dir "$w/cache-push" "$w/big.tar" "$reg/bench-push-spx-$run:big"
+t "spxpack push (again: all exist)" "$bin" push --json --cache-dir "$w/cache-push" "$w/big.tar" "$reg/bench-push-spx-$run:big"
+t "spxpack push (other repo: all mounted)" "$bin" push --json --cache-dir "$w/cache-push" "$w/big.tar" "$reg/bench-push-spx2-$run:big"
+t "skopeo copy docker-archive: docker://" skopeo copy -q --dest-tls-verify=false "docker-archive:$w/big.tar" "docker://$reg/bench-push-sk-$run:big"
+jq -c '{digest, blobs, bytes_uploaded}' "$w/spxpack push (new repository).out"
+want=$(tar -xOf "$w/big.tar" index.json | jq -r '.manifests[0].digest')
+got=sha256:$(skopeo inspect --raw --tls-verify=false "docker://$reg/bench-push-spx-$run:big" | sha256sum | cut -d' ' -f1)
+skd=sha256:$(skopeo inspect --raw --tls-verify=false "docker://$reg/bench-push-sk-$run:big" | sha256sum | cut -d' ' -f1)
+echo "archive manifest $want; spxpack's tag $got; skopeo's tag $skd"
+python3 - "$w/push-results" <<'PY'
+import sys, re
+r = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"(.*?)\s+([\d.]+) s\s+(\d+) MB", line)
+    r[m.group(1).strip()] = (float(m.group(2)), int(m.group(3)))
+sp = r["spxpack push (new repository)"]; sk = r["skopeo copy docker-archive: docker://"]
+print(f"skopeo {sk[0]:.2f} s; spxpack {sp[0]:.2f} s -> {sk[0]/sp[0]:.1f}x faster; peak RSS spxpack {sp[1]} MB, skopeo {sk[1]} MB")
+PY
