@@ -406,3 +406,24 @@ fn ctrl_c_in_the_middle_of_a_push_exits_130() {
     assert_eq!(status.code(), Some(130));
     assert!(fake.manifest("dst", "t").is_none());
 }
+
+#[test]
+fn a_corrupt_source_layer_fails_before_the_blob_is_completed() {
+    let s = Scratch::new();
+    let layout = big_layout(&s, "corrupt");
+    let layer = layout.join("blobs/sha256").join(crate::support::layout_layer_hex(&layout));
+    let mut bytes = std::fs::read(&layer).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 0xff;
+    std::fs::write(&layer, bytes).unwrap();
+    let fake = Fake::serve(&layout, &[]);
+    for extra in [&SMALL_CHUNKS[..], &[]] {
+        let r = push(&s, &format!("oci:{}:t", layout.display()), &format!("{}/dst:t", fake.host()), extra);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert!(r.error_line().contains("digest mismatch"), "{}", r.stderr);
+    }
+    let hex = crate::support::layout_layer_hex(&layout);
+    let stored = fake.state.lock().unwrap().blobs.keys().any(|(r, d)| r == "dst" && d.ends_with(&hex));
+    assert!(!stored, "the corrupt layer was never completed");
+    assert!(fake.manifest("dst", "t").is_none());
+}

@@ -154,7 +154,8 @@ impl Upload<'_> {
             [("Content-Type", "application/octet-stream".to_string()), ("Content-Range", format!("{start}-{end}"))];
         let scope = self.pusher.scope();
         let location = s.location.clone();
-        let resp = self.send(&self.req("PATCH", &location, &headers, &scope), feed, start, n, false)?;
+        let last = start + n == size;
+        let resp = self.send(&self.req("PATCH", &location, &headers, &scope), feed, start, n, last)?;
         match resp.status().as_u16() {
             202 => {
                 s.location = self.pusher.client.upload_location(self.pusher.dest, &location, &resp)?;
