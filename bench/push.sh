@@ -19,11 +19,12 @@ if [[ ! -f $w/layout/index.json ]]; then
     echo "building the image (once)…"; bench/make-big-image.sh "$w/layout" 8 128
 fi
 # the archive both contenders read: spxpack's docker-save archive of the layout (gzip layers kept)
-[[ -f $w/big.tar ]] || "$bin" pull -q --cache-dir "$w/cache-archive" "oci:$w/layout:big" -o "$w/big.tar" >/dev/null
+[[ -f $w/big.tar ]] || "$bin" pull -q --cache-dir "$w/cache-archive" "oci:$w/layout:big@$(jq -r '.manifests[0].digest' "$w/layout/index.json")" -o "$w/big.tar" >/dev/null 2>&1
 cat "$w/big.tar" > /dev/null   # page cache: both read from memory
 bytes=$(stat -c %s "$w/big.tar")
 
-t() { local name=$1; shift; sync; /usr/bin/time -f "%e %M" -o "$w/t.out" "$@" >"$w/$name.out" 2>"$w/$name.err" || { cat "$w/$name.err"; exit 1; }
+slug() { tr -c 'A-Za-z0-9\n' '_' <<<"$1"; }
+t() { local name=$1 f; f=$w/$(slug "$1"); shift; sync; /usr/bin/time -f "%e %M" -o "$w/t.out" "$@" >"$f.out" 2>"$f.err" || { cat "$f.err"; exit 1; }
       read -r sec kb < "$w/t.out"; printf '%-40s %7.2f s  %6.0f MB\n' "$name" "$sec" "$((kb / 1024))" | tee -a "$w/push-results"; }
 : > "$w/push-results"
 echo "archive: $w/big.tar, 8 layers, $((bytes / 1000000)) MB"
@@ -32,7 +33,7 @@ t "spxpack push (new repository)" "$bin" push --json --cache-dir "$w/cache-push"
 t "spxpack push (again: all exist)" "$bin" push --json --cache-dir "$w/cache-push" "$w/big.tar" "$reg/bench-push-spx-$run:big"
 t "spxpack push (other repo: all mounted)" "$bin" push --json --cache-dir "$w/cache-push" "$w/big.tar" "$reg/bench-push-spx2-$run:big"
 t "skopeo copy docker-archive: docker://" skopeo copy -q --dest-tls-verify=false "docker-archive:$w/big.tar" "docker://$reg/bench-push-sk-$run:big"
-jq -c '{digest, blobs, bytes_uploaded}' "$w/spxpack push (new repository).out"
+jq -c '{digest, blobs, bytes_uploaded}' "$w/$(slug "spxpack push (new repository)").out"
 want=$(tar -xOf "$w/big.tar" index.json | jq -r '.manifests[0].digest')
 got=sha256:$(skopeo inspect --raw --tls-verify=false "docker://$reg/bench-push-spx-$run:big" | sha256sum | cut -d' ' -f1)
 skd=sha256:$(skopeo inspect --raw --tls-verify=false "docker://$reg/bench-push-sk-$run:big" | sha256sum | cut -d' ' -f1)

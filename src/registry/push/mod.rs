@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use super::client::{Payload, WriteRequest};
 use super::{Client, Registry};
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::image::{BlobReader, BlobSource, Descriptor, Image, media};
 use crate::reference::Reference;
 
@@ -318,7 +318,15 @@ impl Pusher<'_> {
         let url = self.client.endpoint(self.dest, &format!("blobs/uploads/?mount={d}&from={from}"))?;
         let scope = format!("{} repository:{from}:pull", self.scope());
         let req = WriteRequest { method: "POST", url: &url, headers: &[], scope: &scope, what };
-        let resp = self.client.write(self.dest, &req, Payload::Empty)?;
+        let resp = match self.client.write(self.dest, &req, Payload::Empty) {
+            Ok(resp) => resp,
+            // a token server may refuse the pull right on the source repository as a whole
+            Err(e) if e.kind() == Kind::Auth => {
+                tracing::info!("{what}: no access to {from} for a mount ({e}); uploading");
+                return Ok(Some(self.start(what)?));
+            }
+            Err(e) => return Err(e),
+        };
         match resp.status().as_u16() {
             201 => {
                 tracing::info!("{what}: mounted from {from}");
