@@ -166,21 +166,8 @@ fn image_build_pushes_what_it_writes() {
 fn build_push_images_pushes_bundled_images_named_by_a_registry() {
     let e = env();
     let s = Scratch::new();
-    let dir = s.path("ext");
-    std::fs::create_dir_all(dir.join("app")).unwrap();
     let tag = format!("{}/{}:1.0", e.plain, unique("ext-app"));
-    std::fs::write(
-        dir.join("manifest.json"),
-        r#"{"extension_name": "pushed_ext", "description": "d", "version": "1.0.0", "images": ["app.tar.gz"]}"#,
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("docker-compose.yml"),
-        format!("services:\n  app:\n    image: \"{tag}\"\n    build: app\n    network_mode: host\n"),
-    )
-    .unwrap();
-    std::fs::write(dir.join("app/Dockerfile"), format!("FROM {}/busybox:multi\nCOPY hi /\n", e.plain)).unwrap();
-    std::fs::write(dir.join("app/hi"), unique("hi")).unwrap();
+    let dir = crate::spx_dockerfile::ext(&s, &tag, "    build: app\n");
     let out = s.path("pushed_ext.spx");
     let r = s.spx(&["build", dir.to_str().unwrap(), "-o", out.to_str().unwrap(), "--push-images", "--json"]).ok();
     let v = json(&r);
@@ -188,7 +175,7 @@ fn build_push_images_pushes_bundled_images_named_by_a_registry() {
     // the registry serves the manifest the SPX's archive holds
     let x = s.path("x");
     crate::support::spx::extract(&out, &x);
-    let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(x.join("app.tar.gz")).unwrap());
+    let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(x.join("built.tar.gz")).unwrap());
     let mut raw = Vec::new();
     std::io::Read::read_to_end(&mut gz, &mut raw).unwrap();
     std::fs::write(s.path("app.tar"), raw).unwrap();
