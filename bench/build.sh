@@ -6,13 +6,7 @@
 #
 # Needs the test environment (scripts/testenv/setup.sh; source /tmp/spxpack-testenv/env.sh) and a
 # release build. Installs GNU time and pigz if missing.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${SPXPACK_TEST_REGISTRY_PLAIN:?source /tmp/spxpack-testenv/env.sh first (scripts/testenv/setup.sh)}"
-command -v /usr/bin/time >/dev/null && command -v pigz >/dev/null || apt-get install -y -q --no-install-recommends --no-upgrade time pigz >/dev/null
-bin=${SPXPACK_BIN:-$PWD/target/release/spxpack}
-[[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 1; }
-w=${BENCH_DIR:-/var/tmp/spxpack-bench}; mkdir -p "$w"
+source "$(dirname "$0")/lib.sh"
 ref=$SPXPACK_TEST_REGISTRY_PLAIN/bench:big
 [[ -f $w/layout/index.json ]] || { echo "building the image (once)…"; bench/make-big-image.sh "$w/layout" 8 128; }
 skopeo copy -q --dest-tls-verify=false "oci:$w/layout:big" "docker://$ref"

@@ -5,13 +5,7 @@
 #
 # Needs the test environment (scripts/testenv/setup.sh; source /tmp/spxpack-testenv/env.sh) and a
 # release build (cargo build --release). Installs GNU time and pigz if missing.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${SPXPACK_TEST_REGISTRY_PLAIN:?source /tmp/spxpack-testenv/env.sh first (scripts/testenv/setup.sh)}"
-command -v /usr/bin/time >/dev/null && command -v pigz >/dev/null || apt-get install -y -q --no-install-recommends --no-upgrade time pigz >/dev/null
-bin=${SPXPACK_BIN:-$PWD/target/release/spxpack}
-[[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 1; }
-w=${BENCH_DIR:-/var/tmp/spxpack-bench}; mkdir -p "$w"
+source "$(dirname "$0")/lib.sh"
 reg=$SPXPACK_TEST_REGISTRY_PLAIN; ref=$reg/bench:big
 if [[ ! -f $w/layout/index.json ]]; then
     echo "building the image (once)…"; bench/make-big-image.sh "$w/layout" 8 128

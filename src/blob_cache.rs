@@ -2,7 +2,9 @@
 //! verified content only (it is written to `tmp/` first and renamed into place after the
 //! digest checked out, so two concurrent runs can insert the same blob safely), and
 //! `refs/<registry>/<repository>/<tag>` remembers which manifest a tag resolved to, so
-//! `--offline` can resolve tags without the network.
+//! `--offline` can resolve tags without the network; `homes/<registry>/<hex>` remembers
+//! repositories of a registry that hold a blob (pulled from or pushed to), so a push to another
+//! repository of that registry can mount it instead of uploading it.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -184,6 +186,40 @@ impl BlobCache {
     pub fn get_ref(&self, registry: &str, repository: &str, tag: &str) -> Option<Digest> {
         let s = fs::read_to_string(self.ref_path(registry, repository, tag)).ok()?;
         Digest::parse(s.trim()).ok()
+    }
+
+    fn homes_path(&self, registry: &str, d: &Digest) -> PathBuf {
+        self.root.join("homes").join(registry.replace(':', "_")).join(d.hex())
+    }
+
+    /// Records that `repository` of `registry` holds blob `d` (the last few repositories are
+    /// kept, newest last). Best effort: a failure only costs a mount later.
+    pub fn note_blob_home(&self, registry: &str, repository: &str, d: &Digest) {
+        let p = self.homes_path(registry, d);
+        let mut homes = self.blob_homes(registry, d);
+        if homes.last().map(String::as_str) == Some(repository) {
+            return;
+        }
+        homes.retain(|h| h != repository);
+        homes.push(repository.to_string());
+        let keep = homes.len().saturating_sub(4);
+        let text = homes[keep..].join("\n");
+        let write = || -> io::Result<()> {
+            fs::create_dir_all(p.parent().expect("has parent"))?;
+            let mut tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))?;
+            tmp.write_all(text.as_bytes())?;
+            tmp.persist(&p).map_err(|e| e.error)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::debug!("cannot record where {d} lives: {e}");
+        }
+    }
+
+    /// Repositories of `registry` known to hold blob `d`, newest last.
+    pub fn blob_homes(&self, registry: &str, d: &Digest) -> Vec<String> {
+        let text = crate::input::read(&self.homes_path(registry, d), 64 << 10).unwrap_or_default();
+        String::from_utf8_lossy(&text).lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
     }
 
     /// The error for a blob that is needed but not cached in offline mode.

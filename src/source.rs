@@ -67,10 +67,21 @@ impl Source {
         Ok(Source::Registry(Reference::parse(s)?))
     }
 
-    /// For `inspect`: an existing path is read as the archive or layout it is.
+    /// For `inspect` and `push`: an existing path is read as the archive or layout it is, and
+    /// `FILE:TAG` or `FILE@N` of an existing archive file as that image of it.
     pub fn parse_path_or_ref(s: &str) -> Result<Self> {
         if s.contains(':') && !Path::new(s).exists() {
+            if let Some((file, _)) = s.split_once(':').filter(|(f, _)| crate::input::names_a_file(Path::new(f))) {
+                return Self::parse(&format!("docker-archive:{file}{}", &s[file.len()..]));
+            }
             return Self::parse(s);
+        }
+        if let Some((file, n)) = s.rsplit_once('@')
+            && !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+            && crate::input::names_a_file(Path::new(file))
+        {
+            return Self::parse(&format!("docker-archive:{s}"));
         }
         let p = Path::new(s);
         if p.is_dir() {
@@ -137,14 +148,20 @@ impl Resolver {
         &self.client_opts
     }
 
-    fn registry(&self) -> Result<Registry> {
+    /// Registry access through this resolver's client and cache.
+    pub fn registry(&self) -> Result<Registry> {
         if self.cache.offline() {
             return Ok(Registry::new(None, self.cache.clone()));
         }
+        Ok(Registry::new(Some(self.client()?), self.cache.clone()))
+    }
+
+    /// The registry client of this run (made once).
+    pub fn client(&self) -> Result<Arc<Client>> {
         let c =
             self.client.get_or_init(|| Client::new(self.client_opts.clone()).map(Arc::new).map_err(|e| e.to_string()));
         match c {
-            Ok(c) => Ok(Registry::new(Some(c.clone()), self.cache.clone())),
+            Ok(c) => Ok(c.clone()),
             Err(e) => Err(Error::input(e.clone())),
         }
     }
@@ -229,5 +246,26 @@ mod tests {
         assert!(matches!(Source::parse("docker://busybox").unwrap(), Source::Registry(_)));
         assert!(Source::parse("docker-daemon:busybox:latest").is_err());
         assert!(Source::parse("docker-archive:").is_err());
+    }
+
+    #[test]
+    fn archive_paths_with_a_selector() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.tar");
+        std::fs::write(&f, b"x").unwrap();
+        let p = f.to_str().unwrap();
+        assert_eq!(
+            Source::parse_path_or_ref(&format!("{p}:app:1")).unwrap(),
+            Source::DockerArchive { path: f.clone(), selector: Selector::Tag("app:1".into()) }
+        );
+        assert_eq!(
+            Source::parse_path_or_ref(&format!("{p}@1")).unwrap(),
+            Source::DockerArchive { path: f.clone(), selector: Selector::Index(1) }
+        );
+        assert_eq!(
+            Source::parse_path_or_ref(p).unwrap(),
+            Source::DockerArchive { path: f.clone(), selector: Selector::Only }
+        );
+        assert!(matches!(Source::parse_path_or_ref("busybox:1").unwrap(), Source::Registry(_)));
     }
 }

@@ -3,6 +3,7 @@
 
 mod image;
 mod output;
+mod push;
 mod sandbox_cmd;
 mod spx;
 
@@ -42,6 +43,13 @@ pub enum Command {
     /// Sources: NAME[:TAG][@DIGEST], docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG],
     /// docker-archive:FILE[:TAG|@N]. The output suffix decides: .tar.gz/.tgz is gzipped, anything else plain tar.
     Pull(PullArgs),
+    /// Push an image (archive, OCI layout or registry image) to a registry, byte for byte.
+    ///
+    /// Layers, config and manifest keep their exact bytes, so the registry's digest is the
+    /// source's manifest digest. Blobs the repository has are skipped, blobs another repository
+    /// of the registry has are mounted, the rest are uploaded (-j at a time). With --all a
+    /// registry index is copied whole (registry → registry mirroring).
+    Push(push::PushArgs),
     /// Show tags, platform, image ID and layers of an archive, OCI layout or registry image, or
     /// what an .spx holds (entries, manifest, images, compose services).
     Inspect(InspectArgs),
@@ -242,12 +250,13 @@ pub fn run(cli: Cli) -> Result<()> {
     let term = Term::new(cli.quiet);
     match cli.command {
         Command::Pull(a) => pull(a, &term),
+        Command::Push(a) => push::push(a, &term),
         Command::Inspect(a) => inspect(a, &term),
         Command::Build(a) => spx::build(*a, &term),
         Command::Init(a) => spx::init(a, &term),
         Command::Verify(a) => spx::verify(a, &term),
         Command::SandboxRun(a) => sandbox_cmd::run(a, &term),
-        Command::Image(image::ImageCommand::Build(a)) => image::build(a, &term),
+        Command::Image(image::ImageCommand::Build(a)) => image::build(*a, &term),
     }
 }
 

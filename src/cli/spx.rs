@@ -50,6 +50,12 @@ pub struct PackArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// After writing the SPX, push every bundled image whose compose image: name names a
+    /// registry (REGISTRY/NAME:TAG) under that name, byte for byte.
+    #[arg(long, help_heading = "Push")]
+    pub push_images: bool,
+    #[command(flatten)]
+    pub upload: super::push::UploadArgs,
 
     /// The package directory (same as DIR).
     #[arg(short = 'm', long, value_name = "DIR", help_heading = SDK, conflicts_with = "dir")]
@@ -206,6 +212,12 @@ fn pack_options(a: &PackArgs, env: HostEnv) -> Result<PackOptions> {
     opts.epoch = env.source_date_epoch().unwrap_or(0);
     opts.run = a.run.options()?;
     opts.env = env;
+    if a.push_images {
+        if a.registry.offline {
+            return Err(Error::input("--push-images needs the network; --offline cannot be used with it"));
+        }
+        opts.push_images = Some(a.upload.options(a.jobs));
+    }
     Ok(opts)
 }
 
@@ -293,7 +305,7 @@ pub fn inspect_spx(path: &Path, json: bool, term: &Term) -> Result<()> {
 }
 
 /// `123`, `64K`, `500M`, `64G`, `1T` (powers of 1024; a trailing `B`/`iB` is fine).
-fn parse_size(s: &str) -> Result<u64> {
+pub(crate) fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
     let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());

@@ -8,4 +8,5 @@ pub mod inspect;
 pub mod inspect_spx;
 pub mod pack;
 pub mod pull;
+pub mod push;
 pub mod verify;

@@ -8,6 +8,7 @@ pub mod auth;
 mod auth_tests;
 pub mod client;
 pub mod mirror;
+pub mod push;
 #[cfg(test)]
 mod resolve_tests;
 
@@ -126,8 +127,19 @@ impl Registry {
         let (bytes, digest, media_type) = self.manifest_bytes(r, &r.api_reference(), &what)?;
         let docs = RegistryDocs { registry: self, reference: r, what: &what };
         let resolved = resolve::resolve(Document { bytes, digest, media_type }, platform, &what, &docs)?;
-        let source = Arc::new(RegistryBlobs { reference: r.clone(), registry: self.clone_handle() });
+        let source = self.blob_source(r);
         Image::new(resolved, source, what.clone(), r.familiar_tagged().into_iter().collect())
+    }
+
+    /// The exact bytes, digest and content type of the manifest or index `reference` (a tag or
+    /// digest) of `r`'s repository, verified and cached like every manifest.
+    pub fn document(&self, r: &Reference, reference: &str, what: &str) -> Result<(Vec<u8>, Digest, Option<String>)> {
+        self.manifest_bytes(r, reference, what)
+    }
+
+    /// The blobs of `r`'s repository, fetched into the cache on demand.
+    pub fn blob_source(&self, r: &Reference) -> Arc<dyn BlobSource> {
+        Arc::new(RegistryBlobs { reference: r.clone(), registry: self.clone_handle() })
     }
 
     fn clone_handle(&self) -> Registry {
@@ -206,7 +218,10 @@ impl Registry {
             ))
             .with_hint("the registry's copy is corrupt or was altered; re-push the image"));
         }
-        self.cache.commit(dl.tmp, &desc.digest)
+        self.cache.commit(dl.tmp, &desc.digest)?;
+        // a later push to another repository of this registry can mount it from here
+        self.cache.note_blob_home(&r.registry, &r.repository, &desc.digest);
+        Ok(())
     }
 
     /// `GET` of a blob, from byte `from` on (a `Range` request when resuming).

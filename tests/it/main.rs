@@ -15,7 +15,10 @@ mod build_oracle;
 mod build_sources;
 mod build_util;
 mod faults;
+mod push;
+// push against a fake registry that misbehaves on demand
 mod pull;
+mod push_faults;
 // one redirect policy for every HTTP request (ADD <url> like registries)
 mod redirect_policy;
 // the bundled example extension (README's first command)

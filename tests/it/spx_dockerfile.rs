@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::support::{Scratch, env, spx};
 
 /// An extension whose one service is built from `app/Dockerfile` (FROM the test registry's busybox).
-fn ext(s: &Scratch, tag: &str, compose_build: &str) -> PathBuf {
+pub(crate) fn ext(s: &Scratch, tag: &str, compose_build: &str) -> PathBuf {
     let dir = s.path("ext");
     std::fs::create_dir_all(dir.join("app")).unwrap();
     std::fs::write(

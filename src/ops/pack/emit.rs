@@ -10,7 +10,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::model::{ArchiveKind, ArchiveSummary, ImageFrom, PackSummary, Plan};
+use super::model::{ArchiveKind, ArchiveSummary, ImageFrom, PackSummary, Plan, PushedImage};
 use super::options::{PackOptions, VerifyLevel};
 use crate::atomic::AtomicFile;
 use crate::blob_cache::BlobCache;
@@ -64,7 +64,47 @@ pub fn emit(opts: &PackOptions, mut plan: Plan, reporter: &dyn Reporter) -> Resu
         }
         None => None,
     };
-    Ok(summary(&plan, &groups, &sizes, image_archive, size))
+    let mut summary = summary(&plan, &groups, &sizes, image_archive, size);
+    if let Some(upload) = &opts.push_images {
+        summary.pushed = push_images(opts, &plan, &images, upload, reporter)?;
+    }
+    Ok(summary)
+}
+
+/// `--push-images`: every bundled image whose compose name names a registry host, pushed under
+/// that name (others are left alone: `app:1.0` would mean Docker Hub).
+fn push_images(
+    opts: &PackOptions,
+    plan: &Plan,
+    images: &[Image],
+    upload: &crate::ops::push::UploadOptions,
+    reporter: &dyn Reporter,
+) -> Result<Vec<PushedImage>> {
+    let resolver = Resolver::new(BlobCache::open(opts.cache_dir.clone(), false)?, opts.client.clone());
+    let mut out: Vec<PushedImage> = Vec::new();
+    for (req, image) in plan.images.iter().zip(images) {
+        let first = req.tag.split('/').next().unwrap_or("");
+        let names_registry = req.tag.contains('/') && (first.contains(['.', ':']) || first == "localhost");
+        if !names_registry {
+            reporter.message(&format!("not pushing {}: its name names no registry", req.tag));
+            continue;
+        }
+        if out.iter().any(|p| p.image == req.tag) {
+            continue;
+        }
+        let dest = crate::ops::push::destination(&req.tag)?;
+        let s = crate::ops::push::push_image(&resolver, image, &dest, upload, reporter)?;
+        reporter.message(&format!("pushed {}@{}", req.tag, s.digest));
+        out.push(PushedImage {
+            image: req.tag.clone(),
+            digest: s.digest.to_string(),
+            uploaded: s.stats.uploaded,
+            mounted: s.stats.mounted,
+            existing: s.stats.existing,
+            bytes_uploaded: s.stats.bytes_uploaded,
+        });
+    }
+    Ok(out)
 }
 
 /// The SDK `--image-archive` copy being written: which archive it copies, and where.
@@ -243,6 +283,7 @@ fn summary(
         manifest_added: plan.manifest_added.clone(),
         image_archive,
         size,
+        pushed: Vec::new(),
     }
 }
 

@@ -121,4 +121,18 @@ pub struct PackSummary {
     /// SDK `--image-archive` copy.
     pub image_archive: Option<PathBuf>,
     pub size: u64,
+    /// `--push-images`: what was pushed where.
+    pub pushed: Vec<PushedImage>,
+}
+
+/// One image `--push-images` pushed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PushedImage {
+    /// The compose name it was pushed under.
+    pub image: String,
+    pub digest: String,
+    pub uploaded: usize,
+    pub mounted: usize,
+    pub existing: usize,
+    pub bytes_uploaded: u64,
 }

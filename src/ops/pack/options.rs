@@ -53,6 +53,9 @@ pub struct PackOptions {
     pub run: crate::dockerfile::run::RunOptions,
     /// The environment: compose `build.args` keys without a value take theirs from it.
     pub env: HostEnv,
+    /// `--push-images`: after the SPX is written, push every bundled image whose compose name
+    /// is a registry reference (names a registry host) under that name.
+    pub push_images: Option<crate::ops::push::UploadOptions>,
 }
 
 impl PackOptions {
@@ -82,6 +85,7 @@ impl PackOptions {
             epoch: 0,
             run: Default::default(),
             env: HostEnv::default(),
+            push_images: None,
         }
     }
 }

@@ -17,6 +17,7 @@ use ureq::http::Response;
 
 mod tls;
 mod token;
+mod write;
 
 use super::auth::{self, CredentialOptions, Found};
 use crate::error::{Error, Result};
@@ -24,6 +25,7 @@ use crate::host_env::HostEnv;
 use crate::http;
 use crate::reference::{Reference, is_loopback_host};
 use token::{Challenge, parse_challenge};
+pub use write::{Payload, WriteRequest};
 
 /// Settings for talking to registries.
 #[derive(Debug, Clone)]
@@ -226,9 +228,10 @@ impl Client {
         let (registry, repo) = (r.registry.as_str(), r.repository.as_str());
         let h = self.host(registry, r.api_host(), repo)?;
         let url = format!("{}/v2/{repo}/{path}", h.base);
+        let scope = pull_scope(repo);
         let mut refreshed = false;
         loop {
-            let authz = self.authorization(&h, repo, refreshed)?;
+            let authz = self.authorization(&h, &scope, refreshed)?;
             let agent = self.agent(&h);
             let send = || {
                 let mut req = if head { agent.head(&url) } else { agent.get(&url) };
@@ -250,7 +253,7 @@ impl Client {
             match status {
                 401 if !refreshed && matches!(h.challenge, Challenge::Bearer { .. } | Challenge::None) => {
                     // token expired or scope changed; the registry may also only now ask for auth
-                    h.tokens.lock().expect("poisoned").remove(repo);
+                    h.tokens.lock().expect("poisoned").remove(&scope);
                     refreshed = true;
                     if matches!(h.challenge, Challenge::None) {
                         return Err(self.denied(&h, registry, repo, what, status, &detail));
@@ -330,6 +333,11 @@ fn jitter(d: Duration) -> Duration {
     let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
     let half = d / 2;
     half + Duration::from_nanos(random % (half.as_nanos() as u64 + 1))
+}
+
+/// The token scope of a pull from `repo`.
+pub(crate) fn pull_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull")
 }
 
 fn retry_after(resp: &Response<ureq::Body>) -> Option<Duration> {

@@ -24,8 +24,10 @@ pub(super) enum Challenge {
 }
 
 impl Client {
-    /// The `Authorization` header value for a request to `repo` on `h`.
-    pub(super) fn authorization(&self, h: &Host, repo: &str, force: bool) -> Result<Option<String>> {
+    /// The `Authorization` header value for a request on `h` that needs `scope`: one or more
+    /// token scopes separated by spaces (`repository:a:pull,push repository:b:pull`); bearer
+    /// tokens are cached per scope.
+    pub(super) fn authorization(&self, h: &Host, scope: &str, force: bool) -> Result<Option<String>> {
         match &h.challenge {
             Challenge::None => Ok(None),
             Challenge::Basic => Ok(match h.cred.as_ref().map(|c| &c.credential) {
@@ -38,22 +40,22 @@ impl Client {
                     return Ok(Some(format!("Bearer {t}")));
                 }
                 if !force
-                    && let Some((tok, exp)) = h.tokens.lock().expect("poisoned").get(repo)
+                    && let Some((tok, exp)) = h.tokens.lock().expect("poisoned").get(scope)
                     && *exp > Instant::now()
                 {
                     return Ok(Some(format!("Bearer {tok}")));
                 }
-                let (tok, ttl) = self.fetch_token(h, realm, service.as_deref(), repo)?;
-                h.tokens.lock().expect("poisoned").insert(repo.to_string(), (tok.clone(), Instant::now() + ttl));
+                let (tok, ttl) = self.fetch_token(h, realm, service.as_deref(), scope)?;
+                h.tokens.lock().expect("poisoned").insert(scope.to_string(), (tok.clone(), Instant::now() + ttl));
                 Ok(Some(format!("Bearer {tok}")))
             }
         }
     }
 
-    /// A bearer token for pulling `repo`: the realm checked, the token requested, the answer read.
-    fn fetch_token(&self, h: &Host, realm: &str, service: Option<&str>, repo: &str) -> Result<(String, Duration)> {
+    /// A bearer token for `scope`: the realm checked, the token requested, the answer read.
+    fn fetch_token(&self, h: &Host, realm: &str, service: Option<&str>, scope: &str) -> Result<(String, Duration)> {
         self.check_realm(h, realm)?;
-        let mut resp = self.request_token(h, realm, service, repo)?;
+        let mut resp = self.request_token(h, realm, service, scope)?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(token_refused(h, realm, status, &error_detail(&mut resp)));
@@ -100,10 +102,10 @@ impl Client {
         h: &Host,
         realm: &str,
         service: Option<&str>,
-        repo: &str,
+        scope: &str,
     ) -> Result<ureq::http::Response<ureq::Body>> {
-        let scope = format!("repository:{repo}:pull");
-        let mut query = vec![("scope", scope.as_str())];
+        // one `scope` parameter per scope, as Docker sends them
+        let mut query: Vec<(&str, &str)> = scope.split(' ').filter(|s| !s.is_empty()).map(|s| ("scope", s)).collect();
         if let Some(s) = service {
             query.push(("service", s));
         }
