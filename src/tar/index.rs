@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use super::read_policy;
 use crate::compress::{self, Compression};
 use crate::error::{Error, Result};
 
@@ -159,7 +160,10 @@ impl TarArchive {
         let mut end = 0u64;
         let mut entries = archive.entries_with_seek().map_err(|e| corrupt(e.to_string()))?;
         while let Some(entry) = guard.next(&mut entries) {
-            let entry = entry.map_err(|e| corrupt(e.to_string()))?;
+            let mut entry = entry.map_err(|e| corrupt(e.to_string()))?;
+            if let Err(why) = read_policy::check_pax(&mut entry) {
+                return Err(unsafe_shape(&self.display, &why));
+            }
             if self.order.len() >= MAX_ENTRIES {
                 return Err(corrupt(format!("more than {MAX_ENTRIES} entries")));
             }
@@ -193,7 +197,14 @@ impl TarArchive {
                 if target.is_empty() || target.contains('\0') {
                     return Err(corrupt(format!("link {name:?} has an empty or invalid target")));
                 }
-                if kind.is_symlink() { Entry::Symlink(target) } else { Entry::Hardlink(target) }
+                if kind.is_symlink() {
+                    Entry::Symlink(target)
+                } else {
+                    let earlier = |t: &str| self.entries.get(t).is_some_and(|e| *e != Entry::Dir);
+                    let t = read_policy::hardlink_target(&name, &target, earlier)
+                        .map_err(|why| unsafe_shape(&self.display, &why))?;
+                    Entry::Hardlink(t)
+                }
             } else {
                 Entry::Other
             };
@@ -376,6 +387,12 @@ pub fn normalize(name: &str) -> std::result::Result<Option<String>, &'static str
     if parts.is_empty() { Ok(None) } else { Ok(Some(parts.join("/"))) }
 }
 
+/// The error for an archive shape that readers see differently ([`read_policy`]).
+fn unsafe_shape(display: &str, why: &str) -> Error {
+    Error::input(format!("{display} contains {why}"))
+        .with_hint("GNU tar, Python and Docker would read this archive differently; it may be malicious, do not use it")
+}
+
 fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -456,27 +473,13 @@ mod tests {
 
     /// One raw header block (ustar) with `size_field` in the header, followed by `data`.
     fn raw(name: &str, kind: u8, size_field: u64, data: &[u8]) -> Vec<u8> {
-        let mut h = tar::Header::new_ustar();
-        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        h.set_entry_type(tar::EntryType::new(kind));
-        h.set_size(size_field);
-        h.set_mode(0o644);
-        h.set_cksum();
-        let mut v = h.as_bytes().to_vec();
-        v.extend_from_slice(data);
-        v.resize(v.len().div_ceil(512) * 512, 0);
-        v
+        crate::tar::read_policy::tests::raw(name, kind, size_field, "", data)
     }
 
     /// A PAX `x` (or `g`) entry with one record.
     fn pax(kind: u8, key: &str, value: &str) -> Vec<u8> {
-        let body = format!(" {key}={value}\n");
-        let mut n = body.len() + 1;
-        while format!("{n}{body}").len() != n {
-            n += 1;
-        }
-        let rec = format!("{n}{body}");
-        raw("PaxHeaders/x", kind, rec.len() as u64, rec.as_bytes())
+        use crate::tar::read_policy::tests as rp;
+        rp::pax(kind, &rp::record(key, value))
     }
 
     /// The entry names GNU tar sees (`None` when GNU tar is not installed).
