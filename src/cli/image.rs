@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::output::Term;
-use super::{RegistryArgs, RunArgs};
+use super::{LimitArgs, RegistryArgs, RunArgs};
 use spxpack::docker_archive::{self, ArchiveImage, WriteOptions};
 use spxpack::dockerfile::{self, BuildOptions};
 use spxpack::error::{Error, Result};
@@ -73,6 +73,8 @@ pub struct ImageBuildArgs {
     pub run: RunArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 fn split_kv(s: &str, flag: &str) -> Result<(String, String)> {
@@ -91,6 +93,7 @@ pub fn build(a: ImageBuildArgs, term: &Term) -> Result<()> {
     let mut opts = BuildOptions::new(a.file.clone().unwrap_or_else(|| a.context.join("Dockerfile")), &a.context);
     opts.platform = platform;
     opts.epoch = super::source_date_epoch();
+    opts.limits = a.limits.limits();
     for b in &a.build_args {
         opts.build_args.push(match b.split_once('=') {
             Some(_) => split_kv(b, "--build-arg")?,
@@ -140,7 +143,7 @@ pub fn build(a: ImageBuildArgs, term: &Term) -> Result<()> {
         }
     }
     let cache = spxpack::blob_cache::BlobCache::open(a.registry.cache_dir(), a.registry.offline)?;
-    let resolver = Resolver::new(cache, a.registry.client_options()?);
+    let resolver = Resolver::new(cache, a.registry.client_options()?).with_limits(opts.limits);
     let out = dockerfile::build(&opts, &resolver, term)?;
     tracing::info!("build: {:.2}s", started.elapsed().as_secs_f64());
     let img = &out.image;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use super::output::Term;
-use super::{RegistryArgs, RunArgs};
+use super::{LimitArgs, RegistryArgs, RunArgs};
 use spxpack::compress::Limits;
 use spxpack::error::{Error, Result};
 use spxpack::host_env::HostEnv;
@@ -88,6 +88,8 @@ pub struct PackArgs {
     pub run: RunArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -137,14 +139,8 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Decompression-bomb guard: the most bytes one compressed stream (the SPX, an image
-    /// archive, a layer) may expand to. Suffixes K, M, G, T (powers of 1024).
-    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
-    pub max_decompressed: u64,
-    /// Decompression-bomb guard: the most a compressed stream may expand (decompressed ÷
-    /// compressed bytes), checked once 64 MiB came out.
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_ratio: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 pub fn build(a: PackArgs, term: &Term) -> Result<()> {
@@ -178,6 +174,7 @@ fn pack_options(a: &PackArgs, env: HostEnv) -> Result<PackOptions> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read", Path::new("."), e))?;
     let dir = a.dir.clone().or(a.package_dir.clone()).unwrap_or_else(|| PathBuf::from("."));
     let mut opts = PackOptions::new(dir, cwd);
+    opts.limits = a.limits.limits();
     opts.platform = match (&a.platform, a.amd64) {
         (Some(p), _) => Some(Platform::parse(p)?),
         (None, true) => Some(Platform::linux_amd64()),
@@ -238,7 +235,7 @@ pub fn init(a: InitArgs, term: &Term) -> Result<()> {
 
 pub fn verify(a: VerifyArgs, term: &Term) -> Result<()> {
     let platform = a.platform.as_deref().map(Platform::parse).transpose()?;
-    let limits = Limits { max_bytes: a.max_decompressed, max_ratio: a.max_ratio };
+    let limits = a.limits.limits();
     let report = verify_file(&a.file, &VerifyOptions { full: !a.quick, platform, limits })?;
     let failed = report.findings.has_errors() || (a.strict && report.findings.warnings().next().is_some());
     if a.json {
@@ -293,7 +290,7 @@ pub fn inspect_spx(path: &Path, json: bool, term: &Term) -> Result<()> {
 }
 
 /// `123`, `64K`, `500M`, `64G`, `1T` (powers of 1024; a trailing `B`/`iB` is fine).
-fn parse_size(s: &str) -> Result<u64> {
+pub(crate) fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
     let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());

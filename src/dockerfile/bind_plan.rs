@@ -48,7 +48,7 @@ pub(crate) fn plan(
             owner: (0, 0),
             keep_owners: true,
             chmod: None,
-            unpack: false,
+            unpack: None,
         };
         let mut plan = copy::plan(&req, &FsView::new(), tree.as_ref(), &ctx.staging)?;
         // a directory is mounted itself (the planner made a fresh 0755 destination for its

@@ -502,7 +502,7 @@ impl<'c> State<'c> {
             owner,
             keep_owners: false,
             chmod,
-            unpack: c.add,
+            unpack: c.add.then_some(self.ctx.opts.limits),
         };
         let empty = FsView::new();
         let target_view: &FsView = if c.link { &empty } else { &view };

@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::read_policy;
-use crate::compress::{self, Compression};
+use crate::compress::{self, Compression, Limits};
 use crate::error::{Error, Result};
 
 /// Entries beyond this count are refused (a bomb guard).
@@ -100,8 +100,15 @@ pub struct TarArchive {
 }
 
 impl TarArchive {
-    /// Opens and indexes `path`. `what` names the archive kind in errors ("docker archive").
+    /// Opens and indexes `path` with the default decompression limits. `what` names the archive
+    /// kind in errors ("docker archive").
     pub fn open(path: &Path, what: &str) -> Result<Self> {
+        Self::open_limited(path, what, Limits::default())
+    }
+
+    /// Opens and indexes `path`; a compressed archive may expand only within `limits` (the
+    /// anonymous temporary file it is decompressed into goes with the error).
+    pub fn open_limited(path: &Path, what: &str, limits: Limits) -> Result<Self> {
         let display = path.display().to_string();
         let mut f = crate::input::open(path).map_err(|e| Error::io(&format!("cannot open {what}"), path, e))?;
         let mut head = [0u8; 8];
@@ -121,10 +128,14 @@ impl TarArchive {
             let mut tmp = tempfile::tempfile_in(std::env::temp_dir())
                 .or_else(|_| tempfile::tempfile_in(dir))
                 .map_err(|e| Error::io("cannot create a temporary file for", path, e))?;
-            let (_, mut r) = compress::decompress(BufReader::with_capacity(1 << 20, f))
-                .map_err(|e| Error::io("cannot read", path, e))?;
+            let mut r = compress::limited_decoder(outer, BufReader::with_capacity(1 << 20, f), limits)
+                .expect("zstd was refused above");
             io::copy(&mut r, &mut tmp).map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof
+                if let Some(b) = compress::bomb(&e) {
+                    Error::input(format!("{display}: {}", b.0)).with_hint(format!(
+                        "a decompression bomb? If the {what} is genuine, raise --max-decompressed or --max-ratio"
+                    ))
+                } else if e.kind() == io::ErrorKind::UnexpectedEof
                     || e.kind() == io::ErrorKind::InvalidInput
                     || e.kind() == io::ErrorKind::InvalidData
                 {

@@ -1,8 +1,13 @@
+//! Input archives that cannot hurt.
+//!
 //! Archives that GNU tar, Python's tarfile and Go's archive/tar (Docker) read differently: a
 //! hard link out of the archive, a PAX global `path=`, a non-numeric PAX `size`, a PAX record
 //! whose length prefix lies. Each is built byte by byte; the test records what GNU tar and
 //! Python make of it (the disagreement), then checks that `spxpack verify` refuses it as an SPX
 //! and `spxpack pull docker-archive:` refuses it as an input archive, with nothing written.
+//!
+//! Decompression bombs as input archives (`docker-archive:`, `oci-archive:`, `ADD` of a local
+//! tar) stop at `--max-decompressed`/`--max-ratio`, with no temporary file left.
 
 use std::io::Write;
 
@@ -106,5 +111,66 @@ fn verify_and_pull_refuse_archives_other_readers_see_differently() {
         assert!(line.contains(ours) && line.contains(&plain.display().to_string()), "{what}: {line}");
         assert!(r.stderr.contains("hint: GNU tar, Python and Docker would read this archive differently"));
         assert!(!out.exists(), "{what}: pull wrote {}", out.display());
+    }
+}
+
+/// A tar holding one file of `mib` MiB of zeros, compressed with `enc` as it is written.
+fn zeros_tar<W: Write>(mut enc: W, mib: usize) -> W {
+    enc.write_all(&block("zeros", b'0', "", mib << 20, b"")).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        enc.write_all(&chunk).unwrap();
+    }
+    enc.write_all(&[0u8; 1024]).unwrap();
+    enc
+}
+
+/// Temporary files left in `dir` (the runs' `TMPDIR`).
+fn leftovers(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+}
+
+#[test]
+fn input_archive_bombs_stop_at_the_limit_with_one_error_and_no_temp_file() {
+    use crate::support::bounded::{one_error_with_hint, run_bounded, spx_command};
+    use std::time::Duration;
+    let s = Scratch::new();
+    let tmp = s.path("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    // 512 MiB of zeros: bzip2 makes a few hundred bytes of it, gzip about 500 KB
+    let bz = s.path("bomb.tar.bz2");
+    let e = zeros_tar(bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast()), 512);
+    std::fs::write(&bz, e.finish().unwrap()).unwrap();
+    let gz = s.path("bomb.tar.gz");
+    let e = zeros_tar(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()), 512);
+    std::fs::write(&gz, e.finish().unwrap()).unwrap();
+    let ctx = s.path("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::copy(&bz, ctx.join("bomb.tar.bz2")).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nADD bomb.tar.bz2 /\n").unwrap();
+
+    let out = s.path("out.tar");
+    let (o, c) = (out.to_str().unwrap(), ctx.to_str().unwrap());
+    let (bz_src, gz_src) = (format!("docker-archive:{}", bz.display()), format!("oci-archive:{}", gz.display()));
+    let cases: [(&[&str], &str); 3] = [
+        // the default ratio guard: 1000× once 64 MiB came out
+        (&["pull", &bz_src, "-o", o], "bomb.tar.bz2: the bzip2 stream expands more than 1000×"),
+        // the byte cap, set with the flag
+        (
+            &["pull", &gz_src, "-o", o, "--max-decompressed", "16M"],
+            "bomb.tar.gz: the gzip stream decompresses to more than 16777216 bytes",
+        ),
+        (&["image", "build", c, "-o", o], "ADD bomb.tar.bz2: the bzip2 stream expands more than 1000×"),
+    ];
+    for (args, want) in cases {
+        let mut cmd = spx_command(&s, args);
+        cmd.env("TMPDIR", &tmp);
+        let b = run_bounded(cmd, Duration::from_secs(20), 256);
+        assert_eq!(b.run.code, 1, "{args:?}: {}", b.run.stderr);
+        let (line, hint) = one_error_with_hint(&b.run);
+        assert!(line.contains(want), "{args:?}: {line}");
+        assert!(hint.contains("raise --max-decompressed or --max-ratio"), "{args:?}: {hint}");
+        assert!(!out.exists(), "{args:?} wrote the output");
+        assert_eq!(leftovers(&tmp), Vec::<String>::new(), "{args:?} left temporary files");
     }
 }

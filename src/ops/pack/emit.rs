@@ -81,7 +81,7 @@ fn resolve_images(opts: &PackOptions, plan: &Plan, reporter: &dyn Reporter) -> R
         return Ok(Vec::new());
     }
     let cache = BlobCache::open(opts.cache_dir.clone(), opts.offline)?;
-    let resolver = Resolver::new(cache, opts.client.clone());
+    let resolver = Resolver::new(cache, opts.client.clone()).with_limits(opts.limits);
     let mut images = Vec::with_capacity(plan.images.len());
     // one executor for every image: its sandbox is detected once
     let executor = Arc::new(crate::dockerfile::run::SandboxExecutor::new(opts.run.clone()));
@@ -98,6 +98,7 @@ fn resolve_images(opts: &PackOptions, plan: &Plan, reporter: &dyn Reporter) -> R
                 bo.epoch = opts.epoch;
                 bo.compression_level = opts.level;
                 bo.jobs = opts.jobs;
+                bo.limits = opts.limits;
                 bo.executor = Some(executor.clone());
                 let img =
                     crate::dockerfile::build_image(&bo, &resolver, reporter).map_err(|e| e.context(&req.shown))?;

@@ -53,6 +53,8 @@ pub struct PackOptions {
     pub run: crate::dockerfile::run::RunOptions,
     /// The environment: compose `build.args` keys without a value take theirs from it.
     pub env: HostEnv,
+    /// How far a compressed input archive (or an `ADD`ed local archive) may expand.
+    pub limits: crate::compress::Limits,
 }
 
 impl PackOptions {
@@ -82,6 +84,7 @@ impl PackOptions {
             epoch: 0,
             run: Default::default(),
             env: HostEnv::default(),
+            limits: crate::compress::Limits::default(),
         }
     }
 }
