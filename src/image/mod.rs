@@ -40,6 +40,11 @@ pub trait BlobSource: Send + Sync {
     fn is_local(&self) -> bool {
         true
     }
+    /// The sha256 of the layer's uncompressed content, when the source records it (the blob
+    /// cache does, when a blob enters it); `None` when it does not know.
+    fn diff_id(&self, _desc: &Descriptor) -> Result<Option<crate::digest::Digest>> {
+        Ok(None)
+    }
 }
 
 /// A single-platform image.

@@ -16,6 +16,8 @@ mod build_errors;
 mod build_oracle;
 mod build_sources;
 mod build_util;
+// config diff_ids that do not match the layers: pull and build fail, nothing written
+mod diff_ids;
 mod faults;
 mod pull;
 // one redirect policy for every HTTP request (ADD <url> like registries)
