@@ -69,6 +69,9 @@ pub struct ImageBuildArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Warnings about image content (ELF executables for another architecture) are errors.
+    #[arg(long)]
+    pub strict: bool,
     #[command(flatten)]
     pub run: RunArgs,
     #[command(flatten)]
@@ -145,6 +148,7 @@ pub fn build(a: ImageBuildArgs, term: &Term) -> Result<()> {
     let cache = spxpack::blob_cache::BlobCache::open(a.registry.cache_dir(), a.registry.offline)?;
     let resolver = Resolver::new(cache, a.registry.client_options()?).with_limits(opts.limits);
     let out = dockerfile::build(&opts, &resolver, term)?;
+    spxpack::image::arch_lint::lint(std::slice::from_ref(&out.image), a.strict, term)?;
     tracing::info!("build: {:.2}s", started.elapsed().as_secs_f64());
     let img = &out.image;
     match &oci {

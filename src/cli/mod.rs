@@ -219,6 +219,9 @@ pub struct PullArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Warnings about image content (ELF executables for another architecture) are errors.
+    #[arg(long)]
+    pub strict: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -275,6 +278,7 @@ fn pull(a: PullArgs, term: &Term) -> Result<()> {
         jobs: a.jobs,
         write: Some(write),
         limits: a.limits.limits(),
+        strict: a.strict,
     };
     let started = std::time::Instant::now();
     let s = spxpack::ops::pull::pull(&sources, &opts, term)?;

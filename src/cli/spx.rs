@@ -84,6 +84,9 @@ pub struct PackArgs {
     #[arg(long, help_heading = SDK)]
     pub skip_docker_compose_validation: bool,
 
+    /// Warnings about image content (ELF executables for another architecture) are errors.
+    #[arg(long)]
+    pub strict: bool,
     #[command(flatten)]
     pub run: RunArgs,
     #[command(flatten)]
@@ -175,6 +178,7 @@ fn pack_options(a: &PackArgs, env: HostEnv) -> Result<PackOptions> {
     let dir = a.dir.clone().or(a.package_dir.clone()).unwrap_or_else(|| PathBuf::from("."));
     let mut opts = PackOptions::new(dir, cwd);
     opts.limits = a.limits.limits();
+    opts.strict = a.strict;
     opts.platform = match (&a.platform, a.amd64) {
         (Some(p), _) => Some(Platform::parse(p)?),
         (None, true) => Some(Platform::linux_amd64()),

@@ -2,6 +2,7 @@
 //! config bytes (the image ID is the sha256 of the config bytes, so they are never
 //! re-serialised), parsed views of them, and the [`BlobSource`] that yields layer bytes.
 
+pub mod arch_lint;
 pub mod media;
 pub mod model;
 pub mod oci;

@@ -29,6 +29,8 @@ pub struct PullOptions {
     pub write: Option<WriteOptions>,
     /// How far a compressed input archive may expand (`--max-decompressed`, `--max-ratio`).
     pub limits: crate::compress::Limits,
+    /// Content warnings (wrong-architecture executables) are errors.
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +66,7 @@ pub fn pull(sources: &[Source], opts: &PullOptions, reporter: &dyn Reporter) -> 
     let t = std::time::Instant::now();
     let fetched = prefetch(&images, opts.jobs, reporter)?;
     tracing::info!("prefetch: {:.2}s", t.elapsed().as_secs_f64());
+    crate::image::arch_lint::lint(&images, opts.strict, reporter)?;
     let write = opts.write.clone().unwrap_or_else(|| WriteOptions::for_path(&opts.output, 0));
     let list: Vec<ArchiveImage> =
         images.iter().zip(&tagged).map(|(i, t)| ArchiveImage { image: i, tags: t.clone() }).collect();

@@ -404,7 +404,8 @@ fn unsafe_shape(display: &str, why: &str) -> Error {
         .with_hint("GNU tar, Python and Docker would read this archive differently; it may be malicious, do not use it")
 }
 
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the stream ends; returns how many bytes were read.
+pub fn read_up_to(f: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..])? {

@@ -51,3 +51,5 @@ mod spx_build;
 mod spx_dockerfile;
 // FIFOs and /dev/zero as input files: refused, in bounded time and memory
 mod untrusted_files;
+// ELF files for another architecture than the image: a warning, --strict an error
+mod wrong_arch;

@@ -109,6 +109,7 @@ fn resolve_images(opts: &PackOptions, plan: &Plan, reporter: &dyn Reporter) -> R
         images.push(image);
     }
     pull::prefetch(&images, opts.jobs, reporter)?;
+    crate::image::arch_lint::lint(&images, opts.strict, reporter)?;
     Ok(images)
 }
 

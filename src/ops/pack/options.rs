@@ -55,6 +55,8 @@ pub struct PackOptions {
     pub env: HostEnv,
     /// How far a compressed input archive (or an `ADD`ed local archive) may expand.
     pub limits: crate::compress::Limits,
+    /// Content warnings (wrong-architecture executables) are errors.
+    pub strict: bool,
 }
 
 impl PackOptions {
@@ -85,6 +87,7 @@ impl PackOptions {
             run: Default::default(),
             env: HostEnv::default(),
             limits: crate::compress::Limits::default(),
+            strict: false,
         }
     }
 }
