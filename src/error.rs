@@ -49,13 +49,28 @@ pub struct Error {
     frames: Vec<String>,
     hint: Option<String>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    /// The message and hint are lines made by [`Error::lines`], each escaped already.
+    lines: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: Kind, msg: impl Into<String>) -> Self {
-        Error { kind, msg: msg.into(), frames: Vec::new(), hint: None, source: None }
+        Error { kind, msg: msg.into(), frames: Vec::new(), hint: None, source: None, lines: false }
+    }
+    /// An input error of several problems: `error:` lines (and `hint:` lines), each made one
+    /// line with [`one_line`].
+    pub fn lines<'a>(messages: impl IntoIterator<Item = &'a str>, hints: impl IntoIterator<Item = &'a str>) -> Self {
+        let join = |v: Vec<std::borrow::Cow<str>>, sep: &str| v.join(sep);
+        let msg = join(messages.into_iter().map(one_line).collect(), "\nerror: ");
+        let hints: Vec<_> = hints.into_iter().map(one_line).collect();
+        let mut e = Self::new(Kind::Input, msg);
+        if !hints.is_empty() {
+            e.hint = Some(join(hints, "\nhint: "));
+        }
+        e.lines = true;
+        e
     }
     pub fn input(msg: impl Into<String>) -> Self {
         Self::new(Kind::Input, msg)
@@ -124,15 +139,21 @@ impl Error {
     /// The lines the CLI prints: `error: OUTERMOST`, a `caused by: …` line per inner frame down
     /// to the cause, then `hint: …` when there is one.
     pub fn render(&self) -> String {
+        // user text (names, paths, references) cannot break a line: every line is one line
+        let lines = self.lines;
+        fn text(t: &str, own: bool, lines: bool) -> std::borrow::Cow<'_, str> {
+            if own && lines { t.into() } else { one_line(t) }
+        }
         let mut out = String::new();
+        let n = self.frames.len();
         for (i, frame) in self.chain().enumerate() {
             out.push_str(if i == 0 { "error: " } else { "caused by: " });
-            out.push_str(frame);
+            out.push_str(&text(frame, i == n, lines));
             out.push('\n');
         }
         if let Some(h) = &self.hint {
             out.push_str("hint: ");
-            out.push_str(h);
+            out.push_str(&text(h, true, lines));
             out.push('\n');
         }
         out
@@ -161,6 +182,7 @@ impl Error {
             frames: self.frames.clone(),
             hint: self.hint.clone(),
             source: None,
+            lines: self.lines,
         }
     }
     /// Wraps this error into an `io::Error` so it can travel through `Read` implementations.
@@ -182,6 +204,18 @@ impl Error {
         }
         e
     }
+}
+
+/// `s` on one line: line breaks and other control characters (a tab excepted) are shown
+/// escaped (`\n`, `\u{1b}`), so text from the user or a server cannot start a line of its own.
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\t') {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| if c.is_control() && c != '\t' { c.escape_debug().to_string() } else { c.to_string() })
+        .collect::<String>()
+        .into()
 }
 
 /// An `io::Error` as message text: `No such file or directory (os error 2)` → `no such file or
@@ -256,6 +290,19 @@ mod tests {
             "error: service app (docker-compose.yml)\ncaused by: image python:3.11\n\
              caused by: blob sha256:ab does not match its digest\nhint: pull again\n"
         );
+    }
+
+    #[test]
+    fn user_text_cannot_break_an_error_line() {
+        let e =
+            Error::input("no such tag \"a\nerror: forged\"").context("image x\r\ny").with_hint("use\u{1b}[31m a tag");
+        assert_eq!(
+            e.render(),
+            "error: image x\\r\\ny\ncaused by: no such tag \"a\\nerror: forged\"\nhint: use\\u{1b}[31m a tag\n"
+        );
+        let many = Error::lines(["a\nb", "c"], ["h\n1", "h2"]);
+        assert_eq!(many.render(), "error: a\\nb\nerror: c\nhint: h\\n1\nhint: h2\n");
+        assert_eq!(one_line("tab\tstays"), "tab\tstays");
     }
 
     #[test]

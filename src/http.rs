@@ -13,7 +13,6 @@
 //! addresses whatever name led there.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use ureq::http::Response;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
@@ -21,17 +20,27 @@ use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::error::{Error, Result};
 
+mod timeouts;
+pub use timeouts::{MIN_PROGRESS, StallGuard, Timeouts};
+
 /// The `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("spxpack/", env!("CARGO_PKG_VERSION"));
 
-/// A ureq agent: every HTTP client in spxpack is made here. `customize` adds TLS roots and
-/// timeouts; then redirects are switched off in ureq (callers follow them through
-/// [`Requester::follow`]), `Authorization` is never sent on a redirect, and statuses come back
-/// as responses. Name resolution refuses link-local and metadata addresses before connecting
-/// ([`refuse_link_local`]): a DNS name or a legacy numeric form (`http://2852039166/`) cannot
-/// reach them either. Through an HTTP proxy only the proxy's own address is resolved here.
+/// A ureq agent with the default [`Timeouts`]; see [`agent_with`].
 pub fn agent(customize: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> ureq::Agent {
-    let base = ureq::Agent::config_builder().user_agent(USER_AGENT).timeout_connect(Some(Duration::from_secs(30)));
+    agent_with(Timeouts::default(), customize)
+}
+
+/// A ureq agent: every HTTP client in spxpack is made here. `timeouts` bound connecting and
+/// every wait for the server (bodies are read through [`Timeouts::guard`] against a trickle);
+/// `customize` adds TLS roots; then redirects are switched off in ureq (callers follow them
+/// through [`Requester::follow`]), `Authorization` is never sent on a redirect, and statuses
+/// come back as responses. Name resolution refuses link-local and metadata addresses before
+/// connecting ([`refuse_link_local`]): a DNS name or a legacy numeric form
+/// (`http://2852039166/`) cannot reach them either. Through an HTTP proxy only the proxy's own
+/// address is resolved here.
+pub fn agent_with(timeouts: Timeouts, customize: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> ureq::Agent {
+    let base = timeouts.apply(ureq::Agent::config_builder().user_agent(USER_AGENT));
     let config = customize(base)
         .max_redirects(0)
         .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, one_line};
 use crate::progress::Reporter;
 
 /// How bad a problem is.
@@ -98,17 +98,13 @@ impl Problems {
         if errors.is_empty() {
             return None;
         }
-        let msg = errors.iter().map(|f| f.message.as_str()).collect::<Vec<_>>().join("\nerror: ");
         let mut hints: Vec<&str> = Vec::new();
         for h in errors.iter().filter_map(|f| f.hint.as_deref()) {
             if !hints.contains(&h) {
                 hints.push(h);
             }
         }
-        let mut e = Error::input(msg);
-        if !hints.is_empty() {
-            e = e.with_hint(hints.join("\nhint: "));
-        }
+        let e = Error::lines(errors.iter().map(|f| f.message.as_str()), hints);
         Some(e)
     }
 }
@@ -124,8 +120,8 @@ impl IntoIterator for Problems {
 /// `warning: …` with the hint in parentheses, as printed by the CLI.
 pub fn warning_line(w: &Problem) -> String {
     match &w.hint {
-        Some(h) => format!("warning: {} ({h})", w.message),
-        None => format!("warning: {}", w.message),
+        Some(h) => format!("warning: {} ({})", one_line(&w.message), one_line(h)),
+        None => format!("warning: {}", one_line(&w.message)),
     }
 }
 

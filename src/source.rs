@@ -141,6 +141,11 @@ impl Resolver {
         self
     }
 
+    /// The registry settings of the run.
+    pub fn client_options(&self) -> &ClientOptions {
+        &self.client_opts
+    }
+
     fn registry(&self) -> Result<Registry> {
         if self.cache.offline() {
             return Ok(Registry::new(None, self.cache.clone()));

@@ -24,7 +24,7 @@ pub enum ImageCommand {
     /// sandbox (root, a user namespace or proot; qemu for a foreign architecture) without a
     /// daemon. Layers are cached in the blob cache: a rebuild with nothing changed writes no
     /// layer and runs no step.
-    Build(ImageBuildArgs),
+    Build(Box<ImageBuildArgs>),
 }
 
 #[derive(Debug, Args)]

@@ -91,6 +91,17 @@ pub struct RegistryArgs {
     /// Retries per request on HTTP 429/5xx and connection errors.
     #[arg(long, default_value_t = 4)]
     pub retries: u32,
+    /// The longest wait between retries, in seconds (waits double from 0.3 s up to this, with
+    /// random jitter).
+    #[arg(long, value_name = "SECS", default_value_t = 8.0)]
+    pub retry_max_delay: f64,
+    /// Seconds to wait for a connection (and the TLS handshake) to a registry or an ADD URL.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
+    /// Seconds a server may keep spxpack waiting: for its answer, for any read, or for each
+    /// 1 KiB of a body. A stalled blob download resumes with a Range request, as a broken one.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub read_timeout: u64,
     /// Blob cache directory [default: $XDG_CACHE_HOME/spxpack or ~/.cache/spxpack].
     #[arg(long, value_name = "DIR", env = "SPXPACK_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -192,6 +203,14 @@ impl RegistryArgs {
             cert_dirs: self.cert_dir.clone(),
             creds,
             retries: self.retries,
+            retry_max_delay: std::time::Duration::try_from_secs_f64(self.retry_max_delay).map_err(|_| {
+                Error::input(format!("--retry-max-delay {}: not a number of seconds", self.retry_max_delay))
+                    .with_hint("give seconds, e.g. --retry-max-delay 30")
+            })?,
+            timeouts: spxpack::http::Timeouts {
+                connect: std::time::Duration::from_secs(self.connect_timeout),
+                read: std::time::Duration::from_secs(self.read_timeout),
+            },
             mirrors: spxpack::registry::Mirror::parse_all(&self.registry_mirror)?,
             env: host_env(),
             ..Default::default()
@@ -255,7 +274,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Init(a) => spx::init(a, &term),
         Command::Verify(a) => spx::verify(a, &term),
         Command::SandboxRun(a) => sandbox_cmd::run(a, &term),
-        Command::Image(image::ImageCommand::Build(a)) => image::build(a, &term),
+        Command::Image(image::ImageCommand::Build(a)) => image::build(*a, &term),
     }
 }
 

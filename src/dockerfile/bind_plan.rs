@@ -49,6 +49,7 @@ pub(crate) fn plan(
             keep_owners: true,
             chmod: None,
             unpack: None,
+            timeouts: ctx.timeouts(),
         };
         let mut plan = copy::plan(&req, &FsView::new(), tree.as_ref(), &ctx.staging)?;
         // a directory is mounted itself (the planner made a fresh 0755 destination for its

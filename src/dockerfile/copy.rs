@@ -65,6 +65,8 @@ pub struct CopyRequest<'a> {
     pub chmod: Option<u32>,
     /// ADD: unpack local archives, decompressing within these limits.
     pub unpack: Option<crate::compress::Limits>,
+    /// Network timeouts of `ADD <url>`.
+    pub timeouts: crate::http::Timeouts,
 }
 
 struct Planner<'a> {
@@ -161,7 +163,7 @@ fn collect_items(req: &CopyRequest, tree: &dyn Tree, staging: &Staging) -> Resul
                 items.push(Item::File { name: name.clone(), node });
             }
             Source::Url(u) => {
-                let (name, node) = super::fetch::download(u, staging, loc)?;
+                let (name, node) = super::fetch::download(u, staging, loc, req.timeouts)?;
                 items.push(Item::File { name, node });
             }
             Source::Path(s) => {

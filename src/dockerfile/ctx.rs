@@ -61,6 +61,11 @@ impl Ctx<'_> {
         v
     }
 
+    /// The network timeouts of the run (`ADD <url>` uses the registry's).
+    pub fn timeouts(&self) -> crate::http::Timeouts {
+        self.resolver.client_options().timeouts
+    }
+
     pub fn global_arg(&self, k: &str) -> Option<String> {
         self.global_args.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone())
     }

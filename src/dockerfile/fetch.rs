@@ -10,7 +10,6 @@
 
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::fsview::{Content, ContentSrc, Kind, Node};
 use super::instructions::Loc;
@@ -35,12 +34,13 @@ pub fn file_name(url: &str) -> String {
 }
 
 /// Downloads `url`; returns the file name and the node to add.
-pub fn download(url: &str, staging: &Staging, loc: &Loc) -> Result<(String, Node)> {
+/// `timeouts` bound connecting and waiting; a body that stalls fails the step.
+pub fn download(url: &str, staging: &Staging, loc: &Loc, timeouts: http::Timeouts) -> Result<(String, Node)> {
     let name = file_name(url);
     let what = format!("{loc}: ADD");
     let requester = http::Requester::Download { what: &what, url };
     requester.check_first(url)?;
-    let agent = http::agent(|c| c.timeout_recv_body(Some(Duration::from_secs(600))));
+    let agent = http::agent_with(timeouts, |c| c);
     let shown = http::redact(url);
     let fail = |m: String| Error::network(format!("{loc}: ADD {shown}: {m}"));
     let call = |u: &str| agent.get(u).call().map_err(|e| http::policy_error(&e).unwrap_or_else(|| fail(e.to_string())));
@@ -54,7 +54,7 @@ pub fn download(url: &str, staging: &Staging, loc: &Loc) -> Result<(String, Node
     }
     let path = staging.new_path(&name);
     let mut f = std::fs::File::create(&path).map_err(|e| Error::io("cannot create", &path, e))?;
-    let mut body = resp.body_mut().with_config().limit(u64::MAX).reader();
+    let mut body = timeouts.guard(resp.body_mut().with_config().limit(u64::MAX).reader());
     let mut h = Hasher::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut size = 0u64;

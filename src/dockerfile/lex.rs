@@ -14,6 +14,15 @@ impl std::fmt::Display for LexError {
     }
 }
 
+impl LexError {
+    /// The word expands past [`MAX_EXPANSION`].
+    pub fn is_too_long(&self) -> bool {
+        self.0.contains(TOO_LONG)
+    }
+}
+
+const TOO_LONG: &str = "the limit for one word";
+
 impl From<String> for LexError {
     fn from(s: String) -> Self {
         LexError(s)
@@ -25,6 +34,10 @@ impl From<&str> for LexError {
         LexError(s.to_string())
     }
 }
+
+/// The most bytes of variable values one word may expand: `ARG A1=${A0}${A0}` chained 40 times
+/// would otherwise build a 1 TiB string (issue "Hardening", item 12).
+pub const MAX_EXPANSION: usize = 1 << 20;
 
 /// Looks a variable up; `None` when it is not set (set-but-empty is `Some("")`).
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -60,6 +73,7 @@ impl Lex {
             env,
             escape: self.escape,
             skip_quotes: self.skip_quotes,
+            expanded: 0,
         };
         sw.process_stop_on(None).map_err(|e| LexError(format!("failed to process {word:?}: {e}")))
     }
@@ -71,6 +85,8 @@ struct ShellWord<'a> {
     env: Lookup<'a>,
     escape: char,
     skip_quotes: bool,
+    /// Bytes of variable values substituted so far, capped at [`MAX_EXPANSION`].
+    expanded: usize,
 }
 
 #[derive(Default)]
@@ -207,8 +223,18 @@ impl ShellWord<'_> {
         }
     }
 
-    fn get(&self, name: &str) -> Option<String> {
-        (self.env)(name)
+    /// The value of `name`, counted against [`MAX_EXPANSION`].
+    fn get(&mut self, name: &str) -> Result<Option<String>, LexError> {
+        let v = (self.env)(name);
+        self.expanded = self.expanded.saturating_add(v.as_ref().map_or(0, String::len));
+        if self.expanded > MAX_EXPANSION {
+            return Err(format!(
+                "expanding ${{{name}}} makes the value longer than {} MiB, {TOO_LONG}",
+                MAX_EXPANSION >> 20
+            )
+            .into());
+        }
+        Ok(v)
     }
 
     fn dollar(&mut self) -> Result<String, LexError> {
@@ -218,7 +244,7 @@ impl ShellWord<'_> {
             if name.is_empty() {
                 return Ok("$".into());
             }
-            return Ok(self.get(&name).unwrap_or_default());
+            return Ok(self.get(&name)?.unwrap_or_default());
         }
         self.next(); // '{'
         match self.peek() {
@@ -229,10 +255,10 @@ impl ShellWord<'_> {
         let name = self.name();
         let ch = self.next();
         match ch {
-            Some('}') => Ok(self.get(&name).unwrap_or_default()),
+            Some('}') => Ok(self.get(&name)?.unwrap_or_default()),
             Some(op @ ('?' | '-' | '+')) => {
                 let word = self.stop_word()?;
-                let value = self.get(&name);
+                let value = self.get(&name)?;
                 match (op, value) {
                     ('?', None) => Err(unset_message(&name, &word, "is not allowed to be unset")),
                     ('-', None) => Ok(word),
@@ -245,7 +271,7 @@ impl ShellWord<'_> {
             Some(':') => {
                 let modifier = self.next();
                 let word = self.stop_word()?;
-                let value = self.get(&name);
+                let value = self.get(&name)?;
                 let v = value.clone().unwrap_or_default();
                 match modifier {
                     Some('+') => Ok(if v.is_empty() { v } else { word }),
@@ -492,6 +518,19 @@ mod tests {
         assert_eq!(tick.word("a`$A C:\\dir", &env).unwrap(), "a$A C:\\dir");
         let heredoc = Lex { escape: '\\', skip_quotes: true };
         assert_eq!(heredoc.word(r#"say "$A" '$A' \$A"#, &env).unwrap(), r#"say "a" 'a' $A"#);
+    }
+
+    #[test]
+    fn expansion_is_capped_at_one_mib_per_word() {
+        let half = "x".repeat(MAX_EXPANSION / 2);
+        let big = |k: &str| (k == "H").then(|| half.clone());
+        let lx = Lex::new('\\');
+        assert_eq!(lx.word("${H}$H", &big).unwrap().len(), MAX_EXPANSION);
+        let e = lx.word("${H}${H}$H", &big).unwrap_err();
+        assert!(e.is_too_long() && e.0.contains("expanding ${H} makes the value longer than 1 MiB"), "{e}");
+        // the text written in the Dockerfile is not counted, only substituted values
+        assert!(lx.word(&format!("{half}{half}{half}"), &big).is_ok());
+        assert!(lx.word("${U:-${H}}${H}${H:+$H}", &big).unwrap_err().is_too_long());
     }
 
     #[test]

@@ -243,18 +243,31 @@ fn build_inner(opts: &BuildOptions, resolver: &Resolver, reporter: &dyn Reporter
     };
     // global ARGs (before the first FROM)
     let mut declared: BTreeSet<String> = BTreeSet::new();
+    let mut global_bytes = 0usize;
     for a in &df.meta_args {
         let instructions::Op::Arg(list) = &a.op else { continue };
         for (k, default) in list {
             declared.insert(k.clone());
             let v = match (ctx.build_arg(k), default) {
                 (Some(v), _) => Some(v),
-                (None, Some(d)) => {
-                    Some(Lex::new(df.escape).word(d, &|n| ctx.global_arg(n)).map_err(|e| stage::lex_error(&a.loc, e))?)
-                }
+                (None, Some(d)) => Some(
+                    Lex::new(df.escape)
+                        .word(d, &|n| ctx.global_arg(n))
+                        .map_err(|e| stage::var_error(&a.loc, "ARG", k, e))?,
+                ),
                 (None, None) => None,
             };
             if let Some(v) = v {
+                global_bytes = global_bytes.saturating_add(k.len() + v.len());
+                if global_bytes > stage::MAX_STAGE_VARS {
+                    return Err(a
+                        .loc
+                        .error(format!(
+                            "ARG {k}: the ARGs before the first FROM add up to more than {} MiB",
+                            stage::MAX_STAGE_VARS >> 20
+                        ))
+                        .with_hint(stage::TOO_LONG_HINT));
+                }
                 ctx.global_args.push((k.clone(), v));
             }
         }
@@ -284,7 +297,7 @@ fn build_inner(opts: &BuildOptions, resolver: &Resolver, reporter: &dyn Reporter
         .build_args
         .iter()
         .map(|(k, _)| k.as_str())
-        .filter(|k| !declared.contains(*k) && *k != "SOURCE_DATE_EPOCH" && !stage::PROXY_ARGS.contains(k))
+        .filter(|k| !declared.contains(*k) && *k != "SOURCE_DATE_EPOCH" && !config::PROXY_ARGS.contains(k))
         .collect();
     if !unused.is_empty() {
         reporter.warn(&format!("warning: build args were not consumed by {shown}: {}", unused.join(", ")));
@@ -315,6 +328,8 @@ fn run_stage(
             layers: Vec::new(),
             view: Some(Arc::new(FsView::new())),
             args: Vec::new(),
+            var_bytes: 0,
+            arg_index: HashMap::new(),
             cmd_set: false,
             docker_style: false,
         },
@@ -332,6 +347,8 @@ fn run_stage(
                 layers: b.layers.clone(),
                 view: b.view.clone(),
                 args: Vec::new(),
+                var_bytes: 0,
+                arg_index: HashMap::new(),
                 cmd_set: false,
                 docker_style: b.docker_style,
             }
@@ -355,6 +372,8 @@ fn run_stage(
                 base: Some(img),
                 view: None,
                 args: Vec::new(),
+                var_bytes: 0,
+                arg_index: HashMap::new(),
                 cmd_set: false,
             }
         }

@@ -4,12 +4,13 @@
 //! edit the config and add an `empty_layer` history entry; COPY, ADD and WORKDIR plan a layer,
 //! look it up in the build cache and write it only when it is new.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
 use super::StageResult;
-use super::config::{Config, DEFAULT_PATH, check_signal, parse_ports};
+use super::config::{Config, DEFAULT_PATH, PROXY_ARGS, check_signal, parse_ports, quoted};
 use super::copy::{self, CopyRequest, Plan, PlanEntry, Source};
 use super::ctx::{Ctx, FromUse};
 use super::executor::{RootLayer, RunRequest, run_unsupported};
@@ -33,17 +34,43 @@ pub(super) struct State<'c> {
     pub view: Option<Arc<FsView>>,
     /// Declared ARGs with values, in order.
     pub args: Vec<(String, String)>,
+    /// Name → index of its last entry in `args`.
+    pub arg_index: HashMap<String, usize>,
+    /// Bytes assigned by this stage's ARG and ENV instructions so far (capped at
+    /// [`MAX_STAGE_VARS`]).
+    pub var_bytes: usize,
     pub cmd_set: bool,
     pub docker_style: bool,
 }
 
 impl<'c> State<'c> {
     pub fn lookup(&self, k: &str) -> Option<String> {
-        self.config.env_get(k).or_else(|| self.args.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+        self.config.env_get(k).or_else(|| self.arg_index.get(k).map(|&i| self.args[i].1.clone()))
     }
 
     fn word(&self, s: &str, loc: &Loc) -> Result<String> {
         Lex::new(self.ctx.escape).word(s, &|k| self.lookup(k)).map_err(|e| lex_error(loc, e))
+    }
+
+    /// Expands the value of variable `name` set by `instr` (ARG, ENV) and counts it against
+    /// the stage's [`MAX_STAGE_VARS`]; errors name the variable.
+    fn var_word(&mut self, instr: &str, name: &str, s: &str, loc: &Loc) -> Result<String> {
+        let v = Lex::new(self.ctx.escape).word(s, &|k| self.lookup(k)).map_err(|e| var_error(loc, instr, name, e))?;
+        self.count_var(instr, name, v.len(), loc)?;
+        Ok(v)
+    }
+
+    fn count_var(&mut self, instr: &str, name: &str, len: usize, loc: &Loc) -> Result<()> {
+        self.var_bytes = self.var_bytes.saturating_add(name.len() + len);
+        if self.var_bytes > MAX_STAGE_VARS {
+            return Err(loc
+                .error(format!(
+                    "{instr} {name}: this stage's ARG and ENV values add up to more than {} MiB",
+                    MAX_STAGE_VARS >> 20
+                ))
+                .with_hint(TOO_LONG_HINT));
+        }
+        Ok(())
     }
 
     fn words(&self, s: &str, loc: &Loc) -> Result<Vec<String>> {
@@ -174,14 +201,18 @@ impl<'c> State<'c> {
         for (k, default) in list {
             let value = match (self.ctx.build_arg(k), default) {
                 (Some(v), _) => Some(v),
-                (None, Some(d)) => Some(self.word(d, loc)?),
+                (None, Some(d)) => Some(self.var_word("ARG", k, d, loc)?),
                 (None, None) => self.ctx.global_arg(k),
             };
+            if let Some(v) = &value {
+                self.count_var("ARG", k, v.len(), loc)?;
+            }
             parts.push(match &value {
                 Some(v) => format!("{k}={v}"),
                 None => k.clone(),
             });
             if let Some(v) = value {
+                self.arg_index.insert(k.clone(), self.args.len());
                 self.args.push((k.clone(), v));
             }
         }
@@ -192,7 +223,9 @@ impl<'c> State<'c> {
     fn env_step(&mut self, kvs: &[KeyValue], loc: &Loc) -> Result<()> {
         let mut done = Vec::new();
         for kv in kvs {
-            done.push((self.word(&kv.key, loc)?, self.word(&kv.value, loc)?));
+            let k = self.word(&kv.key, loc)?;
+            let v = self.var_word("ENV", &k, &kv.value, loc)?;
+            done.push((k, v));
         }
         for (k, v) in &done {
             self.config.set_env(k, v);
@@ -503,6 +536,7 @@ impl<'c> State<'c> {
             keep_owners: false,
             chmod,
             unpack: c.add.then_some(self.ctx.opts.limits),
+            timeouts: self.ctx.timeouts(),
         };
         let empty = FsView::new();
         let target_view: &FsView = if c.link { &empty } else { &view };
@@ -528,23 +562,24 @@ impl<'c> State<'c> {
     }
 }
 
-/// Build args Docker passes to RUN without an ARG instruction.
-pub(super) const PROXY_ARGS: [&str; 10] = [
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
+/// Bytes one stage's ARG and ENV instructions may assign in total.
+pub(super) const MAX_STAGE_VARS: usize = 16 << 20;
+
+pub(super) const TOO_LONG_HINT: &str = "a value this long is almost always a variable built from itself (A2=${A1}${A1}…); keep ARG and ENV values small and put large data in a file that COPY adds";
 
 /// A variable-substitution error at `loc`.
 pub(super) fn lex_error(loc: &Loc, e: super::lex::LexError) -> crate::error::Error {
-    loc.error(e).with_hint("check the quotes and the ${VAR}, ${VAR:-default}, ${VAR:?message} forms on that line")
+    let hint = if e.is_too_long() {
+        TOO_LONG_HINT
+    } else {
+        "check the quotes and the ${VAR}, ${VAR:-default}, ${VAR:?message} forms on that line"
+    };
+    loc.error(e).with_hint(hint)
+}
+
+/// A substitution error in the value `instr` (ARG, ENV) assigns to `name`.
+pub(super) fn var_error(loc: &Loc, instr: &str, name: &str, e: super::lex::LexError) -> crate::error::Error {
+    lex_error(loc, super::lex::LexError(format!("{instr} {name}: {e}")))
 }
 
 /// `--link` plans against an empty filesystem; directories it only had to create that
@@ -552,20 +587,4 @@ pub(super) fn lex_error(loc: &Loc, e: super::lex::LexError) -> crate::error::Err
 fn drop_existing_parents(mut plan: Plan, view: &FsView) -> Plan {
     plan.entries.retain(|k, e| !(e.implied && view.is_dir(&k.0)));
     plan
-}
-
-/// Go's `%q` of a string slice: `["a" "b"]`.
-fn quoted(v: &[String]) -> String {
-    let items: Vec<String> = v.iter().map(|s| serde_json::to_string(s).expect("json")).collect();
-    format!("[{}]", items.join(" "))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn history_quotes_like_go() {
-        assert_eq!(quoted(&["/bin/sh".into(), "-c".into(), "echo \"x\"".into()]), r#"["/bin/sh" "-c" "echo \"x\""]"#);
-    }
 }

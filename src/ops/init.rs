@@ -35,9 +35,10 @@ pub struct InitSummary {
     pub services: Vec<(String, String, Option<String>)>,
 }
 
+/// Validates everything first, then creates the directory (if needed) and writes both files;
+/// on a failure nothing is left behind (a directory it created is removed again).
 pub fn init(opts: &InitOptions) -> Result<InitSummary> {
     let dir = &opts.dir;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
     let existing: Vec<&str> = std::iter::once(MANIFEST)
         .chain(COMPOSE_NAMES)
         .filter(|n| dir.join(n).exists())
@@ -54,10 +55,8 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
     let name = match &opts.name {
         Some(n) => n.clone(),
         None => {
-            let base = std::fs::canonicalize(dir)
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_default();
+            let full = std::fs::canonicalize(dir).or_else(|_| std::path::absolute(dir)).ok();
+            let base = full.and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default();
             base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
         }
     };
@@ -78,15 +77,34 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
     manifest_text.push('\n');
     let compose_text = compose_text(&name, &services, opts.target, opts.gpu);
 
-    let mut files = Vec::new();
-    for (file, text) in [(MANIFEST, manifest_text), (COMPOSE, compose_text)] {
+    let files = write_files(dir, [(MANIFEST, manifest_text), (COMPOSE, compose_text)])?;
+    Ok(InitSummary { files, extension_name: name, services })
+}
+
+/// Creates `dir` when it is missing and writes `files` into it atomically; when a write fails,
+/// the files written and a directory created here are removed.
+fn write_files(dir: &Path, files: [(&str, String); 2]) -> Result<Vec<PathBuf>> {
+    let created = !dir.exists();
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+    let mut written = Vec::new();
+    let result = files.into_iter().try_for_each(|(file, text)| {
         let path = dir.join(file);
         let mut a = AtomicFile::create(&path)?;
         a.write_all(text.as_bytes()).map_err(|e| Error::io("cannot write", &path, e))?;
         a.commit()?;
-        files.push(path);
+        written.push(path);
+        Ok(())
+    });
+    if let Err(e) = result {
+        for p in &written {
+            let _ = std::fs::remove_file(p);
+        }
+        if created {
+            let _ = std::fs::remove_dir(dir);
+        }
+        return Err(e);
     }
-    Ok(InitSummary { files, extension_name: name, services })
+    Ok(written)
 }
 
 /// The services for `image`, and the name of a prebuilt archive already in `dir`.
@@ -267,5 +285,32 @@ mod tests {
         init(&InitOptions { force: true, ..opts.clone() }).unwrap();
         let e = init(&InitOptions { name: Some("my_coreio".into()), force: true, ..opts }).unwrap_err();
         assert!(e.to_string().contains("reserved word"), "{e}");
+    }
+
+    #[test]
+    fn bad_arguments_leave_no_directory_behind() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = |dir: &str, image: &str, name: Option<&str>| InitOptions {
+            dir: d.path().join(dir),
+            image: image.into(),
+            name: name.map(str::to_string),
+            target: Target::Spot,
+            gpu: false,
+            force: false,
+        };
+        for bad in [
+            opts("a", "Not A Reference!", None),
+            opts("b", "app:1", Some("bad name\nerror: forged")),
+            opts("c/deeper", "app:1", Some("x_coreio")),
+            opts("d", "app:1\nerror: forged", None),
+        ] {
+            let r = init(&bad).unwrap_err().render();
+            assert_eq!(r.lines().filter(|l| l.starts_with("error: ")).count(), 1, "{r}");
+            assert!(r.lines().all(|l| ["error: ", "caused by: ", "hint: "].iter().any(|p| l.starts_with(p))), "{r}");
+            assert!(!bad.dir.exists() && !d.path().join("c").exists(), "{} was created", bad.dir.display());
+        }
+        // a missing directory is created, and named after itself
+        let s = init(&opts("new-ext", "app:1", None)).unwrap();
+        assert_eq!(s.extension_name, "new-ext");
     }
 }

@@ -90,11 +90,12 @@ impl Registry {
         let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
         let header_digest =
             resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_MANIFEST)
-            .read_to_vec()
+        let mut body = Vec::new();
+        client
+            .options()
+            .timeouts
+            .guard(resp.body_mut().with_config().limit(MAX_MANIFEST).reader())
+            .read_to_end(&mut body)
             .map_err(|e| Error::network(format!("{what}: cannot read manifest: {e}")))?;
         let got = Digest::of(&body);
         if let Some(want) = &pinned
@@ -182,7 +183,7 @@ impl Registry {
                     continue;
                 }
             }
-            let broken = dl.append(&mut resp)?;
+            let broken = dl.append(&mut resp, client.options().timeouts)?;
             if dl.got == desc.size {
                 break;
             }
@@ -281,10 +282,15 @@ impl Download<'_> {
 
     /// Appends the response body; returns why it broke off, if it did. More bytes than the
     /// descriptor declares is an integrity error.
-    fn append(&mut self, resp: &mut ureq::http::Response<ureq::Body>) -> Result<Option<String>> {
+    /// A body that stalls ([`crate::http::Timeouts`]) is broken too.
+    fn append(
+        &mut self,
+        resp: &mut ureq::http::Response<ureq::Body>,
+        timeouts: crate::http::Timeouts,
+    ) -> Result<Option<String>> {
         let mut buf = vec![0u8; 1 << 20];
-        let mut body =
-            resp.body_mut().with_config().limit(self.size.saturating_add(1) - self.got.min(self.size)).reader();
+        let limit = self.size.saturating_add(1) - self.got.min(self.size);
+        let mut body = timeouts.guard(resp.body_mut().with_config().limit(limit).reader());
         loop {
             match body.read(&mut buf) {
                 Ok(0) => return Ok(None),

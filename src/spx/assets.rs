@@ -119,6 +119,14 @@ fn walk(
     ancestors: &mut BTreeSet<PathBuf>,
     findings: &mut Problems,
 ) {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    if base.starts_with(".wh.") {
+        findings.error(
+            format!("{what} {}: the name {base:?} starts with .wh., which marks a deleted file (a whiteout) in image layers", shown.display()),
+            Some("rename it; a tool that unpacks the extension like an image layer would delete a file instead of writing this one"),
+        );
+        return;
+    }
     let meta = match fs::metadata(real) {
         Ok(m) => m,
         Err(e) => {
@@ -262,6 +270,22 @@ pub fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whiteout_names_among_additional_files_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        fs::create_dir_all(root.join("data/sub")).unwrap();
+        fs::write(root.join("data/sub/.wh.config"), "x").unwrap();
+        fs::write(root.join("data/.wh..wh..opq"), "x").unwrap();
+        fs::write(root.join("data/ok.wh.txt"), "x").unwrap();
+        let (mut entries, mut f) = (Vec::new(), Problems::new());
+        add_path(&mut entries, &root.join("data"), "data", root, true, "additional file", &mut f);
+        let errs: Vec<&str> = f.errors().map(|p| p.message.as_str()).collect();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs.iter().all(|e| e.contains("starts with .wh.") && e.contains("whiteout")), "{errs:?}");
+        assert_eq!(entries.iter().filter(|e| e.name.ends_with("ok.wh.txt")).count(), 1);
+    }
 
     #[test]
     fn walks_directories_sorted_with_hidden_files_and_refuses_escapes() {

@@ -23,6 +23,10 @@ enum Fault {
     Stall,
     /// Answer a Range request with `200` and the whole body.
     IgnoreRange,
+    /// Read the request, then say nothing for a minute.
+    Silent,
+    /// Send the headers, then one byte of the body every 100 ms.
+    Trickle,
     /// Send this HTTP response verbatim (`{port}` is replaced by the fake's port).
     Raw(String),
 }
@@ -152,11 +156,34 @@ fn handle(
             s.write_all(&body[..body.len() / 2])?;
             return Ok(());
         }
+        // the slow answers go on in their own thread, so the fake serves the next request
         Some(Fault::Stall) => {
             write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
             s.write_all(&body[..body.len() / 2])?;
             s.flush()?;
-            std::thread::sleep(std::time::Duration::from_secs(60));
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+                drop(s);
+            });
+            return Ok(());
+        }
+        Some(Fault::Silent) => {
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+                drop(s);
+            });
+            return Ok(());
+        }
+        Some(Fault::Trickle) => {
+            write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+            std::thread::spawn(move || {
+                for b in &body {
+                    if s.write_all(&[*b]).and_then(|()| s.flush()).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            });
             return Ok(());
         }
         Some(Fault::Raw(text)) => {
@@ -509,4 +536,65 @@ fn schema1_manifests_and_foreign_layers_are_refused() {
     assert!(r.stderr.contains("foreign layer"), "{}", r.stderr);
     assert!(elsewhere.log.lock().unwrap().is_empty(), "nothing is fetched from a foreign layer's urls");
     assert!(s.files().iter().all(|f| f == "layout"), "no output: {:?}", s.files());
+}
+
+/// `spxpack pull` of the fake's image with 1 s timeouts and one retry.
+fn pull_with_short_timeouts(s: &Scratch, fake: &Fake, out: &Path) -> crate::support::bounded::Bounded {
+    let args = [
+        "pull",
+        &format!("127.0.0.1:{}/fake:t", fake.port),
+        "-o",
+        out.to_str().unwrap(),
+        "--connect-timeout",
+        "1",
+        "--read-timeout",
+        "1",
+        "--retries",
+        "1",
+    ];
+    crate::support::bounded::run_bounded(
+        crate::support::bounded::spx_command(s, &args),
+        std::time::Duration::from_secs(30),
+        256,
+    )
+}
+
+#[test]
+fn a_registry_that_never_answers_times_out() {
+    let s = Scratch::new();
+    let layout = unique_layout(s.dir.path(), &unique("silent"));
+    // silent to everything, the TLS handshake included
+    let fake = serve(&layout, vec![("", vec![Fault::Silent; 8])]);
+    let out = s.path("out.tar");
+    let b = pull_with_short_timeouts(&s, &fake, &out);
+    assert_eq!(b.run.code, 2, "{}", b.run.stderr);
+    let (err, _hint) = crate::support::bounded::one_error_with_hint(&b.run);
+    assert!(err.contains(&format!("127.0.0.1:{}", fake.port)) && err.to_lowercase().contains("timeout"), "{err}");
+    assert!(!out.exists());
+    // the manifest HEAD and then its GET each ping /v2/ once plus one retry (HTTPS, which
+    // loopback tries first, fails before the fake logs a request)
+    assert!(fake.log.lock().unwrap().len() <= 4, "{:?}", fake.log.lock().unwrap());
+    assert!(b.elapsed < std::time::Duration::from_secs(20), "bounded by the timeouts: {:?}", b.elapsed);
+}
+
+#[test]
+fn a_stalled_or_trickling_blob_download_resumes_with_range() {
+    for fault in [Fault::Stall, Fault::Trickle] {
+        let s = Scratch::new();
+        let layout = unique_layout(s.dir.path(), &unique("trickle").repeat(3000));
+        let layer_hex = crate::support::layout_layer_hex(&layout);
+        let blob = Box::leak(format!("/v2/fake/blobs/sha256:{layer_hex}").into_boxed_str());
+        let fake = serve(&layout, vec![(blob, vec![fault.clone()])]);
+        let out = s.path("out.tar");
+        let b = pull_with_short_timeouts(&s, &fake, &out);
+        assert_eq!(b.run.code, 0, "{fault:?}: {}", b.run.stderr);
+        assert!(b.run.stderr.contains("resuming"), "{fault:?}: {}", b.run.stderr);
+        let stored = tar_member(&out, &format!("blobs/sha256/{layer_hex}"));
+        assert_eq!(stored, std::fs::read(layout.join("blobs/sha256").join(&layer_hex)).unwrap());
+        let log = fake.log.lock().unwrap().clone();
+        assert!(
+            log.iter().any(|q| q.path.contains(&layer_hex) && q.range.as_deref().is_some_and(|r| r != "bytes=0-")),
+            "{fault:?}: the stalled download resumed with a Range request: {log:?}"
+        );
+    }
 }

@@ -51,5 +51,7 @@ mod spx_build;
 mod spx_dockerfile;
 // FIFOs and /dev/zero as input files: refused, in bounded time and memory
 mod untrusted_files;
+// Dockerfiles whose variables double on every line, and very long Dockerfiles
+mod dockerfile_limits;
 // ELF files for another architecture than the image: a warning, --strict an error
 mod wrong_arch;

@@ -41,6 +41,10 @@ pub struct ClientOptions {
     pub retries: u32,
     /// Base delay between retries.
     pub retry_delay: Duration,
+    /// The longest delay between retries (`--retry-max-delay`), before jitter.
+    pub retry_max_delay: Duration,
+    /// Connect and read timeouts of every request (a stalled blob download resumes).
+    pub timeouts: http::Timeouts,
     /// Pull images of these registries from mirrors (the first that applies).
     pub mirrors: Vec<super::Mirror>,
     /// The environment credentials and per-user CA directories are looked up in.
@@ -56,6 +60,8 @@ impl Default for ClientOptions {
             creds: CredentialOptions::default(),
             retries: 4,
             retry_delay: Duration::from_millis(300),
+            retry_max_delay: Duration::from_secs(8),
+            timeouts: http::Timeouts::default(),
             mirrors: Vec::new(),
             env: HostEnv::default(),
         }
@@ -90,12 +96,7 @@ impl Client {
                 .root_certs(roots.clone())
                 .disable_verification(!verify)
                 .build();
-            http::agent(|c| {
-                c.tls_config(tls)
-                    .timeout_recv_response(Some(Duration::from_secs(120)))
-                    .timeout_per_read(Some(Duration::from_secs(120)))
-                    .accept_encoding("identity")
-            })
+            http::agent_with(opts.timeouts, |c| c.tls_config(tls).accept_encoding("identity"))
         };
         Ok(Client { verified: build(true), unverified: build(false), opts, hosts: Mutex::new(HashMap::new()) })
     }
@@ -160,7 +161,10 @@ impl Client {
                 }
                 Err(e) => {
                     tracing::debug!("{url}: {e}");
-                    first_err.get_or_insert(e);
+                    // a server that takes the connection and then says nothing is the news
+                    if first_err.is_none() || e.message().contains(TIMED_OUT) {
+                        first_err = Some(e);
+                    }
                 }
             }
         }
@@ -202,8 +206,11 @@ impl Client {
         }
     }
 
+    /// The wait before retry `attempt + 1`: exponential from `retry_delay`, capped at
+    /// `retry_max_delay`, then "equal jitter" (a random point in its upper half), so that
+    /// parallel downloads and CI jobs that failed together do not retry in step.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        (self.opts.retry_delay * 2u32.saturating_pow(attempt)).min(Duration::from_secs(8))
+        jitter(self.opts.retry_delay.saturating_mul(2u32.saturating_pow(attempt)).min(self.opts.retry_max_delay))
     }
 
     /// Sends `GET` (or `HEAD`) `/v2/<repo>/<path>` with auth and retries; returns any 2xx
@@ -317,6 +324,14 @@ impl Client {
     }
 }
 
+/// A random duration in `[d/2, d]`.
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let half = d / 2;
+    half + Duration::from_nanos(random % (half.as_nanos() as u64 + 1))
+}
+
 fn retry_after(resp: &Response<ureq::Body>) -> Option<Duration> {
     let v = resp.headers().get("retry-after")?.to_str().ok()?;
     let secs: u64 = v.trim().parse().ok()?;
@@ -326,6 +341,8 @@ fn retry_after(resp: &Response<ureq::Body>) -> Option<Duration> {
 fn is_transient(e: &ureq::Error) -> bool {
     matches!(e, ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_))
 }
+
+const TIMED_OUT: &str = "did not answer in time";
 
 fn transport_error(url: &str, e: &ureq::Error) -> Error {
     if let Some(refused) = http::policy_error(e) {
@@ -338,6 +355,11 @@ fn transport_error(url: &str, e: &ureq::Error) -> Error {
         return Error::network(format!("TLS certificate of {host} is not trusted: {text}")).with_hint(format!(
             "pass --ca-cert FILE with the registry's CA, or --insecure-registry {host} to skip verification"
         ));
+    }
+    if matches!(e, ureq::Error::Timeout(_)) {
+        return Error::network(format!("{host} {TIMED_OUT}: request to {url} failed: {text}")).with_hint(
+            "the registry or the network is stalled; check them, or raise --connect-timeout/--read-timeout for a slow link",
+        );
     }
     if matches!(e, ureq::Error::HostNotFound) {
         return Error::network(format!("cannot resolve registry host {host}"))
@@ -392,4 +414,22 @@ pub fn error_detail(resp: &mut Response<ureq::Body>) -> String {
     }
     let t = String::from_utf8_lossy(&body);
     t.lines().next().unwrap_or("").chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_by_retry_max_delay_and_jittered() {
+        let opts = ClientOptions { retry_max_delay: Duration::from_secs(2), ..Default::default() };
+        let c = Client::new(opts).unwrap();
+        for attempt in 0..40 {
+            let full = (Duration::from_millis(300) * 2u32.saturating_pow(attempt)).min(Duration::from_secs(2));
+            let w = c.backoff(attempt);
+            assert!(w >= full / 2 && w <= full, "attempt {attempt}: {w:?} outside [{:?}, {full:?}]", full / 2);
+        }
+        let waits: std::collections::BTreeSet<Duration> = (0..20).map(|_| c.backoff(6)).collect();
+        assert!(waits.len() > 1, "jitter: {waits:?}");
+    }
 }
