@@ -20,6 +20,9 @@ use crate::host_env::HostEnv;
 use crate::image::{BlobReader, BlobSource, Descriptor, Image};
 use crate::progress::{Reporter, human_size};
 
+/// Where the cache records the diff_id of each layer blob (`diffids/sha256/<blob hex>`).
+const DIFF_IDS: &str = "diffids/sha256";
+
 #[cfg(test)]
 mod unit_tests;
 
@@ -37,7 +40,7 @@ impl BlobCache {
     /// environment (the CLI passes the user's, see [`default_dir`]).
     pub fn open(root: Option<PathBuf>, offline: bool) -> Result<Arc<Self>> {
         let root = root.unwrap_or_else(|| default_dir(&HostEnv::default()));
-        for sub in ["blobs/sha256", "tmp", "refs"] {
+        for sub in ["blobs/sha256", "tmp", "refs", DIFF_IDS] {
             let d = root.join(sub);
             fs::create_dir_all(&d).map_err(|e| {
                 Error::io("cannot create the cache directory", &d, e)
@@ -132,6 +135,47 @@ impl BlobCache {
         fs::rename(path, &dest).map_err(|e| Error::io("cannot store blob in the cache at", &dest, e))?;
         self.mark_verified(digest);
         Ok(())
+    }
+
+    /// The diff_id recorded for the layer blob `blob` when it entered the cache.
+    pub fn recorded_diff_id(&self, blob: &Digest) -> Option<Digest> {
+        let text = fs::read_to_string(self.root.join(DIFF_IDS).join(blob.hex())).ok()?;
+        Digest::parse(text.trim()).ok()
+    }
+
+    /// Records `diff_id` as the sha256 of the uncompressed content of the cached blob `blob`
+    /// (a small sidecar file, written atomically; a failure only costs a later recomputation).
+    pub fn record_diff_id(&self, blob: &Digest, diff_id: &Digest) {
+        let dir = self.root.join(DIFF_IDS);
+        if let Ok(mut t) = tempfile::Builder::new().prefix(".diffid-").tempfile_in(&dir)
+            && t.write_all(diff_id.to_string().as_bytes()).is_ok()
+        {
+            let _ = t.persist(dir.join(blob.hex()));
+        }
+    }
+
+    /// The diff_id of the cached layer blob `desc`: the recorded one, else computed once from the
+    /// cached bytes (gzip, bzip2, xz or plain) and recorded. `None` when it is not cached or is
+    /// zstd.
+    pub fn layer_diff_id(&self, desc: &Descriptor, what: &str) -> Result<Option<Digest>> {
+        if let Some(d) = self.recorded_diff_id(&desc.digest) {
+            return Ok(Some(d));
+        }
+        let Some(r) = self.open_blob(desc, what)? else { return Ok(None) };
+        let mut br = io::BufReader::with_capacity(1 << 20, r);
+        let kind =
+            crate::compress::sniff(io::BufRead::fill_buf(&mut br).map_err(|e| Error::from_io("cannot read", what, e))?);
+        let Some(mut dec) = crate::compress::limited_decoder(kind, br, crate::compress::Limits::NONE) else {
+            return Ok(None);
+        };
+        let mut h = crate::digest::Hasher::new();
+        io::copy(&mut dec, &mut h).map_err(|e| {
+            Error::integrity(format!("{what}: cannot decompress ({e})"))
+                .with_hint("the layer is corrupt in the registry; re-push the image")
+        })?;
+        let d = h.finish();
+        self.record_diff_id(&desc.digest, &d);
+        Ok(Some(d))
     }
 
     pub fn mark_verified(&self, digest: &Digest) {
@@ -326,7 +370,9 @@ pub fn prefetch(images: &[Image], jobs: usize, reporter: &dyn Reporter) -> Resul
                     }
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some((img, desc)) = work.get(i) else { return };
-                    match img.source.prefetch(desc) {
+                    // the diff_id is recorded as the blob enters the cache; one cached earlier
+                    // is decompressed once here, in parallel like the downloads
+                    match img.source.prefetch(desc).and_then(|f| img.source.diff_id(desc).map(|_| f)) {
                         Ok(false) => {}
                         Ok(true) => {
                             fetched.fetch_add(1, Ordering::SeqCst);
@@ -348,7 +394,29 @@ pub fn prefetch(images: &[Image], jobs: usize, reporter: &dyn Reporter) -> Resul
     if let Some(e) = first_error.into_inner().expect("poisoned") {
         return Err(e);
     }
+    check_diff_ids(images)?;
     Ok(fetched.into_inner())
+}
+
+/// Every layer of the remote `images` against its config's `rootfs.diff_ids`, with the
+/// diff_ids recorded when the blobs entered the cache: an image whose config does not describe
+/// its layers is refused before anything is written (`docker load` would refuse it).
+pub fn check_diff_ids(images: &[Image]) -> Result<()> {
+    for img in images.iter().filter(|i| !i.source.is_local()) {
+        for (i, (desc, want)) in img.manifest.layers.iter().zip(&img.config.rootfs.diff_ids).enumerate() {
+            let Some(got) = img.source.diff_id(desc)? else { continue };
+            if &got != want {
+                return Err(Error::integrity(format!(
+                    "{}: layer {i} ({}): its content has diff_id {got}, but the image config lists {want}",
+                    img.origin, desc.digest
+                ))
+                .with_hint(
+                    "the image's config does not describe its layers (docker load refuses it); rebuild and re-push the image",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -148,14 +148,7 @@ impl<D: Read> Read for Bounded<D> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let k = self.inner.read(buf)?;
         self.out += k as u64;
-        let bomb = |what: String| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{what}; a decompression bomb? (raise --max-decompressed/--max-ratio if the content is genuine)"
-                ),
-            )
-        };
+        let bomb = |what: String| io::Error::new(io::ErrorKind::InvalidData, Bomb(what));
         if self.out > self.limits.max_bytes {
             return Err(bomb(format!(
                 "the {} stream decompresses to more than {} bytes",
@@ -174,6 +167,27 @@ impl<D: Read> Read for Bounded<D> {
         }
         Ok(k)
     }
+}
+
+/// The error of a stream that passed its [`Limits`]: what was passed ("the gzip stream
+/// decompresses to more than N bytes"); its `Display` adds the flags that raise the limits.
+#[derive(Debug)]
+pub struct Bomb(pub String);
+
+impl std::fmt::Display for Bomb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; {BOMB_HINT}", self.0)
+    }
+}
+
+impl std::error::Error for Bomb {}
+
+/// What the error of a stream that passed its limits suggests.
+pub const BOMB_HINT: &str = "a decompression bomb? (raise --max-decompressed/--max-ratio if the content is genuine)";
+
+/// The [`Bomb`] inside `e`, when a limited decoder stopped.
+pub fn bomb(e: &io::Error) -> Option<&Bomb> {
+    e.get_ref().and_then(|i| i.downcast_ref::<Bomb>())
 }
 
 /// Bytes of compressible input per independently deflated chunk.

@@ -86,7 +86,12 @@ impl Layout {
     }
 
     pub fn open_archive(file: &Path) -> Result<Self> {
-        let t = TarArchive::open(file, "OCI archive")?;
+        Self::open_archive_limited(file, crate::compress::Limits::default())
+    }
+
+    /// Opens an OCI archive; a compressed one may expand only within `limits`.
+    pub fn open_archive_limited(file: &Path, limits: crate::compress::Limits) -> Result<Self> {
+        let t = TarArchive::open_limited(file, "OCI archive", limits)?;
         Self::open(LayoutFs::Tar(Arc::new(t)), "oci-archive")
     }
 

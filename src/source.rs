@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use crate::blob_cache::BlobCache;
+use crate::compress::Limits;
 use crate::docker_archive::{DockerArchive, Selector};
 use crate::error::{Error, Result};
 use crate::image::Image;
@@ -136,11 +137,19 @@ pub struct Resolver {
     pub cache: Arc<BlobCache>,
     client_opts: ClientOptions,
     client: OnceLock<Result<Arc<Client>, String>>,
+    /// How far a compressed input archive may expand (`--max-decompressed`, `--max-ratio`).
+    pub limits: Limits,
 }
 
 impl Resolver {
     pub fn new(cache: Arc<BlobCache>, client_opts: ClientOptions) -> Self {
-        Resolver { cache, client_opts, client: OnceLock::new() }
+        Resolver { cache, client_opts, client: OnceLock::new(), limits: Limits::default() }
+    }
+
+    /// The same resolver with other decompression limits for input archives.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The registry settings of the run.
@@ -184,8 +193,10 @@ impl Resolver {
                 }
             },
             Source::OciDir { path, tag } => Layout::open_dir(path)?.image(tag.as_deref(), platform),
-            Source::OciArchive { path, tag } => Layout::open_archive(path)?.image(tag.as_deref(), platform),
-            Source::DockerArchive { path, selector } => DockerArchive::open(path)?.image(selector),
+            Source::OciArchive { path, tag } => {
+                Layout::open_archive_limited(path, self.limits)?.image(tag.as_deref(), platform)
+            }
+            Source::DockerArchive { path, selector } => DockerArchive::open_limited(path, self.limits)?.image(selector),
         }
     }
 
@@ -193,7 +204,7 @@ impl Resolver {
     pub fn resolve_all(&self, src: &Source, platform: &Platform) -> Result<Vec<Image>> {
         match src {
             Source::DockerArchive { path, selector: Selector::Only } => {
-                let tar = Arc::new(TarArchive::open(path, "archive")?);
+                let tar = Arc::new(TarArchive::open_limited(path, "archive", self.limits)?);
                 if !tar.contains("manifest.json") && tar.contains("index.json") {
                     let layout = Layout::open(crate::oci_layout::LayoutFs::Tar(tar), "oci-archive")?;
                     let tags = layout.tags();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::output::Term;
-use super::{RegistryArgs, RunArgs};
+use super::{LimitArgs, RegistryArgs, RunArgs};
 use spxpack::docker_archive::{self, ArchiveImage, WriteOptions};
 use spxpack::dockerfile::run::SandboxExecutor;
 use spxpack::dockerfile::{self, BuildOptions};
@@ -76,10 +76,15 @@ pub struct ImageBuildArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Warnings about image content (ELF executables for another architecture) are errors.
+    #[arg(long)]
+    pub strict: bool,
     #[command(flatten)]
     pub run: RunArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 fn split_kv(s: &str, flag: &str) -> Result<(String, String)> {
@@ -99,8 +104,9 @@ pub fn build(a: ImageBuildArgs, term: &Term) -> Result<()> {
     // fail before the build, not after it: the output must be writable and no input of the build
     let output = a.output.as_deref().map(|o| Output::check(o, &opts)).transpose()?;
     let cache = spxpack::blob_cache::BlobCache::open(a.registry.cache_dir(), a.registry.offline)?;
-    let resolver = Resolver::new(cache, a.registry.client_options()?);
+    let resolver = Resolver::new(cache, a.registry.client_options()?).with_limits(opts.limits);
     let out = dockerfile::build(&opts, &resolver, term)?;
+    spxpack::image::arch_lint::lint(std::slice::from_ref(&out.image), a.strict, term)?;
     tracing::info!("build: {:.2}s", started.elapsed().as_secs_f64());
     let img = &out.image;
     if let Some(o) = &output {
@@ -156,6 +162,7 @@ fn build_options(a: &ImageBuildArgs) -> Result<(BuildOptions, std::sync::Arc<San
     let mut opts = BuildOptions::new(a.file.clone().unwrap_or_else(|| a.context.join("Dockerfile")), &a.context);
     opts.platform = platform;
     opts.epoch = super::source_date_epoch();
+    opts.limits = a.limits.limits();
     for b in &a.build_args {
         opts.build_args.push(match b.split_once('=') {
             Some(_) => split_kv(b, "--build-arg")?,

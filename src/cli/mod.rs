@@ -123,6 +123,26 @@ pub struct RegistryArgs {
     pub registry_mirror: Vec<String>,
 }
 
+/// Decompression-bomb guards for compressed inputs: `docker-archive:`/`oci-archive:` files,
+/// archives that `ADD` unpacks, and (in `verify`) the SPX, its image archives and layers.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Decompression-bomb guard: the most bytes one compressed input stream (an input archive,
+    /// an SPX, an image archive, a layer) may expand to. Suffixes K, M, G, T (powers of 1024).
+    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = spx::parse_size)]
+    pub max_decompressed: u64,
+    /// Decompression-bomb guard: the most a compressed stream may expand (decompressed ÷
+    /// compressed bytes), checked once 64 MiB came out.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_ratio: u64,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> spxpack::compress::Limits {
+        spxpack::compress::Limits { max_bytes: self.max_decompressed, max_ratio: self.max_ratio }
+    }
+}
+
 /// How RUN steps are executed (`image build` and `build`).
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -226,8 +246,13 @@ pub struct PullArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Warnings about image content (ELF executables for another architecture) are errors.
+    #[arg(long)]
+    pub strict: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +268,8 @@ pub struct InspectArgs {
     pub json: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// Runs the parsed command line.
@@ -278,6 +305,8 @@ fn pull(a: PullArgs, term: &Term) -> Result<()> {
         client: a.registry.client_options()?,
         jobs: a.jobs,
         write: Some(write),
+        limits: a.limits.limits(),
+        strict: a.strict,
     };
     let started = std::time::Instant::now();
     let s = spxpack::ops::pull::pull(&sources, &opts, term)?;
@@ -317,7 +346,7 @@ fn inspect(a: InspectArgs, term: &Term) -> Result<()> {
     let platform = Platform::parse(&a.platform)?;
     let src = Source::parse_path_or_ref(&a.source)?;
     let cache = spxpack::blob_cache::BlobCache::open(a.registry.cache_dir(), a.registry.offline)?;
-    let resolver = Resolver::new(cache, a.registry.client_options()?);
+    let resolver = Resolver::new(cache, a.registry.client_options()?).with_limits(a.limits.limits());
     let report = match spxpack::ops::inspect::inspect(&resolver, &src, &platform) {
         Ok(r) => r,
         // an SPX with its manifest.json further in (e.g. made with `tar czf x *`)

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use super::output::Term;
-use super::{RegistryArgs, RunArgs};
+use super::{LimitArgs, RegistryArgs, RunArgs};
 use spxpack::compress::Limits;
 use spxpack::error::{Error, Result};
 use spxpack::host_env::HostEnv;
@@ -90,10 +90,15 @@ pub struct PackArgs {
     #[arg(long, help_heading = SDK)]
     pub skip_docker_compose_validation: bool,
 
+    /// Warnings about image content (ELF executables for another architecture) are errors.
+    #[arg(long)]
+    pub strict: bool,
     #[command(flatten)]
     pub run: RunArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -143,14 +148,8 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Decompression-bomb guard: the most bytes one compressed stream (the SPX, an image
-    /// archive, a layer) may expand to. Suffixes K, M, G, T (powers of 1024).
-    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = parse_size)]
-    pub max_decompressed: u64,
-    /// Decompression-bomb guard: the most a compressed stream may expand (decompressed ÷
-    /// compressed bytes), checked once 64 MiB came out.
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_ratio: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 pub fn build(a: PackArgs, term: &Term) -> Result<()> {
@@ -184,6 +183,8 @@ fn pack_options(a: &PackArgs, env: HostEnv) -> Result<PackOptions> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read", Path::new("."), e))?;
     let dir = a.dir.clone().or(a.package_dir.clone()).unwrap_or_else(|| PathBuf::from("."));
     let mut opts = PackOptions::new(dir, cwd);
+    opts.limits = a.limits.limits();
+    opts.strict = a.strict;
     opts.platform = match (&a.platform, a.amd64) {
         (Some(p), _) => Some(Platform::parse(p)?),
         (None, true) => Some(Platform::linux_amd64()),
@@ -250,7 +251,7 @@ pub fn init(a: InitArgs, term: &Term) -> Result<()> {
 
 pub fn verify(a: VerifyArgs, term: &Term) -> Result<()> {
     let platform = a.platform.as_deref().map(Platform::parse).transpose()?;
-    let limits = Limits { max_bytes: a.max_decompressed, max_ratio: a.max_ratio };
+    let limits = a.limits.limits();
     let report = verify_file(&a.file, &VerifyOptions { full: !a.quick, platform, limits })?;
     let failed = report.findings.has_errors() || (a.strict && report.findings.warnings().next().is_some());
     if a.json {

@@ -63,7 +63,12 @@ pub struct DockerArchive {
 
 impl DockerArchive {
     pub fn open(path: &std::path::Path) -> Result<Self> {
-        let tar = TarArchive::open(path, "docker archive")?;
+        Self::open_limited(path, crate::compress::Limits::default())
+    }
+
+    /// Opens `path`; a compressed archive may expand only within `limits`.
+    pub fn open_limited(path: &std::path::Path, limits: crate::compress::Limits) -> Result<Self> {
+        let tar = TarArchive::open_limited(path, "docker archive", limits)?;
         Self::from_tar(Arc::new(tar))
     }
 

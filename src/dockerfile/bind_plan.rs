@@ -48,7 +48,7 @@ pub(crate) fn plan(
             owner: (0, 0),
             keep_owners: true,
             chmod: None,
-            unpack: false,
+            unpack: None,
             timeouts: ctx.timeouts(),
         };
         let mut plan = copy::plan(&req, &FsView::new(), tree.as_ref(), &ctx.staging)?;

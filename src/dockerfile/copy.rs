@@ -63,8 +63,8 @@ pub struct CopyRequest<'a> {
     /// Keep the source's owners instead of `owner` (`RUN --mount=type=bind` of a stage).
     pub keep_owners: bool,
     pub chmod: Option<u32>,
-    /// ADD: unpack local archives.
-    pub unpack: bool,
+    /// ADD: unpack local archives, decompressing within these limits.
+    pub unpack: Option<crate::compress::Limits>,
     /// Network timeouts of `ADD <url>`.
     pub timeouts: crate::http::Timeouts,
 }
@@ -250,7 +250,7 @@ pub fn plan(req: &CopyRequest, view: &FsView, tree: &dyn Tree, staging: &Staging
                 walk_into(&mut p, tree, &path, &dest)?;
             }
             Item::Tree { path, named, node } => {
-                if req.unpack && matches!(node.kind, Kind::File(_)) && is_archive(&node)? {
+                if req.unpack.is_some() && matches!(node.kind, Kind::File(_)) && is_archive(&node)? {
                     if p.lookup(&dest).is_some_and(|n| !n.is_dir()) {
                         return Err(loc.error(format!("ADD cannot unpack {named} into /{dest}: it is not a directory")));
                     }
@@ -349,9 +349,17 @@ fn is_archive(n: &Node) -> Result<bool> {
 fn unpack(p: &mut Planner, n: &Node, named: &str, dest: &str, staging: &Staging) -> Result<()> {
     let loc = p.req.loc;
     let Kind::File(c) = &n.kind else { return Ok(()) };
-    let (_, r) = crate::compress::decompress(BufReader::with_capacity(1 << 20, open_content(c)?))
-        .map_err(|e| loc.error(format!("ADD cannot read archive {named}: {e}")))?;
-    let bad = |e: std::io::Error| loc.error(format!("ADD cannot read archive {named}: {e}"));
+    let limits = p.req.unpack.unwrap_or_default();
+    let mut br = BufReader::with_capacity(1 << 20, open_content(c)?);
+    let bad = |e: std::io::Error| match crate::compress::bomb(&e) {
+        Some(b) => loc
+            .error(format!("ADD {named}: {}", b.0))
+            .with_hint("a decompression bomb? If the archive is genuine, raise --max-decompressed or --max-ratio"),
+        None => loc.error(format!("ADD cannot read archive {named}: {e}")),
+    };
+    let kind = crate::compress::sniff(std::io::BufRead::fill_buf(&mut br).map_err(bad)?);
+    let r = crate::compress::limited_decoder(kind, br, limits)
+        .ok_or_else(|| loc.error(format!("ADD cannot read archive {named}: zstd is not supported")))?;
     let mut ar = tar::Archive::new(r);
     for e in ar.entries().map_err(bad)? {
         let mut e = e.map_err(bad)?;

@@ -80,6 +80,8 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// Executes RUN; `None` makes RUN an error.
     pub executor: Option<Arc<dyn StepExecutor>>,
+    /// How far a compressed local archive that `ADD` unpacks may expand.
+    pub limits: crate::compress::Limits,
 }
 
 impl BuildOptions {
@@ -98,6 +100,7 @@ impl BuildOptions {
             compression_level: 6,
             jobs: 4,
             executor: None,
+            limits: crate::compress::Limits::default(),
         }
     }
 }

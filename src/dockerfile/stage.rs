@@ -535,7 +535,7 @@ impl<'c> State<'c> {
             owner,
             keep_owners: false,
             chmod,
-            unpack: c.add,
+            unpack: c.add.then_some(self.ctx.opts.limits),
             timeouts: self.ctx.timeouts(),
         };
         let empty = FsView::new();

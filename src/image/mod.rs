@@ -2,6 +2,7 @@
 //! config bytes (the image ID is the sha256 of the config bytes, so they are never
 //! re-serialised), parsed views of them, and the [`BlobSource`] that yields layer bytes.
 
+pub mod arch_lint;
 pub mod media;
 pub mod model;
 pub mod oci;
@@ -39,6 +40,11 @@ pub trait BlobSource: Send + Sync {
     /// Whether `open` is cheap and local (no network), used to plan prefetching.
     fn is_local(&self) -> bool {
         true
+    }
+    /// The sha256 of the layer's uncompressed content, when the source records it (the blob
+    /// cache does, when a blob enters it); `None` when it does not know.
+    fn diff_id(&self, _desc: &Descriptor) -> Result<Option<crate::digest::Digest>> {
+        Ok(None)
     }
 }
 

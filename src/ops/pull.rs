@@ -27,6 +27,10 @@ pub struct PullOptions {
     /// How the archive is written; `None`: gzip when the output's name ends in `.gz` or `.tgz`,
     /// level 6, entry times 0.
     pub write: Option<WriteOptions>,
+    /// How far a compressed input archive may expand (`--max-decompressed`, `--max-ratio`).
+    pub limits: crate::compress::Limits,
+    /// Content warnings (wrong-architecture executables) are errors.
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -56,12 +60,13 @@ pub fn pull(sources: &[Source], opts: &PullOptions, reporter: &dyn Reporter) -> 
         sources.iter().filter_map(|s| crate::atomic::Input::of_source(s, "the image source")).collect();
     crate::atomic::check_output(&opts.output, "output", &inputs)?;
     let cache = BlobCache::open(opts.cache_dir.clone(), opts.offline)?;
-    let resolver = Resolver::new(cache, opts.client.clone());
+    let resolver = Resolver::new(cache, opts.client.clone()).with_limits(opts.limits);
     let images = resolve_all(&resolver, sources, &opts.platform, reporter)?;
     let tagged = assign_tags(&images, reporter)?;
     let t = std::time::Instant::now();
     let fetched = prefetch(&images, opts.jobs, reporter)?;
     tracing::info!("prefetch: {:.2}s", t.elapsed().as_secs_f64());
+    crate::image::arch_lint::lint(&images, opts.strict, reporter)?;
     let write = opts.write.clone().unwrap_or_else(|| WriteOptions::for_path(&opts.output, 0));
     let list: Vec<ArchiveImage> =
         images.iter().zip(&tagged).map(|(i, t)| ArchiveImage { image: i, tags: t.clone() }).collect();

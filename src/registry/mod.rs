@@ -171,7 +171,14 @@ impl Registry {
             )));
         }
         let client = self.client(what, Some(&desc.digest))?;
-        let mut dl = Download { tmp: self.cache.new_temp()?, hasher: Hasher::new(), got: 0, what, size: desc.size };
+        let mut dl = Download {
+            tmp: self.cache.new_temp()?,
+            hasher: Hasher::new(),
+            diff: DiffTee::Start(Vec::new()),
+            got: 0,
+            what,
+            size: desc.size,
+        };
         let mut attempts = 0u32;
         loop {
             let mut resp = self.request_blob(client, r, desc, dl.got, what)?;
@@ -218,9 +225,13 @@ impl Registry {
             ))
             .with_hint("the registry's copy is corrupt or was altered; re-push the image"));
         }
+        let diff_id = dl.diff.finish(&digest);
         self.cache.commit(dl.tmp, &desc.digest)?;
         // a later push to another repository of this registry can mount it from here
         self.cache.note_blob_home(&r.registry, &r.repository, &desc.digest);
+        if let Some(d) = diff_id {
+            self.cache.record_diff_id(&desc.digest, &d);
+        }
         Ok(())
     }
 
@@ -265,6 +276,8 @@ fn resumed_at(resp: &ureq::http::Response<ureq::Body>, at: u64) -> bool {
 struct Download<'a> {
     tmp: tempfile::NamedTempFile,
     hasher: Hasher,
+    /// The diff_id, computed in the same pass.
+    diff: DiffTee,
     got: u64,
     what: &'a str,
     size: u64,
@@ -275,6 +288,7 @@ impl Download<'_> {
     fn restart(&mut self) -> Result<()> {
         self.got = 0;
         self.hasher = Hasher::new();
+        self.diff = DiffTee::Start(Vec::new());
         self.tmp.as_file_mut().set_len(0).map_err(|e| Error::io("cannot truncate", self.tmp.path(), e))?;
         self.tmp.as_file_mut().seek(SeekFrom::Start(0)).map_err(|e| Error::io("cannot seek", self.tmp.path(), e))?;
         Ok(())
@@ -303,6 +317,7 @@ impl Download<'_> {
                         )));
                     }
                     self.hasher.update(&buf[..n]);
+                    self.diff.update(&buf[..n]);
                     self.tmp
                         .as_file_mut()
                         .write_all(&buf[..n])
@@ -311,6 +326,65 @@ impl Download<'_> {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Ok(Some(e.to_string())),
             }
+        }
+    }
+}
+
+/// The sha256 of a blob's uncompressed content, computed as its bytes arrive (so a layer's
+/// diff_id costs no second read): a gzip stream is decompressed into a hasher, an uncompressed
+/// blob's diff_id is its digest. Other formats (and a stream that does not decompress) are left
+/// to [`crate::blob_cache::BlobCache::layer_diff_id`], which reads the cached blob once.
+enum DiffTee {
+    /// The first bytes, until there are enough to tell the format.
+    Start(Vec<u8>),
+    Gzip(Box<flate2::write::MultiGzDecoder<Hasher>>),
+    Plain,
+    Unknown,
+}
+
+impl DiffTee {
+    fn update(&mut self, data: &[u8]) {
+        if let DiffTee::Start(head) = self {
+            head.extend_from_slice(data);
+            if head.len() >= 8 {
+                let head = std::mem::take(head);
+                self.begin(&head);
+            }
+            return;
+        }
+        self.feed(data);
+    }
+
+    /// Chooses the format from the first bytes and feeds them.
+    fn begin(&mut self, head: &[u8]) {
+        *self = match crate::compress::sniff(head) {
+            crate::compress::Compression::Gzip => {
+                DiffTee::Gzip(Box::new(flate2::write::MultiGzDecoder::new(Hasher::new())))
+            }
+            crate::compress::Compression::None => DiffTee::Plain,
+            _ => DiffTee::Unknown,
+        };
+        self.feed(head);
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        if let DiffTee::Gzip(d) = self
+            && d.write_all(data).is_err()
+        {
+            *self = DiffTee::Unknown;
+        }
+    }
+
+    /// The diff_id, given the blob's digest; `None` when it was not computed.
+    fn finish(mut self, digest: &Digest) -> Option<Digest> {
+        if let DiffTee::Start(head) = &mut self {
+            let head = std::mem::take(head);
+            self.begin(&head);
+        }
+        match self {
+            DiffTee::Gzip(d) => d.finish().ok().map(Hasher::finish),
+            DiffTee::Plain => Some(digest.clone()),
+            DiffTee::Start(_) | DiffTee::Unknown => None,
         }
     }
 }
@@ -362,6 +436,10 @@ impl BlobSource for RegistryBlobs {
     }
     fn describe(&self) -> String {
         format!("registry {}", self.reference.registry)
+    }
+    fn diff_id(&self, desc: &Descriptor) -> Result<Option<Digest>> {
+        let what = format!("layer {} of {}", desc.digest, self.reference);
+        self.registry.cache.layer_diff_id(desc, &what)
     }
     fn is_local(&self) -> bool {
         false

@@ -221,3 +221,21 @@ fn select_platform_prefers_the_first_match_and_hides_attestations() {
     let e = select_platform(&[], &Platform::linux_arm64(), "img").unwrap_err();
     assert!(e.message().ends_with("the index has: no platforms"), "{e}");
 }
+
+#[test]
+fn layer_diff_ids_are_recorded_as_blobs_enter_the_cache() {
+    for flavor in [Flavor::Oci, Flavor::Docker] {
+        let s = Setup::new(flavor);
+        let img = s.registry(false).resolve(&s.fake.reference("multi"), &Platform::linux_arm64()).unwrap();
+        assert_eq!(crate::blob_cache::prefetch(std::slice::from_ref(&img), 4, &crate::progress::Silent).unwrap(), 2);
+        let cache = BlobCache::open(Some(s.cache_dir.path().to_path_buf()), true).unwrap();
+        for (l, want) in img.manifest.layers.iter().zip(&s.idx.images[1].layers) {
+            assert_eq!(cache.recorded_diff_id(&l.digest).as_ref(), Some(&want.diff_id), "computed while downloading");
+        }
+        // a sidecar lost (a cache from an older spxpack): computed once from the cached blob
+        let first = &img.manifest.layers[0];
+        std::fs::remove_file(s.cache_dir.path().join("diffids/sha256").join(first.digest.hex())).unwrap();
+        assert_eq!(img.source.diff_id(first).unwrap().as_ref(), Some(&s.idx.images[1].layers[0].diff_id));
+        assert!(cache.recorded_diff_id(&first.digest).is_some(), "recorded again");
+    }
+}

@@ -7,7 +7,7 @@
 //! `diff_id` over its decompressed bytes and every `blobs/sha256/<hex>` name over its bytes.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
 
 use serde::Serialize;
 
@@ -16,12 +16,13 @@ use crate::compress::{self, Compression, Limits};
 use crate::digest::{Digest, Hasher};
 use crate::docker_archive::read::Item;
 use crate::error::{Error, Result};
+use crate::image::arch_lint::{self, LayerElves};
 use crate::image::validate::MAX_LAYERS;
 use crate::image::{ConfigView, parse_json};
 use crate::platform::Platform;
 use crate::problem::Problems;
 use crate::progress::human_size;
-use crate::tar::index::normalize;
+use crate::tar::index::{normalize, read_up_to};
 
 /// Small entries are kept in memory (configs, manifests) up to this size each…
 const KEEP_MAX: u64 = 8 << 20;
@@ -72,7 +73,15 @@ impl ArchiveInfo {
 
 #[derive(Debug, Clone)]
 enum Rec {
-    File { size: u64, head: Vec<u8>, data: Option<Vec<u8>>, sha: Option<Digest>, diff: Option<Digest> },
+    File {
+        size: u64,
+        head: Vec<u8>,
+        data: Option<Vec<u8>>,
+        sha: Option<Digest>,
+        diff: Option<Digest>,
+        /// With `full`, what the file does to the ELF files of an image if it is a layer.
+        elves: Option<LayerElves>,
+    },
     Dir,
     Symlink(String),
     Hardlink(String),
@@ -173,17 +182,18 @@ fn read_rec(name: &str, entry: &mut StreamEntry, full: bool, limits: Limits, kep
             let mut data = Vec::with_capacity(size as usize);
             entry.read_to_end(&mut data).map_err(truncated)?;
             *kept += size;
-            let (sha, diff) = if full { hash_bytes(&data, limits) } else { (None, None) };
-            Rec::File { size, head: data[..data.len().min(8)].to_vec(), data: Some(data), sha, diff }
+            let (sha, diff, elves) = if full { hash_bytes(&data, limits) } else { (None, None, None) };
+            Rec::File { size, head: data[..data.len().min(8)].to_vec(), data: Some(data), sha, diff, elves }
         } else if full {
-            let (head, sha, diff) = hash_stream(entry, limits).map_err(|e| Error::input(format!("{name}: {e}")))?;
-            Rec::File { size, head, data: None, sha: Some(sha), diff }
+            let (head, sha, diff, elves) =
+                hash_stream(entry, limits).map_err(|e| Error::input(format!("{name}: {e}")))?;
+            Rec::File { size, head, data: None, sha: Some(sha), diff, elves }
         } else {
             let mut head = vec![0u8; 8];
             let n = read_up_to(entry, &mut head).map_err(truncated)?;
             head.truncate(n);
             io::copy(entry, &mut io::sink()).map_err(truncated)?;
-            Rec::File { size, head, data: None, sha: None, diff: None }
+            Rec::File { size, head, data: None, sha: None, diff: None, elves: None }
         }
     } else if kind.is_dir() {
         Rec::Dir
@@ -198,60 +208,54 @@ fn read_rec(name: &str, entry: &mut StreamEntry, full: bool, limits: Limits, kep
     })
 }
 
-fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-/// (sha256 of the bytes, sha256 of their decompressed content when compressed).
-fn hash_bytes(data: &[u8], limits: Limits) -> (Option<Digest>, Option<Digest>) {
+/// (sha256 of the bytes, sha256 of their decompressed content when compressed, their ELF
+/// summary when they are a layer).
+fn hash_bytes(data: &[u8], limits: Limits) -> (Option<Digest>, Option<Digest>, Option<LayerElves>) {
     let sha = Digest::of(data);
-    let diff = match compress::sniff(data) {
-        Compression::None | Compression::Zstd => None,
-        _ => decoded_digest(&mut &data[..], limits).ok().flatten(),
-    };
-    (Some(sha), diff)
+    let (diff, elves) = decoded_digest(&mut &data[..], limits).unwrap_or((None, None));
+    (Some(sha), diff, elves)
 }
 
-/// Streams an entry once: first bytes, sha256 of the raw bytes, sha256 of the decompressed bytes.
-fn hash_stream(r: &mut dyn Read, limits: Limits) -> io::Result<(Vec<u8>, Digest, Option<Digest>)> {
-    struct Tee<'a> {
-        inner: &'a mut dyn Read,
-        h: Hasher,
-    }
-    impl Read for Tee<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.inner.read(buf)?;
-            self.h.update(&buf[..n]);
-            Ok(n)
-        }
-    }
-    let mut br = BufReader::with_capacity(1 << 20, Tee { inner: r, h: Hasher::new() });
+/// Streams an entry once: first bytes, sha256 of the raw bytes, sha256 of the decompressed
+/// bytes, the ELF summary of a layer.
+type Hashed = (Vec<u8>, Digest, Option<Digest>, Option<LayerElves>);
+fn hash_stream(r: &mut dyn Read, limits: Limits) -> io::Result<Hashed> {
+    let mut br = BufReader::with_capacity(1 << 20, HashTee { inner: r, h: Hasher::new() });
     let head = br.fill_buf()?;
     let head = head[..head.len().min(8)].to_vec();
-    let diff = decoded_digest(&mut br, limits)?;
+    let (diff, elves) = decoded_digest(&mut br, limits)?;
     io::copy(&mut br, &mut io::sink())?;
     let tee = br.into_inner();
-    Ok((head, tee.h.finish(), diff))
+    Ok((head, tee.h.finish(), diff, elves))
 }
 
-/// sha256 of the decompressed content of `r` (`None` when it is not compressed or is zstd).
-fn decoded_digest(r: &mut dyn BufRead, limits: Limits) -> io::Result<Option<Digest>> {
+/// In one pass over `r`: the sha256 of its decompressed content (`None` when it is not
+/// compressed or is zstd) and, when that content is a tar, its ELF summary
+/// ([`arch_lint::scan_layer`]).
+fn decoded_digest(r: &mut dyn BufRead, limits: Limits) -> io::Result<(Option<Digest>, Option<LayerElves>)> {
     let c = compress::sniff(r.fill_buf()?);
     if c == Compression::None {
-        return Ok(None);
+        return Ok((None, arch_lint::scan_layer(r).ok()));
     }
-    let Some(mut dec) = compress::limited_decoder(c, r, limits) else { return Ok(None) };
-    let mut h = Hasher::new();
-    io::copy(&mut dec, &mut h)?;
-    h.flush()?;
-    Ok(Some(h.finish()))
+    let Some(dec) = compress::limited_decoder(c, r, limits) else { return Ok((None, None)) };
+    let mut tee = HashTee { inner: dec, h: Hasher::new() };
+    let elves = arch_lint::scan_layer(&mut tee).ok();
+    io::copy(&mut tee, &mut io::sink())?;
+    Ok((Some(tee.h.finish()), elves))
+}
+
+/// A reader that hashes what passes through it.
+struct HashTee<R> {
+    inner: R,
+    h: Hasher,
+}
+
+impl<R: Read> Read for HashTee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.h.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// Follows links inside the archive to a regular file; the error says why `path` is unusable.
@@ -335,6 +339,9 @@ fn check_item(
         );
     }
     let layer_bytes = check_layers(recs, item, diff_ids, &who, opts, findings);
+    if opts.full {
+        check_architecture(recs, item, &config.platform(), &who, findings);
+    }
     Some(ImageInfo {
         tags,
         id: id.to_string(),
@@ -446,6 +453,30 @@ fn check_layers(
     layer_bytes
 }
 
+/// The image's final filesystem against its platform: ELF executables and shared objects for
+/// another machine are a warning (as in `build` and `pull`).
+fn check_architecture(
+    recs: &BTreeMap<String, Rec>,
+    item: &Item,
+    platform: &Platform,
+    who: &str,
+    findings: &mut Problems,
+) {
+    let mut layers = Vec::with_capacity(item.layers.len());
+    for path in &item.layers {
+        match resolve(recs, path) {
+            Ok((_, Rec::File { elves: Some(e), .. })) => layers.push(e.clone()),
+            _ => return, // missing or unreadable layers are errors of their own
+        }
+    }
+    let elves = arch_lint::final_elves(&layers);
+    if let Some((msg, hint)) =
+        arch_lint::warning(who, platform, &arch_lint::foreign(&elves, platform).unwrap_or_default())
+    {
+        findings.warn(msg, Some(hint));
+    }
+}
+
 /// The hex digest a blob path claims: `blobs/sha256/<hex>` or `<hex>.json`.
 fn digest_in_name(path: &str) -> Option<&str> {
     let hex = path.strip_prefix("blobs/sha256/").or_else(|| path.strip_suffix(".json"))?;
@@ -455,6 +486,7 @@ fn digest_in_name(path: &str) -> Option<&str> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::io::Write;
 
     pub(crate) fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());

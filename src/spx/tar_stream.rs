@@ -5,11 +5,13 @@
 //! at least one entry and end with the end-of-archive marker.
 
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::io::{self, Read};
 use std::rc::Rc;
 
 use crate::error::{Error, Result};
 use crate::tar::index::{HeaderGuard, normalize};
+use crate::tar::read_policy;
 
 /// An entry as the visitor of [`walk_entries`] gets it.
 pub type StreamEntry<'a, 'r> = tar::Entry<'a, HeaderGuard<Counting<Box<dyn Read + 'r>>>>;
@@ -45,18 +47,26 @@ pub fn walk_entries<'r>(
     let mut ar = tar::Archive::new(guarded);
     let mut end = 0u64;
     let mut count = 0usize;
+    let mut seen: HashSet<String> = HashSet::new();
     let mut entries = ar.entries().map_err(|e| Error::input(format!("not a tar archive: {e}")))?;
     while let Some(entry) = guard.next(&mut entries) {
         let mut entry = entry.map_err(|e| Error::input(format!("not a valid tar archive: {e}")))?;
         count += 1;
+        read_policy::check_pax(&mut entry).map_err(|why| unsafe_shape(&why, words))?;
         let Some(name) = entry_name(&entry.path_bytes(), words.unsafe_note)? else { continue };
         end = entry.raw_file_position() + entry.size().div_ceil(512) * 512;
         if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
             continue;
         }
+        if entry.header().entry_type().is_hard_link() {
+            let target = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            read_policy::hardlink_target(&name, &target, |t| seen.contains(t))
+                .map_err(|why| unsafe_shape(&why, words))?;
+        }
         visit(&name, &mut entry)?;
         // the rest of the content (of a directory, say) is not header data for the guard
         io::copy(&mut entry, &mut io::sink()).map_err(|e| Error::input(format!("{name}: truncated ({e})")))?;
+        seen.insert(name);
     }
     if count == 0 {
         return Err(Error::input("it holds no entries"));
@@ -65,6 +75,12 @@ pub fn walk_entries<'r>(
         return Err(Error::input(words.no_end_marker));
     }
     Ok(())
+}
+
+/// The error for a shape that readers see differently ([`read_policy`]).
+fn unsafe_shape(why: &str, words: Wording) -> Error {
+    Error::input(format!("it contains {why}{}", words.unsafe_note))
+        .with_hint("GNU tar, Python and Docker would read this archive differently")
 }
 
 /// Counts the bytes read from the stream, to tell whether the end-of-archive marker was read.
@@ -126,5 +142,13 @@ mod tests {
         assert_eq!(names(vec![0; 1024]).unwrap_err().message(), "it holds no entries");
         let t = tar_with(&["a"]);
         assert_eq!(names(t[..t.len() - 1024].to_vec()).unwrap_err().message(), "no end");
+    }
+
+    #[test]
+    fn archives_other_readers_see_differently_are_refused_in_streams() {
+        for (class, bytes) in crate::tar::read_policy::tests::hostile_shapes() {
+            let e = names(bytes).err().unwrap_or_else(|| panic!("{class}: accepted"));
+            assert!(e.message().starts_with("it contains ") && e.message().ends_with("; careful"), "{class}: {e}");
+        }
     }
 }

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::compress::{self, Compression};
+use super::read_policy;
+use crate::compress::{self, Compression, Limits};
 use crate::error::{Error, Result};
 
 /// Entries beyond this count are refused (a bomb guard).
@@ -99,8 +100,15 @@ pub struct TarArchive {
 }
 
 impl TarArchive {
-    /// Opens and indexes `path`. `what` names the archive kind in errors ("docker archive").
+    /// Opens and indexes `path` with the default decompression limits. `what` names the archive
+    /// kind in errors ("docker archive").
     pub fn open(path: &Path, what: &str) -> Result<Self> {
+        Self::open_limited(path, what, Limits::default())
+    }
+
+    /// Opens and indexes `path`; a compressed archive may expand only within `limits` (the
+    /// anonymous temporary file it is decompressed into goes with the error).
+    pub fn open_limited(path: &Path, what: &str, limits: Limits) -> Result<Self> {
         let display = path.display().to_string();
         let mut f = crate::input::open(path).map_err(|e| Error::io(&format!("cannot open {what}"), path, e))?;
         let mut head = [0u8; 8];
@@ -120,10 +128,14 @@ impl TarArchive {
             let mut tmp = tempfile::tempfile_in(std::env::temp_dir())
                 .or_else(|_| tempfile::tempfile_in(dir))
                 .map_err(|e| Error::io("cannot create a temporary file for", path, e))?;
-            let (_, mut r) = compress::decompress(BufReader::with_capacity(1 << 20, f))
-                .map_err(|e| Error::io("cannot read", path, e))?;
+            let mut r = compress::limited_decoder(outer, BufReader::with_capacity(1 << 20, f), limits)
+                .expect("zstd was refused above");
             io::copy(&mut r, &mut tmp).map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof
+                if let Some(b) = compress::bomb(&e) {
+                    Error::input(format!("{display}: {}", b.0)).with_hint(format!(
+                        "a decompression bomb? If the {what} is genuine, raise --max-decompressed or --max-ratio"
+                    ))
+                } else if e.kind() == io::ErrorKind::UnexpectedEof
                     || e.kind() == io::ErrorKind::InvalidInput
                     || e.kind() == io::ErrorKind::InvalidData
                 {
@@ -159,7 +171,10 @@ impl TarArchive {
         let mut end = 0u64;
         let mut entries = archive.entries_with_seek().map_err(|e| corrupt(e.to_string()))?;
         while let Some(entry) = guard.next(&mut entries) {
-            let entry = entry.map_err(|e| corrupt(e.to_string()))?;
+            let mut entry = entry.map_err(|e| corrupt(e.to_string()))?;
+            if let Err(why) = read_policy::check_pax(&mut entry) {
+                return Err(unsafe_shape(&self.display, &why));
+            }
             if self.order.len() >= MAX_ENTRIES {
                 return Err(corrupt(format!("more than {MAX_ENTRIES} entries")));
             }
@@ -193,7 +208,14 @@ impl TarArchive {
                 if target.is_empty() || target.contains('\0') {
                     return Err(corrupt(format!("link {name:?} has an empty or invalid target")));
                 }
-                if kind.is_symlink() { Entry::Symlink(target) } else { Entry::Hardlink(target) }
+                if kind.is_symlink() {
+                    Entry::Symlink(target)
+                } else {
+                    let earlier = |t: &str| self.entries.get(t).is_some_and(|e| *e != Entry::Dir);
+                    let t = read_policy::hardlink_target(&name, &target, earlier)
+                        .map_err(|why| unsafe_shape(&self.display, &why))?;
+                    Entry::Hardlink(t)
+                }
             } else {
                 Entry::Other
             };
@@ -376,7 +398,14 @@ pub fn normalize(name: &str) -> std::result::Result<Option<String>, &'static str
     if parts.is_empty() { Ok(None) } else { Ok(Some(parts.join("/"))) }
 }
 
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+/// The error for an archive shape that readers see differently ([`read_policy`]).
+fn unsafe_shape(display: &str, why: &str) -> Error {
+    Error::input(format!("{display} contains {why}"))
+        .with_hint("GNU tar, Python and Docker would read this archive differently; it may be malicious, do not use it")
+}
+
+/// Reads until `buf` is full or the stream ends; returns how many bytes were read.
+pub fn read_up_to(f: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..])? {
@@ -456,27 +485,13 @@ mod tests {
 
     /// One raw header block (ustar) with `size_field` in the header, followed by `data`.
     fn raw(name: &str, kind: u8, size_field: u64, data: &[u8]) -> Vec<u8> {
-        let mut h = tar::Header::new_ustar();
-        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        h.set_entry_type(tar::EntryType::new(kind));
-        h.set_size(size_field);
-        h.set_mode(0o644);
-        h.set_cksum();
-        let mut v = h.as_bytes().to_vec();
-        v.extend_from_slice(data);
-        v.resize(v.len().div_ceil(512) * 512, 0);
-        v
+        crate::tar::read_policy::tests::raw(name, kind, size_field, "", data)
     }
 
     /// A PAX `x` (or `g`) entry with one record.
     fn pax(kind: u8, key: &str, value: &str) -> Vec<u8> {
-        let body = format!(" {key}={value}\n");
-        let mut n = body.len() + 1;
-        while format!("{n}{body}").len() != n {
-            n += 1;
-        }
-        let rec = format!("{n}{body}");
-        raw("PaxHeaders/x", kind, rec.len() as u64, rec.as_bytes())
+        use crate::tar::read_policy::tests as rp;
+        rp::pax(kind, &rp::record(key, value))
     }
 
     /// The entry names GNU tar sees (`None` when GNU tar is not installed).

@@ -230,6 +230,25 @@ pub(crate) fn layer(rng: &mut Rng, n: usize, files: usize, max_size: usize, gzip
     Layer { tar, blob, desc, diff_id }
 }
 
+/// A layer of the given entries, in order: regular files (mode 0755), or hard links when the
+/// content is `link:TARGET`; gzip'd, OCI media type.
+pub(crate) fn file_layer(entries: &[(&str, &[u8])]) -> Layer {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        if let Some(target) = data.strip_prefix(b"link:") {
+            let mut h = header(tar::EntryType::Link, 0o755, 0);
+            b.append_link(&mut h, name, String::from_utf8_lossy(target).as_ref()).expect("tar");
+        } else {
+            let mut h = header(tar::EntryType::Regular, 0o755, data.len() as u64);
+            b.append_data(&mut h, name, *data).expect("tar");
+        }
+    }
+    let tar = b.into_inner().expect("tar");
+    let blob = gzip_bytes(&tar);
+    let desc = Descriptor::new(media::OCI_LAYER_GZIP, Digest::of(&blob), blob.len() as u64);
+    Layer { diff_id: Digest::of(&tar), tar, blob, desc }
+}
+
 /// A ustar header with uid/gid 0 and mtime 0.
 pub(crate) fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     let mut h = tar::Header::new_ustar();

@@ -8,12 +8,16 @@
 mod support;
 
 mod archive_input;
+// archives GNU tar, Python and Docker read differently: refused by verify and pull
+mod archive_shapes;
 mod bad_input;
 mod build_cache;
 mod build_errors;
 mod build_oracle;
 mod build_sources;
 mod build_util;
+// config diff_ids that do not match the layers: pull and build fail, nothing written
+mod diff_ids;
 mod faults;
 mod push;
 // push against a fake registry that misbehaves on demand
@@ -52,3 +56,5 @@ mod spx_dockerfile;
 mod untrusted_files;
 // Dockerfiles whose variables double on every line, and very long Dockerfiles
 mod dockerfile_limits;
+// ELF files for another architecture than the image: a warning, --strict an error
+mod wrong_arch;

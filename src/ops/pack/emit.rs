@@ -121,7 +121,7 @@ fn resolve_images(opts: &PackOptions, plan: &Plan, reporter: &dyn Reporter) -> R
         return Ok(Vec::new());
     }
     let cache = BlobCache::open(opts.cache_dir.clone(), opts.offline)?;
-    let resolver = Resolver::new(cache, opts.client.clone());
+    let resolver = Resolver::new(cache, opts.client.clone()).with_limits(opts.limits);
     let mut images = Vec::with_capacity(plan.images.len());
     // one executor for every image: its sandbox is detected once
     let executor = Arc::new(crate::dockerfile::run::SandboxExecutor::new(opts.run.clone()));
@@ -138,6 +138,7 @@ fn resolve_images(opts: &PackOptions, plan: &Plan, reporter: &dyn Reporter) -> R
                 bo.epoch = opts.epoch;
                 bo.compression_level = opts.level;
                 bo.jobs = opts.jobs;
+                bo.limits = opts.limits;
                 bo.executor = Some(executor.clone());
                 let img =
                     crate::dockerfile::build_image(&bo, &resolver, reporter).map_err(|e| e.context(&req.shown))?;
@@ -148,6 +149,7 @@ fn resolve_images(opts: &PackOptions, plan: &Plan, reporter: &dyn Reporter) -> R
         images.push(image);
     }
     pull::prefetch(&images, opts.jobs, reporter)?;
+    crate::image::arch_lint::lint(&images, opts.strict, reporter)?;
     Ok(images)
 }
 

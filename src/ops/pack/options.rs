@@ -56,6 +56,10 @@ pub struct PackOptions {
     /// `--push-images`: after the SPX is written, push every bundled image whose compose name
     /// is a registry reference (names a registry host) under that name.
     pub push_images: Option<crate::ops::push::UploadOptions>,
+    /// How far a compressed input archive (or an `ADD`ed local archive) may expand.
+    pub limits: crate::compress::Limits,
+    /// Content warnings (wrong-architecture executables) are errors.
+    pub strict: bool,
 }
 
 impl PackOptions {
@@ -86,6 +90,8 @@ impl PackOptions {
             run: Default::default(),
             env: HostEnv::default(),
             push_images: None,
+            limits: crate::compress::Limits::default(),
+            strict: false,
         }
     }
 }
