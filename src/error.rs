@@ -152,8 +152,10 @@ impl Error {
             out.push('\n');
         }
         if let Some(h) = &self.hint {
+            // hints may span lines on purpose (a failed step's last output lines, the table of
+            // sandbox rungs); other control characters are still shown escaped
             out.push_str("hint: ");
-            out.push_str(&text(h, true, lines));
+            out.push_str(&hint_text(h));
             out.push('\n');
         }
         out
@@ -208,6 +210,10 @@ impl Error {
 
 /// `s` on one line: line breaks and other control characters (a tab excepted) are shown
 /// escaped (`\n`, `\u{1b}`), so text from the user or a server cannot start a line of its own.
+fn hint_text(s: &str) -> String {
+    s.split('\n').map(one_line).collect::<Vec<_>>().join("\n")
+}
+
 pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.chars().any(|c| c.is_control() && c != '\t') {
         return s.into();
