@@ -239,3 +239,35 @@ fn layer_diff_ids_are_recorded_as_blobs_enter_the_cache() {
         assert!(cache.recorded_diff_id(&first.digest).is_some(), "recorded again");
     }
 }
+
+/// NGC's token service moves when a token expires: the registry answers `401` naming a new
+/// realm. The client pings `/v2/` again to learn it, instead of asking the old service for the
+/// same (now refused) token and failing.
+#[test]
+fn a_token_realm_change_is_followed_by_a_fresh_ping() {
+    use crate::testkit::registry::BearerSim;
+    let s = Setup::new(Flavor::Oci);
+    s.fake.content.lock().unwrap().auth = Some(BearerSim { realm_path: "/token1".into(), token: "t1".into() });
+    let opts = ClientOptions {
+        retries: 0,
+        retry_delay: Duration::from_millis(1),
+        creds: CredentialOptions { anonymous: true, ..Default::default() },
+        ..Default::default()
+    };
+    let client = Arc::new(Client::new(opts).unwrap());
+    let (dir1, dir2) = (scratch(), scratch());
+    let cache = |d: &tempfile::TempDir| BlobCache::open(Some(d.path().to_path_buf()), false).unwrap();
+    let first = Registry::new(Some(client.clone()), cache(&dir1))
+        .resolve(&s.fake.reference("multi"), &Platform::linux_arm64())
+        .unwrap();
+    // t1 expires and the token service moves; the same client (host, challenge and token
+    // remembered) resolves again through an empty cache, so it has to ask the registry
+    s.fake.content.lock().unwrap().auth = Some(BearerSim { realm_path: "/token2".into(), token: "t2".into() });
+    let again = Registry::new(Some(client), cache(&dir2)).resolve(&s.fake.reference("multi"), &Platform::linux_arm64());
+    let again = again.unwrap_or_else(|e| panic!("the moved realm was not followed: {e}\n{:?}", s.fake.requests()));
+    assert_eq!(again.id(), first.id());
+    let log = s.fake.requests();
+    let pings = log.iter().filter(|r| r.as_str() == "GET /v2/").count();
+    assert!(pings >= 2, "no second /v2/ ping: {log:?}");
+    assert!(log.iter().any(|r| r.starts_with("GET /token2")), "the new realm was not asked: {log:?}");
+}

@@ -25,6 +25,17 @@ pub(crate) struct Content {
     pub blobs: HashMap<String, Vec<u8>>,
     /// `tag or digest` → a `Docker-Content-Digest` to send instead of the true one.
     pub digest_header: HashMap<String, String>,
+    /// Bearer auth: every `/v2/` request needs `Authorization: Bearer <token>`; `GET /token*`
+    /// is the token service.
+    pub auth: Option<BearerSim>,
+}
+
+/// A token service the test can move: `/v2/` and every refused request name `realm_path`;
+/// `GET <realm_path>?…` hands out `token`; only `token` is accepted.
+#[derive(Clone)]
+pub(crate) struct BearerSim {
+    pub realm_path: String,
+    pub token: String,
 }
 
 impl Content {
@@ -63,7 +74,7 @@ impl FakeRegistry {
         let content = Arc::new(Mutex::new(content));
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, l, s, r) = (content.clone(), log.clone(), stop.clone(), repo.to_string());
+        let (c, l, s, r, me) = (content.clone(), log.clone(), stop.clone(), repo.to_string(), host.clone());
         let thread = std::thread::spawn(move || {
             // bounded: a test never needs more than a few hundred requests
             for stream in listener.incoming().take(500) {
@@ -71,7 +82,7 @@ impl FakeRegistry {
                     break;
                 }
                 if let Ok(stream) = stream {
-                    let _ = handle(stream, &r, &c, &l);
+                    let _ = handle(stream, &r, &c, &l, &me);
                 }
             }
         });
@@ -99,7 +110,13 @@ impl Drop for FakeRegistry {
     }
 }
 
-fn handle(mut s: TcpStream, repo: &str, content: &Mutex<Content>, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
+fn handle(
+    mut s: TcpStream,
+    repo: &str,
+    content: &Mutex<Content>,
+    log: &Mutex<Vec<String>>,
+    me: &str,
+) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut first = [0u8; 1];
     if s.peek(&mut first)? == 0 || first[0] == 0x16 {
@@ -111,14 +128,41 @@ fn handle(mut s: TcpStream, repo: &str, content: &Mutex<Content>, log: &Mutex<Ve
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
+    let mut authz = None;
     loop {
         let mut h = String::new();
         if r.read_line(&mut h)? == 0 || h.trim().is_empty() {
             break;
         }
+        if let Some((k, v)) = h.split_once(':')
+            && k.eq_ignore_ascii_case("authorization")
+        {
+            authz = Some(v.trim().to_string());
+        }
     }
     log.lock().expect("poisoned").push(format!("{method} {path}"));
     let c = content.lock().expect("poisoned");
+    if let Some(a) = &c.auth {
+        let reply = |s: &mut TcpStream, status: &str, extra: String, body: String| {
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+                body.len()
+            );
+            s.write_all(head.as_bytes())?;
+            s.write_all(body.as_bytes())?;
+            s.flush()?;
+            s.shutdown(std::net::Shutdown::Write)
+        };
+        if path.starts_with(&a.realm_path) {
+            return reply(&mut s, "200 OK", String::new(), format!(r#"{{"token":"{}"}}"#, a.token));
+        }
+        if !path.starts_with("/v2/") || authz.as_deref() != Some(&format!("Bearer {}", a.token)) {
+            let challenge =
+                format!("WWW-Authenticate: Bearer realm=\"http://{me}{}\",service=\"fake\"\r\n", a.realm_path);
+            let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+            return reply(&mut s, "401 Unauthorized", challenge, body.to_string());
+        }
+    }
     let not_found = |code: &str| {
         (
             404,

@@ -226,7 +226,7 @@ impl Client {
         what: &str,
     ) -> Result<Response<ureq::Body>> {
         let (registry, repo) = (r.registry.as_str(), r.repository.as_str());
-        let h = self.host(registry, r.api_host(), repo)?;
+        let mut h = self.host(registry, r.api_host(), repo)?;
         let url = format!("{}/v2/{repo}/{path}", h.base);
         let scope = pull_scope(repo);
         let mut refreshed = false;
@@ -255,6 +255,14 @@ impl Client {
                     // token expired or scope changed; the registry may also only now ask for auth
                     h.tokens.lock().expect("poisoned").remove(&scope);
                     refreshed = true;
+                    if let Some(realm) = moved_realm(&h.challenge, &resp) {
+                        // NGC switches realms when a token expires: learn the new challenge
+                        // from a fresh /v2/ ping instead of asking the old token service again
+                        tracing::info!("registry {}: the token realm is now {realm}; pinging /v2/ again", h.name);
+                        self.hosts.lock().expect("poisoned").remove(&h.name);
+                        h = self.host(registry, r.api_host(), repo)?;
+                        continue;
+                    }
                     if matches!(h.challenge, Challenge::None) {
                         return Err(self.denied(&h, registry, repo, what, status, &detail));
                     }
@@ -333,6 +341,16 @@ fn jitter(d: Duration) -> Duration {
     let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
     let half = d / 2;
     half + Duration::from_nanos(random % (half.as_nanos() as u64 + 1))
+}
+
+/// The realm of a `401` answer's Bearer challenge when it differs from the one the host was
+/// pinged with (a token service that moved).
+fn moved_realm(current: &Challenge, resp: &Response<ureq::Body>) -> Option<String> {
+    let header = resp.headers().get("www-authenticate")?.to_str().ok()?;
+    match (parse_challenge(header), current) {
+        (Challenge::Bearer { realm: new, .. }, Challenge::Bearer { realm: old, .. }) if new != *old => Some(new),
+        _ => None,
+    }
 }
 
 /// The token scope of a pull from `repo`.
