@@ -121,9 +121,12 @@ pub fn resolve(base: &str, location: &str) -> Option<String> {
     if loc.is_empty() || loc.chars().any(|c| c.is_control() || c == ' ') {
         return None;
     }
-    let lower = loc.to_ascii_lowercase();
-    if lower.starts_with("https://") || lower.starts_with("http://") {
-        return Some(loc.to_string());
+    // schemes are case-insensitive (`HTTP://` is plain HTTP to ureq); write them in lower case
+    // so that the redirect policy's downgrade check sees them
+    for scheme in ["https://", "http://"] {
+        if loc.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme)) {
+            return Some(format!("{scheme}{}", &loc[scheme.len()..]));
+        }
     }
     if loc.contains("://") {
         return None; // another scheme (file:, ftp:, …)
@@ -232,7 +235,8 @@ impl Refusal {
 /// HTTP or at a private address anyway (`--insecure-registry`).
 pub fn judge(first_host: &str, from: &str, to: &str, trusted: impl Fn(&str) -> bool) -> Option<Refusal> {
     let target = authority(to);
-    if from.starts_with("https://") && to.starts_with("http://") && !trusted(target) {
+    let scheme_is = |url: &str, s: &str| url.get(..s.len()).is_some_and(|x| x.eq_ignore_ascii_case(s));
+    if scheme_is(from, "https://") && scheme_is(to, "http://") && !trusted(target) {
         return Some(Refusal::Downgrade);
     }
     match classify(target) {
@@ -402,6 +406,24 @@ mod tests {
         assert!(resolve(base, "").is_none());
         assert_eq!(origin(base), "https://r.example:5000");
         assert_eq!(authority("http://[::1]:80/x"), "[::1]:80");
+    }
+
+    /// Found by fuzzing (`http_headers`): `Location: HTTP://…` was followed as plain HTTP
+    /// (schemes are case-insensitive) but passed the downgrade check, which looked for `http://`.
+    #[test]
+    fn an_upper_case_scheme_is_still_a_downgrade() {
+        let from = "https://r.example/v2/a/blobs/sha256:ab";
+        for loc in ["HTTP://cdn.example/x", "Http://cdn.example/x", "hTtP://cdn.example/x"] {
+            let next = resolve(from, loc).unwrap();
+            assert_eq!(next, "http://cdn.example/x");
+            assert_eq!(judge("r.example", from, &next, |_| false), Some(Refusal::Downgrade), "{loc}");
+            assert_eq!(judge("r.example", from, loc, |_| false), Some(Refusal::Downgrade), "{loc} unresolved");
+        }
+        assert_eq!(resolve(from, "HTTPS://cdn.example/x").unwrap(), "https://cdn.example/x");
+        assert_eq!(
+            judge("r.example", "HTTPS://r.example/", "http://cdn.example/x", |_| false),
+            Some(Refusal::Downgrade)
+        );
     }
 
     #[test]
