@@ -57,9 +57,10 @@ run() {
     local took=$((SECONDS - start))
     local execs corpus
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-    corpus=$(find "run/$t" -type f | wc -l)
+    # the last status line: "#EXECS DONE cov: … corp: INPUTS/SIZE …"
+    corpus=$(grep -oE 'corp: [0-9]+/[0-9]+[a-zA-Z]*' "$log" | tail -1 | cut -d' ' -f2)
     if [[ $rc -eq 0 ]]; then
-        printf '%-14s ok     %5ss  %10s execs  corpus %s\n' "$t" "$took" "${execs:-?}" "$corpus"
+        printf '%-14s ok     %5ss  %10s execs  corpus %s\n' "$t" "$took" "${execs:-?}" "${corpus:-?}"
     else
         local art
         art=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)

@@ -115,6 +115,11 @@ pub fn authority(url: &str) -> &str {
     o.find("://").map_or(o, |i| &o[i + 3..])
 }
 
+/// Whether `url` starts with `scheme` (`https://`), in any case.
+fn has_scheme(url: &str, scheme: &str) -> bool {
+    url.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+}
+
 /// Resolves a `Location` header against the URL it answered.
 pub fn resolve(base: &str, location: &str) -> Option<String> {
     let loc = location.trim();
@@ -124,7 +129,7 @@ pub fn resolve(base: &str, location: &str) -> Option<String> {
     // schemes are case-insensitive (`HTTP://` is plain HTTP to ureq); write them in lower case
     // so that the redirect policy's downgrade check sees them
     for scheme in ["https://", "http://"] {
-        if loc.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme)) {
+        if has_scheme(loc, scheme) {
             return Some(format!("{scheme}{}", &loc[scheme.len()..]));
         }
     }
@@ -235,8 +240,7 @@ impl Refusal {
 /// HTTP or at a private address anyway (`--insecure-registry`).
 pub fn judge(first_host: &str, from: &str, to: &str, trusted: impl Fn(&str) -> bool) -> Option<Refusal> {
     let target = authority(to);
-    let scheme_is = |url: &str, s: &str| url.get(..s.len()).is_some_and(|x| x.eq_ignore_ascii_case(s));
-    if scheme_is(from, "https://") && scheme_is(to, "http://") && !trusted(target) {
+    if has_scheme(from, "https://") && has_scheme(to, "http://") && !trusted(target) {
         return Some(Refusal::Downgrade);
     }
     match classify(target) {
