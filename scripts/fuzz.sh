@@ -58,14 +58,14 @@ run() {
     local execs corpus
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     # the last status line: "#EXECS DONE cov: … corp: INPUTS/SIZE …"
-    corpus=$(grep -oE 'corp: [0-9]+/[0-9]+[a-zA-Z]*' "$log" | tail -1 | cut -d' ' -f2)
+    corpus=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' "$log" | tail -1)
     if [[ $rc -eq 0 ]]; then
         printf '%-14s ok     %5ss  %10s execs  corpus %s\n' "$t" "$took" "${execs:-?}" "${corpus:-?}"
     else
         local art
         art=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
         printf '%-14s FAILED %5ss  %10s execs  %s (log fuzz/%s)\n' "$t" "$took" "${execs:-?}" \
-            "$(grep -m1 -oE 'deadly signal|panicked at[^,]*|ERROR: libFuzzer: [a-z-]+' "$log" || echo "exit $rc")${art:+, input fuzz/$art}" "$log"
+            "$(grep -m1 -oE 'panicked at [^ ]*|ERROR: libFuzzer: [a-z -]+' "$log" || echo "exit $rc")${art:+, input $art}" "$log"
         return 1
     fi
 }
