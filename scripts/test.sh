@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # scripts/test.sh [CARGO TEST ARGS...] — the project's test command (CI runs it through .ci/run).
 #
-#   1. cargo fmt --check, cargo clippy (fast failures first)
+#   1. cargo fmt --check, cargo clippy (fast failures first), then a short fuzzing pass:
+#      scripts/fuzz.sh 10, every fuzz target for 10 s, two at a time (needs the nightly toolchain;
+#      installs cargo-fuzz into ~/.cache/spxpack/fuzz-tools once)
 #   2. scripts/testenv/setup.sh: installs and starts the real components (Docker 20.10, registries,
 #      qemu-aarch64 binfmt, fixtures) and writes $SPXPACK_TESTENV_DIR/env.sh (needs root)
 #   3. cargo test --locked --all-targets with env.sh sourced
 #   4. scripts/testenv/teardown.sh on exit (whatever happened)
 #
-# Environment: SPXPACK_TEST_PYTHON=1 also builds/pushes the python stand-in (setup.sh --python);
+# Environment: SPXPACK_TEST_SKIP_FUZZ=1 skips the fuzzing pass; SPXPACK_TEST_PYTHON=1 also builds/pushes the python stand-in (setup.sh --python);
 # SPXPACK_TEST_KEEP_ENV=1 leaves the services running afterwards (for debugging; tear down with
 # scripts/testenv/teardown.sh); SPXPACK_TEST_SKIP_ENV=1 runs the tests without the environment.
 set -euo pipefail
@@ -20,6 +22,11 @@ cargo fmt --check
 
 step "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+
+if [[ "${SPXPACK_TEST_SKIP_FUZZ:-0}" != 1 ]]; then
+    step "scripts/fuzz.sh 10 (every fuzz target for 10 s; docs/fuzzing.md)"
+    SPXPACK_FUZZ_PARALLEL=${SPXPACK_FUZZ_PARALLEL:-2} ./scripts/fuzz.sh 10
+fi
 
 if [[ "${SPXPACK_TEST_SKIP_ENV:-0}" != 1 ]]; then
     teardown() {

@@ -124,15 +124,23 @@ pub fn authority(url: &str) -> &str {
     o.find("://").map_or(o, |i| &o[i + 3..])
 }
 
+/// Whether `url` starts with `scheme` (`https://`), in any case.
+fn has_scheme(url: &str, scheme: &str) -> bool {
+    url.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+}
+
 /// Resolves a `Location` header against the URL it answered.
 pub fn resolve(base: &str, location: &str) -> Option<String> {
     let loc = location.trim();
     if loc.is_empty() || loc.chars().any(|c| c.is_control() || c == ' ') {
         return None;
     }
-    let lower = loc.to_ascii_lowercase();
-    if lower.starts_with("https://") || lower.starts_with("http://") {
-        return Some(loc.to_string());
+    // schemes are case-insensitive (`HTTP://` is plain HTTP to ureq); write them in lower case
+    // so that the redirect policy's downgrade check sees them
+    for scheme in ["https://", "http://"] {
+        if has_scheme(loc, scheme) {
+            return Some(format!("{scheme}{}", &loc[scheme.len()..]));
+        }
     }
     if loc.contains("://") {
         return None; // another scheme (file:, ftp:, …)
@@ -241,7 +249,7 @@ impl Refusal {
 /// HTTP or at a private address anyway (`--insecure-registry`).
 pub fn judge(first_host: &str, from: &str, to: &str, trusted: impl Fn(&str) -> bool) -> Option<Refusal> {
     let target = authority(to);
-    if from.starts_with("https://") && to.starts_with("http://") && !trusted(target) {
+    if has_scheme(from, "https://") && has_scheme(to, "http://") && !trusted(target) {
         return Some(Refusal::Downgrade);
     }
     match classify(target) {
@@ -411,6 +419,24 @@ mod tests {
         assert!(resolve(base, "").is_none());
         assert_eq!(origin(base), "https://r.example:5000");
         assert_eq!(authority("http://[::1]:80/x"), "[::1]:80");
+    }
+
+    /// Found by fuzzing (`http_headers`): `Location: HTTP://…` was followed as plain HTTP
+    /// (schemes are case-insensitive) but passed the downgrade check, which looked for `http://`.
+    #[test]
+    fn an_upper_case_scheme_is_still_a_downgrade() {
+        let from = "https://r.example/v2/a/blobs/sha256:ab";
+        for loc in ["HTTP://cdn.example/x", "Http://cdn.example/x", "hTtP://cdn.example/x"] {
+            let next = resolve(from, loc).unwrap();
+            assert_eq!(next, "http://cdn.example/x");
+            assert_eq!(judge("r.example", from, &next, |_| false), Some(Refusal::Downgrade), "{loc}");
+            assert_eq!(judge("r.example", from, loc, |_| false), Some(Refusal::Downgrade), "{loc} unresolved");
+        }
+        assert_eq!(resolve(from, "HTTPS://cdn.example/x").unwrap(), "https://cdn.example/x");
+        assert_eq!(
+            judge("r.example", "HTTPS://r.example/", "http://cdn.example/x", |_| false),
+            Some(Refusal::Downgrade)
+        );
     }
 
     #[test]

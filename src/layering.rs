@@ -16,6 +16,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["source", "sandbox", "spx"],
     &["dockerfile"],
     &["ops"],
+    &["fuzzing"],
 ];
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ pub mod digest;
 pub mod docker_archive;
 pub mod dockerfile;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host_env;
 pub mod http;
 pub mod image;

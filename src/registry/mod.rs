@@ -262,14 +262,12 @@ impl Registry {
 /// Whether `resp` continues a download at byte `at` (`206` with a matching `Content-Range`).
 fn resumed_at(resp: &ureq::http::Response<ureq::Body>, at: u64) -> bool {
     resp.status().as_u16() == 206
-        && resp
-            .headers()
-            .get("content-range")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("bytes "))
-            .and_then(|v| v.split('-').next())
-            .and_then(|v| v.parse::<u64>().ok())
-            == Some(at)
+        && resp.headers().get("content-range").and_then(|v| v.to_str().ok()).and_then(content_range_start) == Some(at)
+}
+
+/// The first byte of a `Content-Range: bytes FIRST-LAST/LENGTH` header value.
+pub(crate) fn content_range_start(v: &str) -> Option<u64> {
+    v.strip_prefix("bytes ")?.split('-').next()?.parse::<u64>().ok()
 }
 
 /// A blob download in progress: the staged bytes, their running hash and count.

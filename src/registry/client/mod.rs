@@ -16,7 +16,7 @@ use ureq::Agent;
 use ureq::http::Response;
 
 mod tls;
-mod token;
+pub(crate) mod token;
 mod write;
 
 use super::auth::{self, CredentialOptions, Found};

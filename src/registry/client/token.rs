@@ -17,7 +17,7 @@ use crate::reference::is_loopback_host;
 use crate::registry::auth::Credential;
 
 #[derive(Debug, Clone)]
-pub(super) enum Challenge {
+pub(crate) enum Challenge {
     None,
     Basic,
     Bearer { realm: String, service: Option<String> },
@@ -204,7 +204,7 @@ fn pct(s: &str) -> String {
 }
 
 /// Parses `Bearer realm="…",service="…"` / `Basic realm="…"`.
-pub(super) fn parse_challenge(h: &str) -> Challenge {
+pub(crate) fn parse_challenge(h: &str) -> Challenge {
     let h = h.trim();
     let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
     let params = parse_params(rest);
