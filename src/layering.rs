@@ -33,40 +33,31 @@ mod tests {
     /// `(file, module it uses)` for every `crate::X` outside comments and test modules.
     fn edges(src: &Path) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
-        let mut stack = vec![src.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).unwrap().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
+        for p in crate::testkit::source_files() {
+            // test-only files (`*_tests.rs`, declared under #[cfg(test)]) may use anything
+            if p.to_string_lossy().ends_with("tests.rs") {
+                continue;
+            }
+            let rel = p.strip_prefix(src).unwrap().to_string_lossy().into_owned();
+            let top = rel.split('/').next().unwrap().trim_end_matches(".rs").to_string();
+            if ["lib", "main", "cli", "layering", "testkit"].contains(&top.as_str()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            for line in text.lines() {
+                let code = line.trim_start();
+                if code.starts_with("//") {
                     continue;
                 }
-                // test-only files (`*_tests.rs`, declared under #[cfg(test)]) may use anything
-                if p.extension().is_none_or(|x| x != "rs") || p.to_string_lossy().ends_with("tests.rs") {
-                    continue;
+                if code.starts_with("#[cfg(test)]") {
+                    break; // test modules close the file by convention
                 }
-                let rel = p.strip_prefix(src).unwrap().to_string_lossy().into_owned();
-                let top = rel.split('/').next().unwrap().trim_end_matches(".rs").to_string();
-                if ["lib", "main", "cli", "layering", "testkit"].contains(&top.as_str()) {
-                    continue;
-                }
-                let text = std::fs::read_to_string(&p).unwrap();
-                for line in text.lines() {
-                    let code = line.trim_start();
-                    if code.starts_with("//") {
-                        continue;
-                    }
-                    if code.starts_with("#[cfg(test)]") {
-                        break; // test modules close the file by convention
-                    }
-                    let mut rest = code;
-                    while let Some(i) = rest.find("crate::") {
-                        rest = &rest[i + "crate::".len()..];
-                        let name: String =
-                            rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-                        if !name.is_empty() && name != top && name != "Error" && name != "Result" && name != "Kind" {
-                            out.push((rel.clone(), top.clone(), name));
-                        }
+                let mut rest = code;
+                while let Some(i) = rest.find("crate::") {
+                    rest = &rest[i + "crate::".len()..];
+                    let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    if !name.is_empty() && name != top && name != "Error" && name != "Result" && name != "Kind" {
+                        out.push((rel.clone(), top.clone(), name));
                     }
                 }
             }

@@ -72,18 +72,10 @@ mod tests {
     fn only_this_module_allows_unsafe() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut offenders = Vec::new();
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).unwrap().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("sandbox/sys.rs") {
-                    let text = std::fs::read_to_string(&p).unwrap();
-                    if text.contains(concat!("allow(", "unsafe_code")) || text.contains(concat!("unsafe", " {")) {
-                        offenders.push(p.strip_prefix(&root).unwrap().display().to_string());
-                    }
-                }
+        for p in crate::testkit::source_files().into_iter().filter(|p| !p.ends_with("sandbox/sys.rs")) {
+            let text = std::fs::read_to_string(&p).unwrap();
+            if text.contains(concat!("allow(", "unsafe_code")) || text.contains(concat!("unsafe", " {")) {
+                offenders.push(p.strip_prefix(&root).unwrap().display().to_string());
             }
         }
         assert!(offenders.is_empty(), "unsafe code outside src/sandbox/sys.rs: {offenders:?}");

@@ -496,3 +496,21 @@ pub(crate) fn read_blob(image: &Image, desc: &Descriptor) -> Result<Vec<u8>> {
 pub(crate) fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("spxpack-testkit-").tempdir().expect("tempdir")
 }
+
+/// Every `.rs` file below `src/` (for the checks that read the source: layering, `unsafe`).
+pub(crate) fn source_files() -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("read src").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
