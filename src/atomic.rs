@@ -299,6 +299,34 @@ pub fn refuse_inputs(dest: &Path, target: &Path, what: &str, inputs: &[Input]) -
     Ok(())
 }
 
+/// Refuses, before any download, an output of about `need` bytes that the filesystem of
+/// `dest` clearly cannot hold (its free space for unprivileged users, `statvfs`). Whatever the
+/// estimate misses still ends in the ordinary "no space left on device" error, with nothing left
+/// behind.
+pub fn require_space(dest: &Path, need: u64) -> Result<()> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(st) = rustix::fs::statvfs(dir) else { return Ok(()) };
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free >= need {
+        return Ok(());
+    }
+    let mib = |n: u64| format!("{:.1} MiB", n as f64 / (1 << 20) as f64);
+    Err(Error::new(
+        crate::error::Kind::Io,
+        format!(
+            "cannot write {}: no space left on device (it needs about {}, {} has {} free)",
+            dest.display(),
+            mib(need),
+            dir.display(),
+            mib(free)
+        ),
+    )
+    .with_hint("the disk is full; free space or point -o at a larger filesystem"))
+}
+
 /// [`output_target`] and [`refuse_inputs`] together: the check every command runs on each
 /// output before any work. Returns the path that will be renamed over.
 pub fn check_output(dest: &Path, what: &str, inputs: &[Input]) -> Result<PathBuf> {
@@ -394,6 +422,18 @@ impl io::Write for AtomicFile {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_clearly_too_large_output_is_refused_before_writing() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("big.tar");
+        require_space(&out, 1).unwrap();
+        let e = require_space(&out, u64::MAX / 2).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.message().contains("no space left on device"), "{e}");
+        assert!(e.hint().unwrap().starts_with("the disk is full"));
+        assert!(!out.exists());
+    }
 
     #[test]
     fn outputs_that_are_not_regular_files_are_refused_and_symlinks_are_written_through() {

@@ -63,6 +63,10 @@ pub fn pull(sources: &[Source], opts: &PullOptions, reporter: &dyn Reporter) -> 
     let resolver = Resolver::new(cache, opts.client.clone()).with_limits(opts.limits);
     let images = resolve_all(&resolver, sources, &opts.platform, reporter)?;
     let tagged = assign_tags(&images, reporter)?;
+    // the archive stores every blob as it is: its size is known before any download
+    let need: u64 =
+        images.iter().map(|i| i.layers_size() + i.config_raw.len() as u64 + i.manifest_raw.len() as u64).sum();
+    crate::atomic::require_space(&opts.output, need)?;
     let t = std::time::Instant::now();
     let fetched = prefetch(&images, opts.jobs, reporter)?;
     tracing::info!("prefetch: {:.2}s", t.elapsed().as_secs_f64());

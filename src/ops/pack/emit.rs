@@ -36,6 +36,9 @@ pub fn emit(opts: &PackOptions, mut plan: Plan, reporter: &dyn Reporter) -> Resu
         .collect();
     let wopts = write_options(opts, &plan);
     let sizes = plan_sizes(&mut plan, &archive_lists, &wopts)?;
+    // the image archives dominate the SPX and their sizes are exact now: refuse a disk that
+    // clearly cannot hold them before writing anything
+    crate::atomic::require_space(&plan.output, sizes.iter().sum())?;
 
     let started = std::time::Instant::now();
     let out_name = plan.output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
